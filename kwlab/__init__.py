@@ -1,0 +1,14 @@
+"""kwlab: an ablation and sweep platform for KernelWarehouse dynamic convolution (Li & Yao, ICML 2024)."""
+
+from kwlab.convert import convert, create_model, plan
+from kwlab.kw.attention import ATTENTION_FUNCTIONS, register_attention
+from kwlab.kw.config import KWConfig
+from kwlab.kw.layers import KWConv1d, KWConv2d, KWConv3d, KWLinear
+from kwlab.kw.temperature import TemperatureSchedule, set_temperature
+from kwlab.kw.warehouse import Warehouse
+
+__version__ = "0.1.0"
+__all__ = [
+    "ATTENTION_FUNCTIONS", "KWConfig", "KWConv1d", "KWConv2d", "KWConv3d", "KWLinear", "TemperatureSchedule",
+    "Warehouse", "convert", "create_model", "plan", "register_attention", "set_temperature",
+]

@@ -1,0 +1,55 @@
+"""The `kwlab` command: one subcommand per module, each exposing `add_arguments(parser)` and `main(args) -> int`."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+from kwlab.errors import KWLabError
+
+# subcommand -> (module implementing it, one-line help); modules are imported only when their command runs
+COMMANDS: dict[str, tuple[str, str]] = {
+    "info": ("kwlab.commands.info", "print the KernelWarehouse plan of a model (warehouses, n, m, parameters)"),
+    "train": ("kwlab.train.command", "run one trial from a YAML config"),
+    "sweep": ("kwlab.sweep.command", "run a sweep spec as Ray Tune trials"),
+    "validate": ("kwlab.sweep.validate", "check a sweep spec without running it"),
+    "report": ("analysis.command", "write figures, tables and report.md for sweep results"),
+    "bench": ("kwlab.bench", "time and measure static vs KW models in one process"),
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand registered."""
+    parser = argparse.ArgumentParser(prog="kwlab", description="KernelWarehouse ablation and sweep platform")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    for name, (module, help_text) in COMMANDS.items():
+        command = sub.add_parser(name, help=help_text, description=help_text)
+        command.set_defaults(module=module)
+        try:
+            importlib.import_module(module).add_arguments(command)
+        except ModuleNotFoundError as error:
+            if error.name is None or not module.startswith(error.name):
+                raise
+            command.set_defaults(missing=True)  # listed, not built yet: says so when run
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point: user errors print one line on stderr and exit with code 2."""
+    args = build_parser().parse_args(argv)
+    if getattr(args, "missing", False):
+        print(f"kwlab {args.command}: not available in this version", file=sys.stderr)
+        return 2
+    try:
+        return int(importlib.import_module(args.module).main(args) or 0)
+    except KWLabError as error:
+        print(f"kwlab {args.command}: error: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"kwlab {args.command}: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

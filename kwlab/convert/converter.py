@@ -1,0 +1,153 @@
+"""Turn any nn.Module (a timm model in particular) into a KernelWarehouse model: `plan`, `convert`, `create_model`."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from typing import Any
+
+import timm
+import torch
+from torch import nn
+
+from kwlab.convert.layouts import REFERENCE_LAYOUTS, Assignment, auto_layout, family_of
+from kwlab.errors import KWLabError, choice_error
+from kwlab.kw.assembly import split_kernel
+from kwlab.kw.config import KWConfig
+from kwlab.kw.layers import KWConv1d, KWConv2d, KWConv3d, KWLayer, KWLinear
+from kwlab.kw.planner import LayerPlan, LayerSpec, Plan, initial_assignment, plan_layers
+from kwlab.kw.warehouse import Warehouse
+
+MAX_PARAMS = 2_000_000_000  # refuse to allocate a plan this large: it would not fit in memory for training
+
+# Exact torch types only: subclasses that override forward (timm's Conv2dSame, StdConv2d, a MultiheadAttention's
+# out_proj read by weight) compute something else than their weight applied plainly.
+_KW_TYPES: dict[type[nn.Module], type[KWLayer]] = {
+    nn.Conv1d: KWConv1d, nn.Conv2d: KWConv2d, nn.Conv3d: KWConv3d, nn.Linear: KWLinear, timm.layers.Linear: KWLinear,
+}
+
+
+def candidates(model: nn.Module) -> dict[str, nn.Module]:
+    """The layers of `model` that KernelWarehouse can replace, in module order."""
+    return {
+        name: module for name, module in model.named_modules()
+        if type(module) in _KW_TYPES and getattr(module, "padding_mode", "zeros") == "zeros"
+    }
+
+
+def layer_spec(name: str, module: nn.Module, stage: str, role: str) -> LayerSpec:
+    """Describe a torch conv/linear layer for the planner."""
+    if isinstance(module, nn.Linear):
+        return LayerSpec(name, module.in_features, module.out_features, (), 1, module.bias is not None, stage, role)
+    return LayerSpec(name, module.in_channels, module.out_channels, tuple(module.kernel_size), module.groups,
+                     module.bias is not None, stage, role)
+
+
+def resolve(model: nn.Module, kw: KWConfig) -> tuple[Assignment, KWConfig]:
+    """Place every candidate layer with the layout `kw.layout` and settle the attention norm."""
+    family = family_of(model)
+    if kw.layout == "reference" and family not in REFERENCE_LAYOUTS:
+        raise choice_error(f"kw.layout: model family {family or type(model).__name__!r} has no reference layout; "
+                           "families with one", family, sorted(REFERENCE_LAYOUTS))
+    use_reference = kw.layout != "auto" and family in REFERENCE_LAYOUTS
+    found = candidates(model)
+    assignment = (REFERENCE_LAYOUTS[family] if use_reference else auto_layout)(model, found)
+    norm = kw.attention_norm
+    if norm == "auto":  # LayerNorm where the model itself has no BatchNorm (ConvNeXt, ViT), as the reference does
+        has_batchnorm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
+        norm = "layer" if (family == "convnext" if use_reference else not has_batchnorm) else "batch"
+    return assignment, dataclasses.replace(kw, attention_norm=norm)
+
+
+def _plan(model: nn.Module, kw: KWConfig) -> tuple[Plan, KWConfig]:
+    assignment, kw = resolve(model, kw)
+    found = candidates(model)
+    specs = [layer_spec(name, found[name], p.stage, p.role) for name, p in assignment.items() if p is not None]
+    replaced = sum(math.prod(spec.weight_shape) for spec in specs)
+    other = sum(p.numel() for p in model.parameters()) - replaced
+    static = tuple(name for name, p in assignment.items() if p is None)
+    return plan_layers(specs, kw, layer_norm=kw.attention_norm == "layer", other_params=other, static_layers=static), kw
+
+
+def plan(model_or_name: nn.Module | str, kw: KWConfig | dict[str, Any] | None = None, **timm_kwargs: Any) -> Plan:
+    """The KW plan (warehouses, cell shapes, n, m, parameter counts) of a model or timm model name, unallocated."""
+    kw = KWConfig.from_dict(kw or {})
+    if isinstance(model_or_name, str):
+        with torch.device("meta"):  # build the architecture without allocating a tensor
+            model_or_name = _timm_model(model_or_name, **timm_kwargs)
+    return _plan(model_or_name, kw)[0]
+
+
+def convert(model: nn.Module, kw: KWConfig | dict[str, Any] | None = None) -> nn.Module:
+    """Replace the model's conv/linear layers by KW layers in place (and return it).
+
+    With b >= 1 and one-to-one init the source weights are copied into the cells beta points at, so at tau = 1 the
+    KW model computes what the source model computed.
+    """
+    if hasattr(model, "kw_warehouses"):
+        raise KWLabError(f"convert: {type(model).__name__} is already a KernelWarehouse model")
+    kw = KWConfig.from_dict(kw or {})
+    layout_plan, kw = _plan(model, kw)
+    if layout_plan.params > MAX_PARAMS:
+        raise KWLabError(
+            f"kw: this plan has {layout_plan.params:,} parameters ({layout_plan.attention_params:,} in attention), "
+            f"over kwlab's limit of {MAX_PARAMS:,}; use a narrower sharing range, a smaller budget or "
+            "nonlocal_basis_ratio < 1 (price variants with `kwlab info`)"
+        )
+    warehouses = {w.name: Warehouse(w.cells, w.cell_shape) for w in layout_plan.warehouses}
+    for layer in layout_plan.layers:
+        source = model.get_submodule(layer.spec.name)
+        warehouse = warehouses[layer.warehouse]
+        spec = layer.spec
+        own = (layer.own_start, layer.own_cells)
+        if isinstance(source, nn.Linear):
+            new = KWLinear(spec.in_channels, spec.out_channels, spec.bias, warehouse=warehouse, own=own, kw=kw)
+        else:
+            new = _KW_TYPES[type(source)](
+                spec.in_channels, spec.out_channels, spec.kernel_size, source.stride, source.padding,
+                source.dilation, spec.groups, spec.bias, warehouse=warehouse, own=own, kw=kw,
+            )
+        _fill_own_cells(warehouse, layer, source, kw)
+        if spec.bias:
+            new.bias.data.copy_(source.bias.data)
+        new.to(device=source.weight.device, dtype=source.weight.dtype)
+        model.set_submodule(layer.spec.name, new)
+    device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
+    model.kw_warehouses = nn.ModuleDict(
+        {name.replace(".", "_"): w.to(device=device, dtype=dtype) for name, w in warehouses.items()}
+    )
+    model.kw_plan = layout_plan
+    model.kw_config = kw
+    return model
+
+
+@torch.no_grad()
+def _fill_own_cells(warehouse: Warehouse, layer: LayerPlan, source: nn.Module, kw: KWConfig) -> None:
+    """Initialise a layer's own slice (Kaiming, fan-out) and, for b >= 1 with one-to-one init, copy its weights."""
+    weight = source.weight
+    # NOTE: the reference applies Kaiming to a (slice x c_out, c_in, ...) view, i.e. fan_out = slice x c_out; kwlab
+    # uses the replaced layer's own fan-out so that a KW layer at tau = 1 starts at the static layer's scale.
+    fan_out = weight.shape[0] * math.prod(weight.shape[2:])
+    cells = warehouse.cells[layer.own_start : layer.own_start + layer.own_cells]
+    cells.normal_(0.0, math.sqrt(2.0 / fan_out))
+    if kw.init == "one_to_one" and layer.own_cells >= layer.mixtures:
+        offsets = torch.tensor(initial_assignment(layer.mixtures, layer.own_cells))
+        cells[offsets] = split_kernel(weight.detach(), warehouse.cell_shape).to(cells.dtype)  # (m, cell_numel)
+
+
+def _timm_model(name: str, **timm_kwargs: Any) -> nn.Module:
+    import kwlab.models  # noqa: F401  (registers kwlab's small-image models with timm)
+
+    if not timm.is_model(name):
+        small = ", ".join(timm.list_models("cifar_*"))
+        raise KWLabError(f"model: {name!r} is not a timm model name (see timm.list_models(); kwlab's own: {small})")
+    try:
+        return timm.create_model(name, pretrained=False, **timm_kwargs)
+    except TypeError as error:
+        raise KWLabError(f"model {name!r}: {error}") from None
+
+
+def create_model(name: str, *, kw: KWConfig | dict[str, Any] | None = None, **timm_kwargs: Any) -> nn.Module:
+    """Build timm model `name` (kwlab's small models included); with `kw`, convert it to KernelWarehouse."""
+    model = _timm_model(name, **timm_kwargs)
+    return model if kw is None else convert(model, kw)

@@ -1,0 +1,15 @@
+"""The one error type kwlab raises for bad user input; the CLI prints it as one line and exits with code 2."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+
+
+class KWLabError(ValueError):
+    """A user-facing error: its message names the bad value and what was expected."""
+
+
+def choice_error(what: str, value: object, allowed: Iterable[object]) -> KWLabError:
+    """Build the standard 'unknown X' error listing the allowed values."""
+    options = ", ".join(repr(a) for a in allowed)
+    return KWLabError(f"{what}: {value!r} is not one of {options}")

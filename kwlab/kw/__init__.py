@@ -1,0 +1,1 @@
+"""The KernelWarehouse method: config, planner, attention functions, assembly math, warehouse, layers, temperature."""

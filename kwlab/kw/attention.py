@@ -1,0 +1,127 @@
+"""KW attention: GAP -> FC -> norm -> ReLU -> FC to (n+1) logits per mixture, then a pluggable attention function.
+
+The last logit of each mixture is the zero cell (no weights). Attention functions live in a registry: adding one is
+one decorated function of the logits, `(..., n+1) -> (..., n+1)`.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from kwlab.kw.planner import num_basis
+
+AttentionFunction = Callable[[torch.Tensor], torch.Tensor]
+ATTENTION_FUNCTIONS: dict[str, AttentionFunction] = {}
+EPS = 1e-3  # the reference's epsilon in the L1 normalisation
+
+
+def register_attention(name: str) -> Callable[[AttentionFunction], AttentionFunction]:
+    """Register an attention function under `name`; an existing name is kept and a warning is raised."""
+
+    def add(fn: AttentionFunction) -> AttentionFunction:
+        if name in ATTENTION_FUNCTIONS:
+            warnings.warn(f"attention function {name!r} is already registered; keeping the first", stacklevel=2)
+        else:
+            ATTENTION_FUNCTIONS[name] = fn
+        return fn
+
+    return add
+
+
+@register_attention("caf")
+def contrasting_attention(logits: torch.Tensor) -> torch.Tensor:
+    """Contrasting-driven attention (CAF): z / (sum |z| + eps), signed, so attentions may be negative."""
+    return logits / (logits.abs().sum(-1, keepdim=True) + EPS)
+
+
+@register_attention("softmax")
+def softmax_attention(logits: torch.Tensor) -> torch.Tensor:
+    """Softmax over the n+1 cells: non-negative, sums to one."""
+    return logits.softmax(-1)
+
+
+@register_attention("sigmoid")
+def sigmoid_attention(logits: torch.Tensor) -> torch.Tensor:
+    """Independent sigmoid gates in (0, 1)."""
+    return logits.sigmoid()
+
+
+@register_attention("relu_l1")
+def relu_l1_attention(logits: torch.Tensor) -> torch.Tensor:
+    """max(z, 0) normalised by its sum: no negative attentions."""
+    positive = logits.relu()
+    return positive / (positive.sum(-1, keepdim=True) + EPS)
+
+
+class BatchNorm1dAnyBatch(nn.BatchNorm1d):
+    """BatchNorm1d that normalises a training batch of one sample with its running statistics."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Batch statistics as usual; a single sample in training mode uses the running ones instead."""
+        if self.training and x.shape[0] == 1:
+            # NOTE: the reference raises here (one value per channel); running statistics keep batch size 1 trainable.
+            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+        return super().forward(x)
+
+
+class KWAttention(nn.Module):
+    """Per-layer attention alpha (B, m, n) over the n cells of a warehouse for the layer's m mixtures."""
+
+    def __init__(
+        self,
+        in_channels: int,
+        mixtures: int,
+        cells: int,
+        hidden: int,
+        beta: torch.Tensor,
+        *,
+        function: str = "caf",
+        blend: bool = True,
+        layer_norm: bool = False,
+        own_start: int = 0,
+        own_cells: int = 0,
+        nonlocal_basis_ratio: float = 1.0,
+    ) -> None:
+        super().__init__()
+        self.mixtures, self.cells, self.function, self.blend = mixtures, cells, function, blend
+        self.fc1 = nn.Linear(in_channels, hidden, bias=layer_norm)  # no bias when a BatchNorm follows
+        self.norm = nn.LayerNorm(hidden) if layer_norm else BatchNorm1dAnyBatch(hidden)
+        self.own_start, self.own_cells = own_start, own_cells
+        if nonlocal_basis_ratio >= 1:
+            self.fc2 = nn.Linear(hidden, (cells + 1) * mixtures)
+            self.basis = None
+        else:  # own cells predicted directly, the other layers' cells through a low-rank basis
+            self.num_basis = num_basis(cells - own_cells, nonlocal_basis_ratio)
+            self.fc2 = nn.Linear(hidden, (own_cells + self.num_basis + 1) * mixtures, bias=False)
+            self.basis = nn.Linear(self.num_basis, cells - own_cells, bias=False)
+            self.basis_bias = nn.Parameter(torch.zeros(mixtures, cells + 1))
+        self.register_buffer("beta", beta.float())  # (m, n+1) one-hot initial assignment
+        self.register_buffer("tau", torch.ones(()))  # temperature: alpha = (1 - tau) f(z) + tau beta
+        for linear in (self.fc1, self.fc2, self.basis):
+            if linear is not None:
+                nn.init.kaiming_normal_(linear.weight, mode="fan_out", nonlinearity="relu")
+                if linear.bias is not None:
+                    nn.init.zeros_(linear.bias)
+
+    def logits(self, pooled: torch.Tensor) -> torch.Tensor:
+        """Attention logits (B, m, n+1) from the pooled input (B, C_in); the last column is the zero cell."""
+        z = self.fc2(F.relu(self.norm(self.fc1(pooled))))
+        if self.basis is None:
+            return z.reshape(-1, self.mixtures, self.cells + 1)
+        z = z.reshape(-1, self.mixtures, self.own_cells + self.num_basis + 1)
+        own, basis, zero = z.split([self.own_cells, self.num_basis, 1], dim=-1)
+        others = self.basis(basis)  # (B, m, n - own)
+        start = self.own_start
+        return torch.cat([others[..., :start], own, others[..., start:], zero], dim=-1) + self.basis_bias
+
+    def forward(self, pooled: torch.Tensor) -> torch.Tensor:
+        """alpha (B, m, n): the attention function of the logits, blended toward beta, zero cell dropped."""
+        alpha = ATTENTION_FUNCTIONS[self.function](self.logits(pooled))
+        if self.blend:
+            alpha = torch.lerp(alpha, self.beta.to(alpha.dtype), self.tau.to(alpha.dtype))
+        return alpha[..., :-1]
