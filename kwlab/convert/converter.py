@@ -94,31 +94,35 @@ def convert(model: nn.Module, kw: KWConfig | dict[str, Any] | None = None) -> nn
             f"over kwlab's limit of {MAX_PARAMS:,}; use a narrower sharing range, a smaller budget or "
             "nonlocal_basis_ratio < 1 (price variants with `kwlab info`)"
         )
-    warehouses = {w.name: Warehouse(w.cells, w.cell_shape) for w in layout_plan.warehouses}
-    for layer in layout_plan.layers:
-        source = model.get_submodule(layer.spec.name)
-        warehouse = warehouses[layer.warehouse]
-        spec = layer.spec
-        own = (layer.own_start, layer.own_cells)
-        if isinstance(source, nn.Linear):
-            new = KWLinear(spec.in_channels, spec.out_channels, spec.bias, warehouse=warehouse, own=own, kw=kw)
-        else:
-            new = _KW_TYPES[type(source)](
-                spec.in_channels, spec.out_channels, spec.kernel_size, source.stride, source.padding,
-                source.dilation, spec.groups, spec.bias, warehouse=warehouse, own=own, kw=kw,
-            )
-        _fill_own_cells(warehouse, layer, source, kw)
-        if spec.bias:
-            new.bias.data.copy_(source.bias.data)
-        new.to(device=source.weight.device, dtype=source.weight.dtype)
-        model.set_submodule(layer.spec.name, new)
     device, dtype = next(model.parameters()).device, next(model.parameters()).dtype
+    with torch.device(device):  # build on the model's device (meta stays unallocated)
+        warehouses = {w.name: Warehouse(w.cells, w.cell_shape) for w in layout_plan.warehouses}
+        for layer in layout_plan.layers:
+            _replace(model, layer, warehouses[layer.warehouse], kw)
     model.kw_warehouses = nn.ModuleDict(
-        {name.replace(".", "_"): w.to(device=device, dtype=dtype) for name, w in warehouses.items()}
+        {name.replace(".", "_"): w.to(dtype=dtype) for name, w in warehouses.items()}
     )
     model.kw_plan = layout_plan
     model.kw_config = kw
     return model
+
+
+def _replace(model: nn.Module, layer: LayerPlan, warehouse: Warehouse, kw: KWConfig) -> None:
+    """Swap one torch layer for its KW layer and seed the layer's own cells."""
+    source = model.get_submodule(layer.spec.name)
+    spec = layer.spec
+    own = (layer.own_start, layer.own_cells)
+    if isinstance(source, nn.Linear):
+        new = KWLinear(spec.in_channels, spec.out_channels, spec.bias, warehouse=warehouse, own=own, kw=kw)
+    else:
+        new = _KW_TYPES[type(source)](
+            spec.in_channels, spec.out_channels, spec.kernel_size, source.stride, source.padding,
+            source.dilation, spec.groups, spec.bias, warehouse=warehouse, own=own, kw=kw,
+        )
+    _fill_own_cells(warehouse, layer, source, kw)
+    if spec.bias:
+        new.bias.data.copy_(source.bias.data)
+    model.set_submodule(spec.name, new.to(dtype=source.weight.dtype))
 
 
 @torch.no_grad()
