@@ -1,0 +1,209 @@
+"""Expand a sweep spec into trials: variants (grid, random samples, cases) crossed with the same seeds, priced.
+
+Pure functions of the spec and the base trial config; nothing here starts Ray or trains.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import itertools
+import json
+import math
+from dataclasses import dataclass, field
+from functools import cache
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from kwlab.errors import KWLabError, choice_error
+from kwlab.overrides import apply_overrides, set_dotted
+from kwlab.sweep.spec import Parameter, SweepSpec
+from kwlab.train.config import TrainConfig
+
+
+@dataclass(frozen=True)
+class Variant:
+    """One point of the ablation: a name and the dotted-path overrides that make it."""
+
+    name: str
+    overrides: dict[str, Any]
+    is_baseline: bool = False
+
+
+@dataclass(frozen=True)
+class Trial:
+    """A variant at one seed, with its resolved trial config and stable ids."""
+
+    variant: Variant
+    seed: int
+    config: dict[str, Any] = field(repr=False)
+
+    @property
+    def trial_id(self) -> str:
+        """Hash of the resolved config, seed included."""
+        return config_hash(self.config)
+
+    @property
+    def variant_id(self) -> str:
+        """Hash of the resolved config without its seed: groups a variant's repeats."""
+        return config_hash({k: v for k, v in self.config.items() if k != "seed"})
+
+
+def config_hash(tree: dict[str, Any]) -> str:
+    """A short stable hash of a config tree."""
+    return hashlib.sha1(json.dumps(tree, sort_keys=True, default=str).encode()).hexdigest()[:12]
+
+
+def base_config(spec: SweepSpec, spec_path: str | Path, profile: str | None, sets: list[str]) -> dict[str, Any]:
+    """The base trial config: `base` (inline or a YAML path next to the spec) < profile < --set overrides."""
+    base = spec.base
+    if isinstance(base, str):
+        path = (Path(spec_path).parent / base) if not Path(base).is_absolute() else Path(base)
+        try:
+            base = yaml.safe_load(path.read_text()) or {}
+        except (OSError, yaml.YAMLError) as error:
+            raise KWLabError(f"{spec_path}: base: cannot read trial config {path} ({error})") from None
+    if profile is None:
+        profile = "default" if "default" in spec.profiles else None
+    if profile is not None and profile not in spec.profiles:
+        raise choice_error(f"{spec_path}: --profile", profile, sorted(spec.profiles))
+    profile_sets = [f"{k}={json.dumps(v)}" for k, v in (spec.profiles.get(profile) or {}).items()]
+    return apply_overrides(base, [*profile_sets, *sets])
+
+
+def label(overrides: dict[str, Any]) -> str:
+    """A variant's readable name from its overrides, e.g. 'cell_in_ratio=0.5,cell_out_ratio=0.5'."""
+    return ",".join(f"{key.rsplit('.', 1)[-1]}={value}" for key, value in overrides.items()) or "base"
+
+
+def grid_variants(spec: SweepSpec) -> list[Variant]:
+    """The cartesian product of the parameters' values; each `zip` group varies in lock-step as one axis."""
+    parameters, zipped = spec.parameters, spec.zip
+    grouped = {key for group in zipped for key in group}
+    axes = [[{k: parameters[k].choices[i] for k in group} for i in range(len(parameters[group[0]].choices))]
+            for group in zipped]
+    axes += [[{key: value} for value in p.choices] for key, p in parameters.items() if key not in grouped]
+    points = [dict(item for part in combo for item in part.items()) for combo in itertools.product(*axes)]
+    return [Variant(label(point), point) for point in points] if parameters else []
+
+
+def sample_value(parameter: Parameter, rng: np.random.Generator) -> Any:
+    """Draw one value from a parameter (seeded)."""
+    choices = parameter.choices
+    if choices is not None and parameter.distribution != "int_uniform":
+        return choices[rng.integers(len(choices))]
+    low, high = parameter.min, parameter.max
+    match parameter.distribution:
+        case "int_uniform":
+            return int(rng.integers(int(low), int(high) + 1))
+        case "uniform":
+            return float(rng.uniform(low, high))
+        case "log_uniform_values":
+            return float(math.exp(rng.uniform(math.log(low), math.log(high))))
+        case "q_uniform":
+            return float(round(rng.uniform(low, high) / (parameter.q or 1)) * (parameter.q or 1))
+        case _:  # normal
+            return float(rng.normal(parameter.mu, parameter.sigma))
+
+
+def random_variants(spec: SweepSpec) -> list[Variant]:
+    """`num_samples` seeded draws of every parameter (zip groups share the drawn index)."""
+    rng = np.random.default_rng(spec.sampler_seed)
+    variants = []
+    for _ in range(spec.num_samples):
+        point = {}
+        for group in spec.zip:
+            index = rng.integers(len(spec.parameters[group[0]].choices))
+            point.update({k: spec.parameters[k].choices[index] for k in group})
+        point.update({k: sample_value(p, rng) for k, p in spec.parameters.items() if k not in point})
+        variants.append(Variant(label(point), point))
+    return variants
+
+
+def variants(spec: SweepSpec) -> list[Variant]:
+    """Every variant of a grid or random sweep: the parameter points, then the explicit cases (baseline first)."""
+    points = {"grid": grid_variants, "random": random_variants}.get(spec.method, lambda _: [])(spec)
+    cases = sorted(spec.cases, key=lambda case: case.name != spec.baseline)
+    return [*(Variant(c.name, dict(c.set), c.name == spec.baseline) for c in cases), *points]
+
+
+def resolve(base: dict[str, Any], variant: Variant, seed: int, source: str) -> dict[str, Any]:
+    """The full, validated trial config of a variant at a seed, as a plain tree."""
+    tree = json.loads(json.dumps(base))  # deep copy of plain data
+    for key, value in variant.overrides.items():
+        set_dotted(tree, key, value)
+    tree["seed"] = seed
+    try:
+        return TrainConfig.from_dict(tree).to_dict()
+    except KWLabError as error:
+        raise KWLabError(f"{source}: variant {variant.name!r}: {error}") from None
+
+
+def expand(spec: SweepSpec, base: dict[str, Any], source: str) -> list[Trial]:
+    """All trials of a grid/random sweep: every variant crossed with the same seeds (paired comparisons)."""
+    return [Trial(v, seed, resolve(base, v, seed, source)) for v in variants(spec) for seed in spec.seeds]
+
+
+COST_COLUMNS = ("params", "params_warehouse", "params_attention", "macs")
+
+
+@cache
+def _data_shape(data_json: str) -> tuple[int, int, int]:
+    from kwlab.data import DataSpec, load
+
+    splits = load(DataSpec.from_dict(json.loads(data_json)))
+    return splits.num_classes, splits.in_chans, splits.image_size
+
+
+@cache
+def _price(tree_json: str) -> dict[str, int]:
+    from kwlab.convert import plan
+    from kwlab.train.records import count_macs
+
+    cfg = TrainConfig.from_dict(json.loads(tree_json))
+    num_classes, in_chans, image_size = _data_shape(json.dumps(cfg.data.to_dict(), sort_keys=True))
+    shape = dict(num_classes=num_classes, in_chans=in_chans)
+    macs = count_macs(cfg.model.name, cfg.model.kwargs, cfg.kw, in_chans, image_size, num_classes)
+    if cfg.kw is None:
+        import torch
+
+        from kwlab.convert import create_model
+
+        with torch.device("meta"):
+            total = sum(p.numel() for p in create_model(cfg.model.name, **cfg.model.kwargs, **shape).parameters())
+        return {"params": total, "params_warehouse": 0, "params_attention": 0, "macs": macs}
+    kw_plan = plan(cfg.model.name, cfg.kw, **cfg.model.kwargs, **shape)
+    return {"params": kw_plan.params, "params_warehouse": kw_plan.warehouse_params,
+            "params_attention": kw_plan.attention_params, "macs": macs}
+
+
+def price(trials: list[Trial], source: str) -> pd.DataFrame:
+    """One row per variant: swept values, parameter counts and MACs per image from the planner (nothing trained)."""
+    rows, seen = [], set()
+    for trial in trials:
+        if trial.variant_id in seen:
+            continue
+        seen.add(trial.variant_id)
+        try:
+            cost = _price(json.dumps(trial.config, sort_keys=True))
+        except KWLabError as error:
+            raise KWLabError(f"{source}: variant {trial.variant.name!r}: {error}") from None
+        rows.append({"variant": trial.variant.name, "variant_id": trial.variant_id, **trial.variant.overrides, **cost})
+    return pd.DataFrame(rows, columns=None if rows else ["variant", "variant_id", *COST_COLUMNS])
+
+
+def apply_constraints(trials: list[Trial], priced: pd.DataFrame, constraints: list[str], source: str) -> list[Trial]:
+    """Drop the variants that fail any constraint (pandas query expressions; dotted names in backticks)."""
+    keep = priced
+    for expression in constraints:
+        try:
+            keep = keep.query(expression)
+        except Exception as error:  # pandas raises many types for a bad expression
+            raise KWLabError(f"{source}: constraints: cannot evaluate {expression!r} ({error})") from None
+    if keep.empty:
+        raise KWLabError(f"{source}: constraints: no variant is left after {constraints}")
+    allowed = set(keep["variant_id"])
+    return [t for t in trials if t.variant_id in allowed or t.variant.is_baseline]

@@ -1,0 +1,209 @@
+"""The sweep spec: a YAML file validated up front into typed models (its JSON Schema is `sweep_schema()`).
+
+Keys follow W&B sweeps where they exist (`method`, `parameters` with `value`/`values`/`distribution`, `metric`,
+`early_terminate`), Ray Tune's for execution (`resources`, `max_concurrent_trials`, `num_samples`), and add what an
+ablation needs: `zip`, `cases`, `constraints`, `baseline`, `seeds` and `profiles`.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from kwlab.errors import KWLabError
+
+CONTINUOUS = ("uniform", "log_uniform_values", "normal")
+DISCRETE = ("int_uniform", "q_uniform", "categorical")
+
+
+class Strict(BaseModel):
+    """Base model: unknown keys are errors, values are not coerced across types."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Parameter(Strict):
+    """One swept key: a fixed `value`, a list of `values`, or a `distribution` with its bounds."""
+
+    value: Any = None
+    values: list[Any] | None = None
+    distribution: Literal["uniform", "log_uniform_values", "normal", "int_uniform", "q_uniform", "categorical"] | None
+    distribution = None
+    min: float | None = None
+    max: float | None = None
+    q: float | None = None
+    mu: float | None = None
+    sigma: float | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> Parameter:
+        given = [k for k in ("value", "values", "distribution") if k in self.model_fields_set]
+        if len(given) != 1:
+            raise ValueError("give exactly one of value, values or distribution")
+        if self.values is not None and not self.values:
+            raise ValueError("values: expected a non-empty list")
+        d = self.distribution
+        if d in ("uniform", "log_uniform_values", "int_uniform", "q_uniform"):
+            if self.min is None or self.max is None or self.min >= self.max:
+                raise ValueError(f"distribution {d}: expected min < max")
+            if d == "log_uniform_values" and self.min <= 0:
+                raise ValueError("log_uniform_values: expected min > 0")
+        if d == "normal" and (self.mu is None or self.sigma is None):
+            raise ValueError("distribution normal: expected mu and sigma")
+        if d == "categorical" and not self.values:
+            raise ValueError("distribution categorical: give the choices as values (or use values alone)")
+        return self
+
+    @property
+    def choices(self) -> list[Any] | None:
+        """The finite list of values this parameter takes, or None for a continuous distribution."""
+        if "value" in self.model_fields_set:
+            return [self.value]
+        if self.distribution in (None, "categorical"):
+            return self.values
+        if self.distribution == "int_uniform":
+            return list(range(int(self.min), int(self.max) + 1))
+        return None
+
+
+class Case(Strict):
+    """An explicit variant: a name and the dotted-path overrides that define it."""
+
+    name: str
+    set: dict[str, Any] = Field(default_factory=dict)
+
+
+class Metric(Strict):
+    """The metric trials are ranked by."""
+
+    name: str = "val_top1"
+    goal: Literal["maximize", "minimize"] = "maximize"
+
+
+class Resources(Strict):
+    """Per-trial resources; fractional GPUs share a device."""
+
+    cpu: float = Field(1.0, gt=0)
+    gpu: float = Field(0.0, ge=0)
+
+
+class Failure(Strict):
+    """How often a failing trial is retried before it is recorded as failed."""
+
+    max_retries: int = Field(1, ge=0)
+
+
+class EarlyTerminate(Strict):
+    """ASHA early stopping over epochs (W&B's `hyperband` key is accepted as a synonym)."""
+
+    type: Literal["asha", "hyperband"] = "asha"
+    grace_period: int = Field(1, ge=1)
+    reduction_factor: float = Field(2.0, gt=1)
+
+
+class SweepSpec(Strict):
+    """A whole sweep: what varies, over which seeds, on which base trial, and how it runs."""
+
+    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    description: str = ""
+    base: str | dict[str, Any] = Field(default_factory=dict)
+    method: Literal["grid", "random", "bayes"] = "grid"
+    num_samples: int = Field(1, ge=1)
+    sampler_seed: int = 0
+    metric: Metric = Field(default_factory=Metric)
+    parameters: dict[str, Parameter] = Field(default_factory=dict)
+    zip: list[list[str]] = Field(default_factory=list)
+    cases: list[Case] = Field(default_factory=list)
+    baseline: str | None = None
+    constraints: list[str] = Field(default_factory=list)
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    resources: Resources = Field(default_factory=Resources)
+    max_concurrent_trials: int | None = Field(None, ge=1)
+    failure: Failure = Field(default_factory=Failure)
+    early_terminate: EarlyTerminate | None = None
+    profiles: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    results_dir: str = "results"
+
+    @model_validator(mode="after")
+    def _structure(self) -> SweepSpec:
+        if len(set(self.seeds)) != len(self.seeds):
+            raise ValueError("seeds: expected distinct seeds")
+        zipped = [key for group in self.zip for key in group]
+        for key in zipped:
+            if key not in self.parameters:
+                raise ValueError(f"zip: {key!r} is not a key of parameters")
+        if len(zipped) != len(set(zipped)):
+            raise ValueError("zip: a parameter appears in two groups")
+        for group in self.zip:
+            lengths = {len(self.parameters[k].choices or []) for k in group}
+            if len(lengths) != 1:
+                raise ValueError(f"zip: {group} must list the same number of values")
+        if self.method == "grid":
+            for key, parameter in self.parameters.items():
+                if parameter.choices is None:
+                    raise ValueError(
+                        f"parameters.{key}: a grid cannot enumerate the continuous distribution "
+                        f"{parameter.distribution!r}; use values, or method random/bayes"
+                    )
+        if not self.parameters and not self.cases:
+            raise ValueError("parameters: nothing to run; give parameters or cases")
+        names = [case.name for case in self.cases]
+        if len(set(names)) != len(names):
+            raise ValueError("cases: names must be distinct")
+        if self.baseline is not None and self.baseline not in names:
+            raise ValueError(f"baseline: {self.baseline!r} is not the name of a case ({', '.join(names) or 'none'})")
+        if self.method == "bayes":
+            if self.early_terminate is not None:
+                raise ValueError("early_terminate: not available with method bayes (each trial trains every seed)")
+            if self.constraints or self.zip:
+                raise ValueError("constraints and zip need method grid or random (bayes suggests points one by one)")
+            if any(p.distribution == "normal" for p in self.parameters.values()):
+                raise ValueError("parameters: the normal distribution is not available with bayes (TPE)")
+        return self
+
+
+def sweep_schema() -> dict[str, Any]:
+    """The JSON Schema of a sweep spec."""
+    return SweepSpec.model_json_schema()
+
+
+def _location(error: dict[str, Any]) -> str:
+    return ".".join(str(p) for p in error["loc"] if not str(p).startswith("function-")) or "(top level)"
+
+
+def parse_spec(tree: Any, source: str) -> SweepSpec:
+    """Validate a loaded YAML tree; errors name the file, the key path and what was expected, on one line."""
+    if not isinstance(tree, dict):
+        raise KWLabError(f"{source}: expected a mapping of sweep keys at the top level")
+    try:
+        return SweepSpec.model_validate(tree)
+    except ValidationError as error:
+        first = error.errors()[0]
+        message = first["msg"].removeprefix("Value error, ")
+        if first["type"] == "extra_forbidden":
+            message = "unknown key"
+        extra = f" ({error.error_count() - 1} more)" if error.error_count() > 1 else ""
+        raise KWLabError(f"{source}: {_location(first)}: {message}{extra}") from None
+
+
+def load_spec(path: str | Path) -> SweepSpec:
+    """Read and validate a sweep spec from a YAML file (safe loader)."""
+    path = Path(path)
+    try:
+        tree = yaml.safe_load(path.read_text())
+    except FileNotFoundError:
+        raise KWLabError(f"{path}: no such sweep spec") from None
+    except yaml.YAMLError as error:
+        mark = getattr(error, "problem_mark", None)
+        where = f" line {mark.line + 1}" if mark else ""
+        raise KWLabError(f"{path}:{where}: not valid YAML ({getattr(error, 'problem', error)})") from None
+    return parse_spec(tree, str(path))
+
+
+def schema_json() -> str:
+    """The JSON Schema as indented text (what `kwlab validate --schema` prints)."""
+    return json.dumps(sweep_schema(), indent=2)

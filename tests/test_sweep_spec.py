@@ -1,0 +1,125 @@
+"""The sweep spec: validation errors name the file and key path; expansion pairs seeds across variants."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kwlab.errors import KWLabError
+from kwlab.sweep.expand import Variant, base_config, config_hash, grid_variants, random_variants, variants
+from kwlab.sweep.spec import load_spec, parse_spec, sweep_schema
+
+SHIPPED = sorted((Path(__file__).parents[1] / "sweeps").glob("*.yaml"))
+
+
+def spec_tree(**changes: object) -> dict:
+    """A minimal valid spec with `changes` applied at the top level."""
+    tree = {"name": "t", "base": {}, "parameters": {"kw.budget": {"values": [1, 2]}}, "seeds": [0, 1]}
+    tree.update(changes)
+    return tree
+
+
+@pytest.mark.parametrize(
+    ("changes", "fragment"),
+    [
+        ({"bogus": 1}, "bogus: unknown key"),
+        ({"parameters": {"kw.budget": {"values": [1], "nope": 2}}}, "parameters.kw.budget.nope: unknown key"),
+        ({"method": "hyperopt"}, "method: Input should be 'grid', 'random' or 'bayes'"),
+        ({"seeds": "0,1"}, "seeds: Input should be a valid list"),
+        ({"seeds": [0, 0]}, "distinct seeds"),
+        ({"parameters": {"lr": {"distribution": "uniform", "min": 0.1, "max": 1}}}, "a grid cannot enumerate"),
+        ({"parameters": {"lr": {"distribution": "uniform", "min": 1, "max": 0.1}}, "method": "random"}, "min < max"),
+        ({"parameters": {"x": {"value": 1, "values": [1]}}}, "exactly one of value, values or distribution"),
+        ({"zip": [["kw.budget", "kw.other"]]}, "'kw.other' is not a key of parameters"),
+        ({"parameters": {"a": {"values": [1, 2]}, "b": {"values": [1]}}, "zip": [["a", "b"]]}, "same number"),
+        ({"baseline": "static"}, "'static' is not the name of a case"),
+        ({"name": "has space"}, "name: String should match pattern"),
+        ({"parameters": {}}, "nothing to run"),
+        ({"method": "bayes", "constraints": ["params < 1"]}, "constraints and zip need method grid or random"),
+    ],
+)
+def test_bad_spec_names_file_key_and_expectation(changes: dict, fragment: str) -> None:
+    with pytest.raises(KWLabError) as error:
+        parse_spec(spec_tree(**changes), "sweeps/x.yaml")
+    message = str(error.value)
+    assert message.startswith("sweeps/x.yaml: ") and fragment in message and "\n" not in message
+
+
+def test_yaml_errors_and_missing_file_are_one_line(tmp_path: Path) -> None:
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: [unclosed\n")
+    with pytest.raises(KWLabError, match=r"bad.yaml: line \d+: not valid YAML"):
+        load_spec(bad)
+    with pytest.raises(KWLabError, match="no such sweep spec"):
+        load_spec(tmp_path / "missing.yaml")
+    unsafe = tmp_path / "unsafe.yaml"
+    unsafe.write_text("name: !!python/object/apply:os.system ['true']\n")
+    with pytest.raises(KWLabError, match="not valid YAML"):  # the safe loader refuses Python tags
+        load_spec(unsafe)
+
+
+def test_schema_documents_the_keys() -> None:
+    properties = sweep_schema()["properties"]
+    for key in ("name", "base", "method", "parameters", "zip", "cases", "constraints", "baseline", "seeds",
+                "resources", "max_concurrent_trials", "failure", "early_terminate", "metric", "profiles"):
+        assert key in properties
+
+
+def test_grid_with_zip_and_cases_pairs_every_variant_with_the_same_seeds() -> None:
+    spec = parse_spec(spec_tree(
+        parameters={"kw.cell_in_ratio": {"values": [1, 0.5]}, "kw.cell_out_ratio": {"values": [1, 0.5]},
+                    "kw.budget": {"values": [1, 2, 4]}},
+        zip=[["kw.cell_in_ratio", "kw.cell_out_ratio"]],
+        cases=[{"name": "static", "set": {"kw": None}}], baseline="static", seeds=[3, 4, 5]), "s")
+    found = variants(spec)
+    assert found[0] == Variant("static", {"kw": None}, is_baseline=True)
+    points = [v.overrides for v in found[1:]]
+    assert len(points) == 2 * 3  # the zip group is one axis of two values
+    assert all(p["kw.cell_in_ratio"] == p["kw.cell_out_ratio"] for p in points)
+    assert {p["kw.budget"] for p in points} == {1, 2, 4}
+
+
+def test_random_sampling_is_seeded_and_respects_bounds() -> None:
+    tree = spec_tree(method="random", num_samples=5, parameters={
+        "optim.lr": {"distribution": "log_uniform_values", "min": 1e-3, "max": 1e-1},
+        "kw.budget": {"values": [0.5, 1, 2]}, "epochs": {"distribution": "int_uniform", "min": 2, "max": 4}})
+    first, again = random_variants(parse_spec(tree, "s")), random_variants(parse_spec(tree, "s"))
+    assert first == again
+    other = random_variants(parse_spec({**tree, "sampler_seed": 1}, "s"))
+    assert first != other
+    for variant in first:
+        assert 1e-3 <= variant.overrides["optim.lr"] <= 1e-1
+        assert variant.overrides["kw.budget"] in (0.5, 1, 2)
+        assert variant.overrides["epochs"] in (2, 3, 4)
+
+
+def test_cases_alone_make_the_variants() -> None:
+    spec = parse_spec(spec_tree(parameters={}, cases=[{"name": "a", "set": {"kw.budget": 2}}]), "s")
+    assert grid_variants(spec) == []
+    assert [v.name for v in variants(spec)] == ["a"]
+
+
+def test_base_config_precedence_profile_then_set(tmp_path: Path) -> None:
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump({"epochs": 3, "optim": {"lr": 0.1}}))
+    spec = parse_spec(spec_tree(base="base.yaml", profiles={"default": {"epochs": 5}, "fast": {"epochs": 1}}), "s")
+    spec_path = tmp_path / "spec.yaml"
+    assert base_config(spec, spec_path, None, [])["epochs"] == 5  # 'default' applies when no profile is named
+    assert base_config(spec, spec_path, "fast", ["optim.lr=0.5"]) == {"epochs": 1, "optim": {"lr": 0.5}}
+    with pytest.raises(KWLabError, match="--profile: 'slow' is not one of 'default', 'fast'"):
+        base_config(spec, spec_path, "slow", [])
+
+
+def test_config_hash_is_stable_and_order_free() -> None:
+    assert config_hash({"a": 1, "b": {"c": 2}}) == config_hash({"b": {"c": 2}, "a": 1})
+    assert config_hash({"a": 1}) != config_hash({"a": 2})
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_shipped_specs_parse(path: Path) -> None:
+    spec = load_spec(path)
+    assert spec.name == path.stem
+    if spec.name != "smoke":  # every real ablation is paired over seeds against the static model
+        assert len(spec.seeds) >= 3 and spec.baseline == "static"
+        assert "default" in spec.profiles
