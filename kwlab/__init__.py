@@ -1,6 +1,6 @@
 """kwlab: an ablation and sweep platform for KernelWarehouse dynamic convolution (Li & Yao, ICML 2024)."""
 
-from kwlab.convert import convert, create_model, plan
+from kwlab.conversion import convert, create_model, plan
 from kwlab.kw.attention import ATTENTION_FUNCTIONS, register_attention
 from kwlab.kw.config import KWConfig
 from kwlab.kw.layers import KWConv1d, KWConv2d, KWConv3d, KWLinear

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from kwlab.convert import plan
+from kwlab.conversion import plan
 from kwlab.errors import KWLabError
 from kwlab.overrides import apply_overrides
 

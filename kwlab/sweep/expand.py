@@ -160,7 +160,7 @@ def _data_shape(data_json: str) -> tuple[int, int, int]:
 
 @cache
 def _price(tree_json: str) -> dict[str, int]:
-    from kwlab.convert import plan
+    from kwlab.conversion import plan
     from kwlab.train.records import count_macs
 
     cfg = TrainConfig.from_dict(json.loads(tree_json))
@@ -170,7 +170,7 @@ def _price(tree_json: str) -> dict[str, int]:
     if cfg.kw is None:
         import torch
 
-        from kwlab.convert import create_model
+        from kwlab.conversion import create_model
 
         with torch.device("meta"):
             total = sum(p.numel() for p in create_model(cfg.model.name, **cfg.model.kwargs, **shape).parameters())

@@ -10,8 +10,8 @@ import timm
 import torch
 from torch import nn
 
-from kwlab.convert.layouts import REFERENCE_LAYOUTS, Assignment, auto_layout, family_of
-from kwlab.errors import KWLabError, choice_error
+from kwlab.conversion.layouts import REFERENCE_LAYOUTS, Assignment, auto_layout, family_of
+from kwlab.errors import KWLabError
 from kwlab.kw.assembly import split_kernel
 from kwlab.kw.config import KWConfig
 from kwlab.kw.layers import KWConv1d, KWConv2d, KWConv3d, KWLayer, KWLinear
@@ -47,10 +47,13 @@ def resolve(model: nn.Module, kw: KWConfig) -> tuple[Assignment, KWConfig]:
     """Place every candidate layer with the layout `kw.layout` and settle the attention norm."""
     family = family_of(model)
     if kw.layout == "reference" and family not in REFERENCE_LAYOUTS:
-        raise choice_error(f"kw.layout: model family {family or type(model).__name__!r} has no reference layout; "
-                           "families with one", family, sorted(REFERENCE_LAYOUTS))
+        raise KWLabError(f"kw.layout: {type(model).__name__} has no reference layout (models with one: "
+                         f"{', '.join(map(repr, sorted(REFERENCE_LAYOUTS)))}); use layout 'auto' or 'default'")
     use_reference = kw.layout != "auto" and family in REFERENCE_LAYOUTS
     found = candidates(model)
+    if not found:
+        raise KWLabError(f"kw: {type(model).__name__} has no convolution or linear layer that KernelWarehouse "
+                         "can replace")
     assignment = (REFERENCE_LAYOUTS[family] if use_reference else auto_layout)(model, found)
     norm = kw.attention_norm
     if norm == "auto":  # LayerNorm where the model itself has no BatchNorm (ConvNeXt, ViT), as the reference does
