@@ -17,8 +17,6 @@ never sees a half-written file and a crashed runner loses nothing a trial wrote.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,17 +24,9 @@ from typing import Any
 import pandas as pd
 
 from kwlab.errors import KWLabError
+from kwlab.files import atomic_path
 
 TRIAL_COLUMNS = ["trial_id", "variant_id", "variant", "is_baseline", "seed", "status", "error"]
-
-
-def write_atomic(path: Path, data: bytes | str) -> None:
-    """Write a file through a temporary sibling and os.replace, so readers see the old or the new file whole."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "wb") as handle:
-        handle.write(data.encode() if isinstance(data, str) else data)
-    os.replace(tmp, path)
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
@@ -87,10 +77,8 @@ def write_tables(store: Path) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Rebuild trials.parquet and epochs.parquet atomically; returns the two tables."""
     trials, epochs = collect(store)
     for name, table in (("trials.parquet", trials), ("epochs.parquet", epochs)):
-        fd, tmp = tempfile.mkstemp(dir=store, prefix=f".{name}.")
-        os.close(fd)
-        table.to_parquet(tmp, index=False)
-        os.replace(tmp, store / name)
+        with atomic_path(store / name) as tmp:
+            table.to_parquet(tmp, index=False)
     return trials, epochs
 
 

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
-import subprocess
 import sys
 from importlib import metadata
 from pathlib import Path
@@ -14,7 +14,7 @@ from typing import Any
 import pandas as pd
 import yaml
 
-from kwlab.results import write_atomic
+from kwlab.files import write_text
 from kwlab.sweep.expand import Trial, apply_constraints, base_config, expand, price
 from kwlab.sweep.spec import SweepSpec, load_spec
 
@@ -43,37 +43,21 @@ def plan_sweep(path: str, profile: str | None, sets: list[str]) -> tuple[SweepSp
     return spec, trials, priced[priced["variant_id"].isin(kept)].reset_index(drop=True), base
 
 
-def _git() -> dict[str, Any]:
-    root = Path(__file__).resolve().parents[2]
-    try:
-        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
-                                check=True).stdout.strip()
-        dirty = bool(subprocess.run(["git", "-C", str(root), "status", "--porcelain"], capture_output=True,
-                                    text=True, check=True).stdout.strip())
-        return {"commit": commit, "dirty": dirty}
-    except (OSError, subprocess.CalledProcessError):
-        return {"commit": None, "dirty": None}
-
-
 def manifest(args: argparse.Namespace) -> dict[str, Any]:
     """Provenance of a sweep run: versions, git state, hardware, command line."""
     import torch
 
-    packages = ("kwlab", "torch", "timm", "ray", "optuna", "pandas", "numpy")
+    from kwlab.train.records import git_state, versions
+
     return {
         "command": " ".join(["kwlab", *sys.argv[1:]]) if sys.argv else None,
         "profile": args.profile,
-        "versions": {p: metadata.version(p) for p in packages} | {"python": platform.python_version()},
-        "git": _git(),
-        "hardware": {"machine": platform.machine(), "processor": platform.processor(), "cpus": _cpus(),
+        "versions": versions() | {p: metadata.version(p) for p in ("ray", "optuna", "pandas", "numpy")},
+        "git": git_state(),
+        "hardware": {"machine": platform.machine(), "processor": platform.processor(),
+                     "cpus": len(os.sched_getaffinity(0)),
                      "cuda": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]},
     }
-
-
-def _cpus() -> int:
-    import os
-
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
 
 
 def print_plan(spec: SweepSpec, trials: list[Trial], priced: pd.DataFrame) -> None:
@@ -105,8 +89,8 @@ def main(args: argparse.Namespace) -> int:
     store = Path(args.results or spec.results_dir) / spec.name
     store.mkdir(parents=True, exist_ok=True)
     resolved = spec.model_dump(mode="json") | {"profile": args.profile, "set": args.set}
-    write_atomic(store / "spec.yaml", yaml.safe_dump(resolved, sort_keys=False))
-    write_atomic(store / "manifest.json", json.dumps(manifest(args), indent=2))
+    write_text(store / "spec.yaml", yaml.safe_dump(resolved, sort_keys=False))
+    write_text(store / "manifest.json", json.dumps(manifest(args), indent=2))
     from kwlab.sweep.runner import run_trials
 
     search = {"base": base, "source": args.spec} if spec.method == "bayes" else None

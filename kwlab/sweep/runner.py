@@ -23,7 +23,8 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-from kwlab.results import trial_status, write_atomic, write_tables
+from kwlab.files import write_text
+from kwlab.results import trial_status, write_tables
 from kwlab.sweep.expand import Trial
 from kwlab.sweep.spec import SweepSpec
 
@@ -58,7 +59,7 @@ def train_trial(config: dict[str, Any], report: Any = None) -> None:
                 report(metrics)
         except Exception as error:
             traceback.print_exc()
-            write_atomic(trial_dir / "error.json", json.dumps({"error": f"{type(error).__name__}: {error}"}))
+            write_text(trial_dir / "error.json", json.dumps({"error": f"{type(error).__name__}: {error}"}))
             raise
 
 
@@ -152,7 +153,7 @@ class TrialEvents(Callback):
         else:
             status = trial_status(trial_dir)
             if status != "finished":  # stopped early by the scheduler
-                write_atomic(trial_dir / "error.json", json.dumps({"error": "stopped early by ASHA"}))
+                write_text(trial_dir / "error.json", json.dumps({"error": "stopped early by ASHA"}))
                 status = "stopped early"
             self.printer.say(f"{status:9s} {name} {metric}={_best(trial_dir, metric)}")
         self.printer.done()
@@ -192,7 +193,7 @@ def prepare(store: Path, trials: list[Trial]) -> list[Trial]:
         trial_dir.mkdir(parents=True, exist_ok=True)
         meta = {"trial_id": trial.trial_id, "variant_id": trial.variant_id, "variant": trial.variant.name,
                 "is_baseline": trial.variant.is_baseline, "seed": trial.seed, "parameters": trial.variant.overrides}
-        write_atomic(trial_dir / "sweep.json", json.dumps(meta, default=str))
+        write_text(trial_dir / "sweep.json", json.dumps(meta, default=str))
         if trial_status(trial_dir) != "finished":
             (trial_dir / "error.json").unlink(missing_ok=True)
             pending.append(trial)

@@ -1,0 +1,47 @@
+"""`kwlab train CONFIG.yaml [--set key=value ...] [--out DIR]`: run one trial and print one line per epoch."""
+
+from __future__ import annotations
+
+import argparse
+import time
+from pathlib import Path
+
+from kwlab.train import checkpoint
+from kwlab.train.config import TrainConfig, load_config
+from kwlab.train.recipe import run
+
+DEFAULT_ROOT = Path("results/train")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of `kwlab train`."""
+    parser.add_argument("config", help="trial config YAML, e.g. configs/default.yaml")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a config value by dotted key, e.g. optim.lr=0.05 or kw=null (repeatable)")
+    parser.add_argument("--out", type=Path, default=None,
+                        help=f"trial directory (default: {DEFAULT_ROOT}/<time>-<config hash>); "
+                             "one holding a checkpoint of the same config is resumed")
+
+
+def default_out(cfg: TrainConfig) -> Path:
+    """results/train/<YYYYmmdd-HHMMSS>-<config hash>."""
+    return DEFAULT_ROOT / f"{time.strftime('%Y%m%d-%H%M%S')}-{cfg.digest()}"
+
+
+def main(args: argparse.Namespace) -> int:
+    """Load the config, run the trial with a progress display, print the trial directory."""
+    from rich.console import Console
+
+    cfg = load_config(args.config, args.set)
+    out = args.out or default_out(cfg)
+    console = Console(highlight=False)
+    model = f"{cfg.model.name} {'static' if cfg.kw is None else f'KW {cfg.kw.budget:g}x {cfg.kw.sharing}'}"
+    resumed = (out / checkpoint.FILE).is_file()
+    action = "resuming" if resumed else "training"
+    console.print(f"{action} {model} on {cfg.data.name} for {cfg.epochs} epochs -> {out}")
+    for m in run(cfg, out, progress=console.is_terminal):
+        tau = "" if m["tau"] is None else f"  tau {m['tau']:.2f}"
+        console.print(f"epoch {m['epoch']:>3}/{cfg.epochs}  train loss {m['train_loss']:.3f}  "
+                      f"val top-1 {m['val_top1']:5.1f}%{tau}  lr {m['lr']:.3g}  {m['epoch_time_s']:.1f}s")
+    print(out)
+    return 0

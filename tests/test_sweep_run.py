@@ -1,0 +1,139 @@
+"""The sweep runner end to end through Ray Tune: smoke sweep, resume after kill -9, failures, bad specs, dry run."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+import kwlab.results
+from kwlab.cli import main
+from kwlab.errors import KWLabError
+
+ROOT = Path(__file__).parents[1]
+# A trial of a few seconds: 300 digits, cifar_resnet8, no warm-up.
+TINY = {"epochs": 1, "data": {"name": "digits", "train_size": 300}, "optim": {"warmup_epochs": 0}}
+
+
+def kwlab_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    """Run the installed CLI in a fresh process, as a user would."""
+    return subprocess.run([sys.executable, "-m", "kwlab.cli", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=600)
+
+
+def write_spec(tmp_path: Path, name: str, **spec: object) -> Path:
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({"name": name, "base": TINY, "seeds": [0], **spec}))
+    return path
+
+
+def test_smoke_sweep_runs_through_ray_and_resumes_as_a_no_op(tmp_path: Path) -> None:
+    first = kwlab_cli("sweep", "sweeps/smoke.yaml", "--results", str(tmp_path))
+    assert first.returncode == 0, first.stderr
+    store = kwlab.results.load(tmp_path / "smoke")
+    assert sorted(store.trials["variant"]) == ["budget=1", "static"]
+    assert (store.trials["status"] == "finished").all()
+    assert store.trials["is_baseline"].sum() == 1 and store.trials.loc[store.trials.is_baseline, "variant"].item() == "static"
+    assert len(store.epochs) == 2 and {"val_top1", "tau", "images_per_s"} <= set(store.epochs.columns)
+    assert store.manifest["versions"]["ray"] and "commit" in store.manifest["git"]
+    assert (tmp_path / "smoke" / "spec.yaml").exists()
+    kw_trial = store.trials.loc[~store.trials.is_baseline, "trial_id"].item()
+    assert (store.trial_dir(kw_trial) / "attention.npz").exists()
+    # one line per trial event, Ray's own status tables off
+    assert first.stdout.count("started") == 2 and first.stdout.count("finished") >= 2
+    assert "Trial status" not in first.stdout + first.stderr and "Current time" not in first.stdout
+    again = kwlab_cli("sweep", "sweeps/smoke.yaml", "--results", str(tmp_path))
+    assert again.returncode == 0 and "0 of 2 fixed trials to run" in again.stdout and "started" not in again.stdout
+
+
+def test_resume_after_the_runner_is_killed(tmp_path: Path) -> None:
+    spec = write_spec(tmp_path, "killed", parameters={"kw.budget": {"values": [1, 2]}},
+                      cases=[{"name": "static", "set": {"kw": None}}], baseline="static", max_concurrent_trials=1,
+                      profiles={"default": {"epochs": 2}})
+    runner = subprocess.Popen([sys.executable, "-m", "kwlab.cli", "sweep", str(spec), "--results", str(tmp_path)],
+                              cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    trials = tmp_path / "killed" / "trials"
+    deadline = time.time() + 300
+    while not list(trials.glob("*/summary.json")) and time.time() < deadline:
+        time.sleep(0.5)
+    os.kill(runner.pid, signal.SIGKILL)  # kill -9 the runner itself mid-sweep
+    runner.wait()
+    done_before = {p.parent.name: p.stat().st_mtime_ns for p in trials.glob("*/summary.json")}
+    assert 1 <= len(done_before) < 3
+    resumed = kwlab_cli("sweep", str(spec), "--results", str(tmp_path))
+    assert resumed.returncode == 0, resumed.stderr
+    store = kwlab.results.load(tmp_path / "killed")
+    assert len(store.trials) == 3 and (store.trials["status"] == "finished").all()
+    for trial_id, mtime in done_before.items():  # finished trials were skipped, not run again
+        assert (trials / trial_id / "summary.json").stat().st_mtime_ns == mtime
+        assert trial_id not in resumed.stdout
+    assert store.epochs.groupby("trial_id").size().eq(2).all()  # every epoch recorded exactly once
+
+
+def test_a_failing_trial_is_retried_recorded_and_the_sweep_goes_on(tmp_path: Path) -> None:
+    spec = write_spec(tmp_path, "failing", cases=[{"name": "ok", "set": {"kw": None}},
+                                                  {"name": "diverges", "set": {"optim.lr": 1.0e30}}],
+                      failure={"max_retries": 1})
+    result = kwlab_cli("sweep", str(spec), "--results", str(tmp_path))
+    assert result.returncode == 1
+    assert "1 of 2 trials failed" in result.stderr
+    assert "retrying" in result.stdout and "failed" in result.stdout
+    trials = kwlab.results.load(tmp_path / "failing").trials.set_index("variant")
+    assert trials.loc["ok", "status"] == "finished"
+    assert trials.loc["diverges", "status"] == "failed" and "non-finite loss" in trials.loc["diverges", "error"]
+
+
+def test_bad_spec_is_rejected_before_anything_runs(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    spec = write_spec(tmp_path, "bad", parameters={"kw.cell_in_ratio": {"values": [0.3]}})
+    assert main(["sweep", str(spec), "--results", str(tmp_path)]) == 2
+    error = capsys.readouterr().err.strip()
+    assert error.count("\n") == 0 and str(spec) in error and "cell_in_ratio" in error and "divide" in error
+    assert not (tmp_path / "bad").exists()
+    empty = write_spec(tmp_path, "empty", parameters={"kw.budget": {"values": [1, 2]}}, constraints=["params < 10"])
+    assert main(["sweep", str(empty)]) == 2
+    assert "no variant is left" in capsys.readouterr().err
+
+
+def test_dry_run_prices_every_trial_without_training(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert main(["sweep", "sweeps/budget.yaml", "--dry-run", "--results", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "6 variants x 3 seeds = 18 trials" in out and "budget=1/4" in out
+    assert not any(tmp_path.iterdir())
+
+
+@pytest.mark.parametrize("spec", sorted(p.name for p in (ROOT / "sweeps").glob("*.yaml")))
+def test_every_shipped_spec_validates_with_every_variant_buildable(spec: str, capsys: pytest.CaptureFixture) -> None:
+    assert main(["validate", f"sweeps/{spec}"]) == 0
+    assert ": ok:" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_cluster_address_path(tmp_path: Path) -> None:
+    """Start a local Ray head (`ray start --head`) and run the smoke sweep against it with --address."""
+    ray = Path(sys.executable).with_name("ray")
+    port = "6391"
+    started = subprocess.run([str(ray), "start", "--head", f"--port={port}", "--num-cpus=2",
+                              "--include-dashboard=false"], capture_output=True, text=True, timeout=180)
+    assert started.returncode == 0, started.stderr
+    try:
+        result = kwlab_cli("sweep", "sweeps/smoke.yaml", "--results", str(tmp_path), "--address", f"127.0.0.1:{port}")
+        assert result.returncode == 0, result.stderr
+        assert (kwlab.results.load(tmp_path / "smoke").trials["status"] == "finished").all()
+    finally:
+        subprocess.run([str(ray), "stop", "--force"], capture_output=True, timeout=120)
+
+
+def test_results_load_refuses_a_folder_that_is_not_a_store(tmp_path: Path) -> None:
+    with pytest.raises(KWLabError, match="not a kwlab results store"):
+        kwlab.results.load(tmp_path)
+    (tmp_path / "trials" / "t1").mkdir(parents=True)
+    (tmp_path / "trials" / "t1" / "sweep.json").write_text(json.dumps(
+        {"trial_id": "t1", "variant_id": "v", "variant": "a", "is_baseline": False, "seed": 0, "parameters": {}}))
+    assert kwlab.results.load(tmp_path).trials["status"].tolist() == ["pending"]

@@ -1,0 +1,105 @@
+"""TrainConfig: errors name the dotted key; precedence defaults < YAML < --set; round trips; shipped YAMLs validate."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import yaml
+
+from kwlab.data import DataSpec
+from kwlab.errors import KWLabError
+from kwlab.kw.config import KWConfig
+from kwlab.train import TrainConfig, load_config
+from kwlab.train.config import OptimConfig
+
+SHIPPED = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
+
+
+@pytest.mark.parametrize(
+    ("tree", "message"),
+    [
+        ({"optim": {"lrr": 0.1}}, r"^optim\.lrr: unknown key; allowed: name, lr, momentum"),
+        ({"bogus": 1}, r"^bogus: unknown key; allowed: model, kw, data"),
+        ({"kw": {"budgett": 2}}, r"^kw\.budgett: unknown key; allowed: budget"),
+        ({"data": {"nam": "digits"}}, r"^data\.nam: unknown key"),
+        ({"optim": {"lr": "fast"}}, r"^optim\.lr: expected a number, got 'fast'"),
+        ({"optim": {"grad_clip": "1"}}, r"^optim\.grad_clip: expected a number or null"),
+        ({"optim": {"nesterov": 1}}, r"^optim\.nesterov: expected true or false, got 1"),
+        ({"optim": {"name": "adam"}}, r"^optim\.name: 'adam' is not one of 'sgd', 'adamw'"),
+        ({"epochs": 2.5}, r"^epochs: expected an integer, got 2\.5"),
+        ({"batch_size": True}, r"^batch_size: expected an integer"),
+        ({"seed": -1}, r"^seed: expected an integer >= 0"),
+        ({"model": {"kwargs": []}}, r"^model\.kwargs: expected a mapping"),
+        ({"model": {"kwargs": {"num_classes": 3}}}, r"^model\.kwargs\.num_classes: set by the recipe"),
+        ({"optim": "sgd"}, r"^optim: expected a mapping of OptimConfig fields"),
+        ({"runtime": {"channels_last": "yes"}}, r"^runtime\.channels_last: 'yes' is not one of"),
+        ({"runtime": {"threads": 0}}, r"^runtime\.threads: expected an integer >= 1"),
+        ({"temperature": {"fraction": 1.5}}, r"^temperature\.fraction: expected a number in \[0, 1\]"),
+    ],
+)
+def test_bad_values_name_the_dotted_key(tree: dict, message: str) -> None:
+    with pytest.raises(KWLabError, match=message) as error:
+        TrainConfig.from_dict(tree)
+    assert "\n" not in str(error.value)
+
+
+def test_defaults_and_types() -> None:
+    cfg = TrainConfig.from_dict({"optim": {"lr": 1, "grad_clip": 2}})
+    assert isinstance(cfg.optim.lr, float) and cfg.optim.lr == 1.0 and cfg.optim.grad_clip == 2.0
+    assert isinstance(cfg.kw, KWConfig) and isinstance(cfg.data, DataSpec) and cfg.optim.momentum == 0.9
+    assert TrainConfig(optim={"lr": 0.5}).optim == OptimConfig(lr=0.5)  # sections may be given as mappings
+
+
+def test_kw_null_is_the_static_model() -> None:
+    assert TrainConfig.from_dict({"kw": None}).kw is None
+    assert TrainConfig.from_dict({"kw": None}).to_dict()["kw"] is None
+
+
+def test_round_trip_through_yaml() -> None:
+    cfg = TrainConfig.from_dict({
+        "model": {"name": "cifar_resnet20", "kwargs": {"width": 0.5}}, "kw": {"budget": "1/4", "sharing": 2},
+        "data": {"name": "synthetic", "shape": [1, 8, 8]}, "optim": {"name": "adamw", "grad_clip": 1.0},
+        "runtime": {"channels_last": False, "threads": 1}, "epochs": 3,
+    })
+    tree = cfg.to_dict()
+    assert TrainConfig.from_dict(yaml.safe_load(yaml.safe_dump(tree))) == cfg
+    assert TrainConfig.from_dict(tree).to_dict() == tree
+    assert cfg.digest() == TrainConfig.from_dict(tree).digest() != TrainConfig().digest()
+
+
+def test_precedence_defaults_yaml_set(tmp_path: Path) -> None:
+    path = tmp_path / "trial.yaml"
+    path.write_text("epochs: 7\noptim:\n  lr: 0.05\n  weight_decay: 0.001\nkw: null\n")
+    cfg = load_config(path, ["optim.lr=0.2", "kw.budget=2"])
+    assert cfg.epochs == 7 and cfg.optim.weight_decay == 0.001  # YAML over defaults
+    assert cfg.optim.lr == 0.2  # --set over YAML
+    assert cfg.optim.momentum == 0.9  # untouched default
+    assert cfg.kw == KWConfig(budget=2)  # --set builds a section YAML switched off
+    assert load_config(path, ["kw=null"]).kw is None
+    with pytest.raises(KWLabError, match=r"^optim\.lrr: unknown key"):
+        load_config(path, ["optim.lrr=1"])
+
+
+def test_yaml_file_errors_are_one_line_naming_the_file(tmp_path: Path) -> None:
+    missing = tmp_path / "missing.yaml"
+    with pytest.raises(KWLabError, match=r"missing\.yaml: cannot read config"):
+        load_config(missing)
+    broken = tmp_path / "broken.yaml"
+    broken.write_text("optim: [unclosed\n")
+    with pytest.raises(KWLabError, match=r"broken\.yaml: invalid YAML at line \d+") as error:
+        load_config(broken)
+    assert "\n" not in str(error.value)
+    listing = tmp_path / "list.yaml"
+    listing.write_text("- 1\n- 2\n")
+    with pytest.raises(KWLabError, match=r"list\.yaml: expected a mapping"):
+        load_config(listing)
+    empty = tmp_path / "empty.yaml"
+    empty.write_text("")
+    assert load_config(empty) == TrainConfig()
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+def test_shipped_configs_validate(path: Path) -> None:
+    cfg = load_config(path)
+    assert TrainConfig.from_dict(cfg.to_dict()) == cfg
