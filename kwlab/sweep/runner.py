@@ -116,7 +116,7 @@ class EventPrinter:
 
     def say(self, text: str) -> None:
         """Print one timestamped event line above the progress bar."""
-        self.progress.console.print(f"{time.strftime('%H:%M:%S')} {text}", highlight=False)
+        self.progress.console.print(f"{time.strftime('%H:%M:%S')} {text}", highlight=False, soft_wrap=True)
 
     def done(self) -> None:
         """Count a trial as done and refresh the store's tables."""

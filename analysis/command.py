@@ -1,0 +1,40 @@
+"""`kwlab report RESULTS_DIR [RESULTS_DIR ...] [--out DIR]`: figures, tables and report.md for sweep results."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from analysis.stats import RESAMPLES, SEED
+from kwlab.errors import KWLabError
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of `kwlab report`."""
+    parser.add_argument("results", nargs="+", metavar="RESULTS_DIR",
+                        help="results store(s) written by `kwlab sweep`, e.g. results/cell_size; several stores "
+                             "also get one combined parameters-vs-accuracy figure")
+    parser.add_argument("--out", help="output folder (default: RESULTS_DIR/report; for several stores, "
+                                      "report/ next to them with one subfolder per sweep)")
+    parser.add_argument("--metric", help="trials column to compare (default: best_<the spec's metric.name>, "
+                                         "i.e. best_val_top1)")
+    parser.add_argument("--baseline", help="variant name or id to compare against (default: the spec's baseline)")
+    parser.add_argument("--trial", action="append", default=[], metavar="TRIAL_ID",
+                        help="also draw the attention heatmaps of this single trial (repeatable)")
+    parser.add_argument("--resamples", type=int, default=RESAMPLES, help="bootstrap resamples (default %(default)s)")
+    parser.add_argument("--seed", type=int, default=SEED, help="bootstrap generator seed (default %(default)s)")
+
+
+def main(args: argparse.Namespace) -> int:
+    """Write the report(s) and print where report.md is."""
+    from analysis.report import write_report
+
+    if args.resamples < 100:
+        raise KWLabError(f"--resamples: expected at least 100, got {args.resamples}")
+    for store in args.results:
+        if not Path(store).is_dir():
+            raise KWLabError(f"{store}: no such results folder; run `kwlab sweep SPEC` first")
+    report = write_report(args.results, args.out, metric=args.metric, baseline=args.baseline,
+                          resamples=args.resamples, seed=args.seed, heatmap_trials=tuple(args.trial))
+    print(f"report written: {report}")
+    return 0

@@ -1,0 +1,124 @@
+"""Parameters (or MACs) against accuracy: one point per variant with its interval, the baseline marked, the
+Pareto front drawn."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+from matplotlib.lines import Line2D
+from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
+
+from analysis.style import BASELINE_COLOR, COLUMN_WIDTH, count_scale, new_figure, palette, paper_style, row_major
+
+X_LABELS = {"params_total": "parameters", "macs_per_image": "MACs per image"}
+MARKERS = ["o", "s", "^", "D", "v", "P", "X", "<", ">"]
+
+
+def pareto_front(cost: np.ndarray, value: np.ndarray, maximize: bool = True) -> np.ndarray:
+    """Mask of the points no other point beats: none has lower-or-equal cost and better-or-equal value, one strictly."""
+    cost, value = np.asarray(cost, dtype=float), np.asarray(value, dtype=float)
+    value = value if maximize else -value
+    front = np.zeros(cost.shape, dtype=bool)
+    for i in range(cost.size):
+        if not (np.isfinite(cost[i]) and np.isfinite(value[i])):
+            continue
+        dominated = (cost <= cost[i]) & (value >= value[i]) & ((cost < cost[i]) | (value > value[i]))
+        front[i] = not dominated.any()
+    return front
+
+
+def params_accuracy(
+    points: pd.DataFrame,
+    *,
+    x: str = "params_total",
+    hue: str = "label",
+    hue_title: str | None = None,
+    colors: dict[str, str] | None = None,
+    y_label: str = "best val. top-1 (%)",
+    maximize: bool = True,
+    markers: bool = False,
+    width: float = COLUMN_WIDTH,
+    height: float = 2.7,
+) -> Figure:
+    """Mean metric per variant against `x` (params_total or macs_per_image) with the interval as error bar.
+
+    `points`: one row per variant with `x`, mean, ci_low, ci_high, `hue`, label, is_baseline and n_seeds. The
+    baseline is a dark star; hollow markers had fewer than two seeds; the dashed staircase is the Pareto front (no
+    other variant is as small and at least as accurate). Variants of equal size are spread apart a little.
+    """
+    with paper_style():
+        fig, axes = new_figure(width, height)
+        ax = axes[0, 0]
+        data = points.dropna(subset=[x, "mean"]).reset_index(drop=True)
+        ax.set_ylabel(y_label)
+        if data.empty:
+            ax.text(0.5, 0.5, "no finished trial yet", ha="center", va="center", transform=ax.transAxes)
+            ax.set_xlabel(X_LABELS.get(x, x))
+            return fig
+        scale, unit = count_scale(data[x].tolist())
+        xs = data[x].to_numpy(dtype=float) / scale
+        ys = data["mean"].to_numpy(dtype=float)
+        baseline = data["is_baseline"].astype(bool).to_numpy()
+        hues = list(dict.fromkeys(data.loc[~baseline, hue]))
+        colors = colors or palette(hues)
+        handles: dict[str, Line2D] = {}
+        log = xs.min() > 0 and xs.max() / xs.min() > 20
+        shown = dodge(xs, log=log)
+        for i, row in data.iterrows():
+            lower, upper = row["mean"] - row["ci_low"], row["ci_high"] - row["mean"]
+            has_ci = np.isfinite(lower) and np.isfinite(upper)
+            filled = int(row.get("n_seeds", 2)) >= 2
+            if baseline[i]:
+                color, marker, size, name = BASELINE_COLOR, "*", 9, f"{row['label']} (baseline)"
+            else:
+                color = colors.get(row[hue], "C0")
+                marker = MARKERS[hues.index(row[hue]) % len(MARKERS)] if markers else "o"
+                size, name = 5, str(row[hue])
+            ax.errorbar(shown[i], ys[i], yerr=[[lower], [upper]] if has_ci else None, fmt=marker, color=color,
+                        markersize=size, markerfacecolor=color if filled else "white", markeredgewidth=0.9,
+                        elinewidth=0.9, zorder=3)
+            handles.setdefault(name, Line2D([], [], marker=marker, color=color, linestyle="none", markersize=size,
+                                            markerfacecolor=color))
+        front = pareto_front(xs, ys, maximize)
+        if front.any():  # the staircase of what is attainable at each size, out to the largest variant
+            order = np.argsort(xs[front])
+            fx, fy = list(xs[front][order]), list(ys[front][order])
+            if xs.max() > fx[-1]:
+                fx, fy = [*fx, float(xs.max())], [*fy, fy[-1]]
+            ax.plot(fx, fy, drawstyle="steps-post", linestyle="--", color="0.55", linewidth=0.9, zorder=2)
+            handles["Pareto front"] = Line2D([], [], linestyle="--", color="0.55", linewidth=0.9)
+        if log:  # labels at 1, 2, 5 x 10^k written plainly; no minor labels to collide
+            ax.set_xscale("log")
+            ax.xaxis.set_major_locator(LogLocator(base=10, subs=(1.0, 2.0, 5.0)))
+            ax.xaxis.set_major_formatter(FuncFormatter(lambda value, _: f"{value:g}"))
+            ax.xaxis.set_minor_formatter(NullFormatter())
+        ax.set_xlabel(f"{X_LABELS.get(x, x)} ({unit})" if unit else X_LABELS.get(x, x))
+        ax.margins(x=0.08, y=0.12)
+        if (~data["n_seeds"].fillna(0).ge(2)).any() if "n_seeds" in data else False:
+            handles["< 2 seeds (no interval)"] = Line2D([], [], marker="o", color="0.3", linestyle="none",
+                                                        markersize=5, markerfacecolor="white")
+        ncols = min(3, len(handles))
+        names = row_major(list(handles), ncols)
+        fig.legend([handles[n] for n in names], names, title=hue_title, loc="outside lower center", ncols=ncols,
+                   handletextpad=0.3, columnspacing=1.0)
+        return fig
+
+
+def dodge(x: np.ndarray, log: bool = False, width: float = 0.012, total: float = 0.04) -> np.ndarray:
+    """Spread points that share an x value (within 0.5% of the axis range) `width` of the range apart, a group
+    spanning at most `total` of the range."""
+    position = np.log10(x) if log else np.asarray(x, dtype=float)
+    span = float(np.ptp(position)) or 1.0
+    shifted = position.copy()
+    order = np.argsort(position, kind="stable")
+    start = 0
+    while start < len(order):
+        stop = start + 1
+        while stop < len(order) and position[order[stop]] - position[order[start]] <= 0.005 * span:
+            stop += 1
+        members = order[start:stop]
+        step = min(width, total / max(len(members) - 1, 1)) * span
+        shifted[members] = position[members].mean() + (np.arange(len(members)) - (len(members) - 1) / 2) * step
+        start = stop
+    return 10**shifted if log else shifted

@@ -1,0 +1,472 @@
+"""Write every figure and table of a sweep and a report.md that shows them in order, one sentence each.
+
+Works on a sweep that is still running (on the trials finished so far) and lists the trials that are failed,
+unfinished or missing. Several stores give one report each plus a combined parameters-vs-accuracy figure.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from analysis import attention as attn
+from analysis import stats
+from analysis.figures import (
+    attention_function_comparison,
+    attention_heatmaps,
+    attention_value_distribution,
+    learning_curves,
+    params_accuracy,
+)
+from analysis.style import BASELINE_COLOR, PAGE_WIDTH, human_count, palette, save_figure
+from analysis.sweep import (
+    Sweep,
+    diff_unit,
+    factor_groups,
+    format_value,
+    fixed_factors,
+    group_title,
+    labels,
+    load_sweep,
+    metric_label,
+    progress,
+    short_name,
+    variants,
+)
+from analysis.tables import ablation_table, estimate, to_latex, to_markdown
+from kwlab.errors import KWLabError
+
+REFERENCE_ATTENTION = "caf"
+FIGURE_STEMS = ("params_accuracy", "macs_accuracy", "learning_curves", "attention_functions", "attention_values")
+
+
+@dataclass
+class Section:
+    """One item of report.md: a heading, the sentence saying what was compared, and the files it shows."""
+
+    heading: str
+    sentence: str
+    images: list[Path] = field(default_factory=list)  # PNGs shown inline (PDF next to each)
+    text: str = ""  # Markdown inserted after the sentence (e.g. a table)
+
+
+@dataclass
+class Analysis:
+    """A sweep with its statistics: the per-variant summary, the variant table, the varying factor groups."""
+
+    sweep: Sweep
+    summary: pd.DataFrame
+    variants: pd.DataFrame
+    groups: list[list[str]]
+    colors: dict[str, str]
+    baseline: str | None  # the baseline's variant name
+
+    @property
+    def points(self) -> pd.DataFrame:
+        """Summary joined with the variant table: one row per variant, what the scatter plots take."""
+        info = self.variants.drop(columns=["variant", "is_baseline"])
+        return self.summary.merge(info, on="variant_id", how="left")
+
+    @property
+    def hue_title(self) -> str | None:
+        """Legend title: the first varying factor group."""
+        return group_title(self.groups[0]) if self.groups else None
+
+
+def analyse(sweep: Sweep, baseline: str | None = None, *, resamples: int = stats.RESAMPLES,
+            seed: int = stats.SEED) -> Analysis:
+    """The statistics, labels and colours of one sweep."""
+    summary = stats.summarize(sweep.trials, sweep.metric, baseline, resamples=resamples, seed=seed)
+    table = variants(sweep)
+    if not summary.empty:  # another config of a variant with nothing finished is listed in the status only
+        empty = set(summary.loc[summary["n_seeds"] == 0, "variant_id"])
+        table = table[~(table["stale"] & table["variant_id"].isin(empty))].reset_index(drop=True)
+        summary = summary[summary["variant_id"].isin(set(table["variant_id"]))]
+    if not summary.empty:  # the baseline may have been chosen on the command line
+        marked = dict(zip(summary["variant_id"], summary["is_baseline"], strict=True))
+        table["is_baseline"] = table["variant_id"].map(marked).fillna(False).astype(bool)
+        table = pd.concat([table[table["is_baseline"]], table[~table["is_baseline"]]]).reset_index(drop=True)
+        table["label"] = labels(table, factor_groups(table, sweep.factors))
+    groups = factor_groups(table, sweep.factors)
+    rank = {variant_id: i for i, variant_id in enumerate(table["variant_id"])}
+    summary = summary.sort_values("variant_id", key=lambda ids: ids.map(rank), kind="stable").reset_index(drop=True)
+    base = table.loc[table["is_baseline"], "variant"]
+    base_label = table.loc[table["is_baseline"], "label"]
+    order = _palette_order(table, groups)
+    colors = palette(order, ordinal=_ordinal(table, groups))
+    if len(base_label):
+        colors[base_label.iloc[0]] = BASELINE_COLOR
+    return Analysis(sweep, summary, table, groups, colors, str(base.iloc[0]) if len(base) else None)
+
+
+def _ordinal(table: pd.DataFrame, groups: list[list[str]]) -> bool:
+    if not groups:
+        return False
+    values = table.loc[~table["is_baseline"], groups[0][0]].dropna()
+    return bool(len(values)) and values.map(lambda v: isinstance(v, int | float | np.number)).all()
+
+
+def _palette_order(table: pd.DataFrame, groups: list[list[str]]) -> list[str]:
+    others = table[~table["is_baseline"]]
+    if _ordinal(table, groups):
+        others = others.assign(_key=pd.to_numeric(others[groups[0][0]], errors="coerce")).sort_values(
+            "_key", kind="stable", na_position="last")
+    return list(others["label"])
+
+
+def slug(text: str) -> str:
+    """A file-name-safe version of a label."""
+    return re.sub(r"[^A-Za-z0-9+-]+", "_", text).strip("_") or "variant"
+
+
+def _figure_links(paths: list[Path], out: Path) -> str:
+    return " · ".join(f"[{p.suffix[1:].upper()}]({p.relative_to(out).as_posix()})" for p in paths)
+
+
+def write_sweep_report(
+    store: str | Path,
+    out: str | Path | None = None,
+    *,
+    metric: str | None = None,
+    baseline: str | None = None,
+    resamples: int = stats.RESAMPLES,
+    seed: int = stats.SEED,
+    heatmap_trials: tuple[str, ...] = (),
+) -> Path:
+    """Write figures, tables and report.md for one store into `out` (default STORE/report); returns report.md."""
+    sweep = load_sweep(store, metric)
+    return _report_sweep(sweep, Path(out) if out is not None else sweep.path / "report", baseline=baseline,
+                         resamples=resamples, seed=seed, heatmap_trials=heatmap_trials)[1]
+
+
+def _report_sweep(sweep: Sweep, out: Path, *, baseline: str | None, resamples: int, seed: int,
+                  heatmap_trials: tuple[str, ...]) -> tuple[Analysis, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    _clear_previous(out)
+    result = analyse(sweep, baseline, resamples=resamples, seed=seed)
+    sections = [_table_section(result, out), *_scatter_sections(result, out), _curves_section(result, out),
+                *_heatmap_sections(result, out, heatmap_trials), *_attention_function_sections(result, out)]
+    result.summary.to_csv(out / "summary.csv", index=False)
+    report = out / "report.md"
+    report.write_text(_markdown(result, [s for s in sections if s is not None], out, resamples, seed))
+    return result, report
+
+
+def _clear_previous(out: Path) -> None:
+    """Remove the figures of an earlier report in `out` (recognised by its report.md), so none is left stale."""
+    if not (out / "report.md").is_file():
+        return
+    for pattern in ("heatmap_*", *(f"{stem}.*" for stem in FIGURE_STEMS)):
+        for path in out.glob(pattern):
+            if path.suffix in (".png", ".pdf"):
+                path.unlink()
+
+
+def _table_section(result: Analysis, out: Path) -> Section:
+    sweep = result.sweep
+    table = ablation_table(result.summary, result.variants, result.groups, metric_label=metric_label(sweep.metric),
+                           diff_unit=diff_unit(sweep.metric), baseline_name=result.baseline or "baseline")
+    markdown = to_markdown(table)
+    (out / "ablation.md").write_text(markdown)
+    caption = (f"{sweep.name}: {metric_label(sweep.metric)} per variant, mean over seeds with 95% bootstrap "
+               f"interval; paired difference to {result.baseline or 'the baseline'} with Holm-corrected paired "
+               f"t-test p-values.")
+    (out / "ablation.tex").write_text(to_latex(table, caption=caption, label=f"tab:{slug(sweep.name)}"))
+    what = " and ".join(group_title(g) for g in result.groups) or "the sweep"
+    sentence = (f"Every variant of {what} against the {result.baseline or 'baseline'} model: parameters, MACs per "
+                f"image, mean {metric_label(sweep.metric)} over seeds, and the difference to the baseline paired "
+                f"by seed. Also as [Markdown](ablation.md), [LaTeX](ablation.tex) and [CSV](summary.csv).")
+    return Section("Ablation table", sentence, text=markdown)
+
+
+def _scatter_sections(result: Analysis, out: Path) -> list[Section]:
+    sweep, points = result.sweep, result.points
+    sections = []
+    for x, stem, what in (("params_total", "params_accuracy", "parameter count"),
+                          ("macs_per_image", "macs_accuracy", "MACs per image")):
+        if x == "macs_per_image" and points.get(x, pd.Series(dtype=float)).isna().all():
+            continue
+        fig = params_accuracy(points, x=x, hue="label", hue_title=result.hue_title, colors=result.colors,
+                              y_label=metric_label(sweep.metric), maximize=sweep.goal != "minimize")
+        paths = save_figure(fig, out / stem)
+        sections.append(Section(
+            f"Accuracy against {what}", f"Each variant's mean {metric_label(sweep.metric)} (bars: 95% interval over "
+            f"seeds) against its {what}, coloured by {result.hue_title or 'variant'}, with the "
+            f"{result.baseline or 'baseline'} model as a star and the Pareto front dashed.", paths))
+    return sections
+
+
+def _curves_section(result: Analysis, out: Path) -> Section | None:
+    sweep = result.sweep
+    finished = set(sweep.finished["trial_id"])
+    if sweep.epochs.empty or "val_top1" not in sweep.epochs:
+        return None
+    epochs = sweep.epochs[sweep.epochs["trial_id"].isin(finished)]
+    epochs = epochs.merge(result.variants[["variant_id", "label"]], on="variant_id", how="left")
+    fig = learning_curves(epochs, order=[label for label in result.variants["label"] if label in set(epochs["label"])],
+                          hue_title=result.hue_title, colors=result.colors, metric="val_top1",
+                          y_label=metric_label("val_top1"))
+    paths = save_figure(fig, out / "learning_curves")
+    return Section("Learning curves", "Validation top-1 and the temperature τ per epoch for each variant, mean over "
+                   "its finished seeds with the band from the lowest to the highest seed.", paths)
+
+
+def _heatmap_sections(result: Analysis, out: Path, trial_ids: tuple[str, ...]) -> list[Section]:
+    sweep = result.sweep
+    finished = sweep.finished
+    sections, used = [], set()
+    for row in result.variants.to_dict("records"):
+        dirs = [sweep.trial_dir(t) for t in finished.loc[finished["variant_id"] == row["variant_id"], "trial_id"]]
+        maps = attn.variant_attention(dirs)
+        if not maps:
+            continue
+        seeds = _plural(next(iter(maps.values())).trials, "seed")
+        primary = result.groups[0][0] if result.groups else None
+        named = primary is not None and row["label"] == format_value(row.get(primary))
+        stem = f"heatmap_{slug((short_name(primary) + '_' if named else '') + row['label'])}"
+        stem = stem if stem not in used else f"{stem}_{row['variant_id']}"
+        used.add(stem)
+        title = f"{sweep.name}: {row['variant']}, mean α over the validation set and {seeds}"
+        paths = save_figure(attention_heatmaps(maps, title=title), out / stem)
+        sections.append(Section(f"Attention heatmaps: {row['variant']}",
+                                f"Mean attention α of variant {row['variant']} per warehouse (rows: the mixtures of "
+                                f"its layers, lines between layers; columns: the warehouse's cells), averaged over "
+                                f"{seeds}; red is positive, blue negative, white zero (a sequential scale when "
+                                f"every α is positive).", paths))
+    for trial_id in [t for t in trial_ids if t in set(sweep.trials["trial_id"])]:
+        maps = attn.trial_attention(sweep.trial_dir(trial_id))
+        if maps is None:
+            sections.append(Section(f"Attention heatmaps: trial {trial_id}",
+                                    f"Trial {trial_id} has no attention.npz (a static or unfinished trial)."))
+            continue
+        meta = sweep.trials.loc[sweep.trials["trial_id"] == trial_id]
+        name = f"{meta['variant'].iloc[0]} seed {meta['seed'].iloc[0]}" if len(meta) else trial_id
+        paths = save_figure(attention_heatmaps(maps, title=f"{sweep.name}: {name} [{trial_id}]"),
+                            out / f"heatmap_trial_{slug(trial_id)}")
+        sections.append(Section(f"Attention heatmaps: trial {trial_id}",
+                                f"Mean attention α per warehouse of the single trial {name}.", paths))
+    return sections
+
+
+def _attention_group(result: Analysis) -> str | None:
+    for group in result.groups:
+        for key in group:
+            if short_name(key) == "attention":
+                return key
+    return None
+
+
+def _attention_function_sections(result: Analysis, out: Path) -> list[Section]:
+    key = _attention_group(result)
+    if key is None:
+        return []
+    sweep = result.sweep
+    kw = result.variants[result.variants[key].notna()]  # the variants that have an attention function
+    reference = kw[kw["label"] == REFERENCE_ATTENTION]
+    if reference.empty:
+        reference = kw[kw[key] == REFERENCE_ATTENTION]
+    reference_id = str(reference["variant_id"].iloc[0]) if len(reference) else None
+    trials = sweep.trials[sweep.trials["variant_id"].isin(kw["variant_id"])]
+    versus = stats.summarize(trials, sweep.metric, reference_id)
+    versus = kw[["variant_id", "label"]].merge(versus, on="variant_id")  # sweep order
+    versus = pd.concat([versus[versus["variant_id"] == reference_id], versus[versus["variant_id"] != reference_id]])
+    reference_label = str(reference["label"].iloc[0]) if len(reference) else REFERENCE_ATTENTION
+    base = result.summary[result.summary["is_baseline"]]
+    fig = attention_function_comparison(
+        versus, reference=reference_label, y_label=metric_label(sweep.metric), diff_unit=diff_unit(sweep.metric),
+        baseline_mean=float(base["mean"].iloc[0]) if len(base) else None, baseline_label=result.baseline or "baseline",
+        colors=result.colors)
+    sections = [Section("Attention functions", f"Mean {metric_label(sweep.metric)} per attention function and the "
+                        f"difference of each to {reference_label}, paired by seed (Holm-corrected paired t-test "
+                        f"across the functions), with the {result.baseline or 'baseline'} model dotted.",
+                        save_figure(fig, out / "attention_functions"))]
+    finished = sweep.finished
+    maps = {}
+    for row in kw.set_index("variant_id").loc[versus["variant_id"]].reset_index().to_dict("records"):
+        ids = finished.loc[finished["variant_id"] == row["variant_id"], "trial_id"]
+        found = {t: m for t in ids if (m := attn.trial_attention(sweep.trial_dir(t))) is not None}
+        if found:
+            maps[row["label"]] = found
+    if maps:
+        values = attn.attention_values(maps)
+        shares = attn.value_summary(values)
+        fig = attention_value_distribution(values, shares, colors=result.colors)
+        sections.append(Section("Attention values per function", "The distribution of mean attention values α "
+                                "per attention function over all warehouses and seeds, with the share that is "
+                                "negative and the share that is near zero (below 1% of its row's largest |α|).",
+                                save_figure(fig, out / "attention_values")))
+    return sections
+
+
+def _status_lines(sweep: Sweep, order: list[str]) -> list[str]:
+    state = progress(sweep)
+    rank = {name: i for i, name in enumerate(order)}
+    state.unfinished = state.unfinished.assign(_rank=state.unfinished["variant"].map(rank)).sort_values(
+        ["_rank", "seed"], kind="stable")
+    total = len(sweep.trials)
+    counts = state.counts
+    lines = [f"{counts['finished']} of {total} trials finished, {counts['failed']} failed, "
+             f"{counts['running']} running, {counts['pending']} pending."]
+    if counts["finished"] < total or state.missing:
+        lines[0] += " Every number below uses the finished trials only."
+    trials = sweep.trials
+    stale = trials[[v.endswith(f"[{i}]") for v, i in zip(trials["variant"], trials["variant_id"], strict=True)]]
+    if len(stale):
+        lines[0] += (f" {_plural(len(stale), 'trial')} of the store belong to another config of a variant (same "
+                     f"name, different variant_id: shown as 'name [variant_id]'), e.g. from an earlier run with "
+                     f"other settings.")
+    if len(state.failed):
+        lines += ["", "Failed trials:", ""]
+        for row in state.failed.to_dict("records"):
+            error = str(row["error"] or "no error recorded").splitlines()[0][:200]
+            lines.append(f"- `{row['trial_id']}` {row['variant']}, seed {row['seed']}: {error}")
+    if len(state.unfinished):
+        lines += ["", "Not finished yet:", ""]
+        for row in state.unfinished.to_dict("records"):
+            done = row.get("epochs_done")
+            running = row["status"] == "running" and done is not None and np.isfinite(done)
+            epochs = f", {_plural(int(done), 'epoch')} done" if running else ""
+            lines.append(f"- `{row['trial_id']}` {row['variant']}, seed {row['seed']} ({row['status']}{epochs})")
+    if state.missing:
+        lines += ["", "Missing (seeds the spec lists with no trial in the store):", ""]
+        lines += [f"- {variant}, seed {seed}" for variant, seed in state.missing]
+    return lines
+
+
+def _plural(count: int, noun: str) -> str:
+    return f"{count} {noun}{'' if count == 1 else 's'}"
+
+
+def _provenance(sweep: Sweep) -> str:
+    manifest = sweep.manifest
+    git = manifest.get("git") or {}
+    commit = git.get("commit")
+    version = (manifest.get("versions") or {}).get("kwlab")
+    parts = [f"kwlab {version}"] if version else ["no manifest.json"] if not manifest else []
+    if commit:
+        parts.append(f"git {commit[:10]}{' (dirty)' if git.get('dirty') else ''}")
+    if manifest.get("command"):
+        parts.append(f"`{manifest['command']}`")
+    if manifest.get("profile"):
+        parts.append(f"profile {manifest['profile']}")
+    return ", ".join(parts)
+
+
+def _markdown(result: Analysis, sections: list[Section], out: Path, resamples: int, seed: int) -> str:
+    sweep = result.sweep
+    compared = int(result.summary["p"].notna().sum()) if not result.summary.empty else 0
+    fixed = fixed_factors(result.variants, sweep.factors) if not result.variants.empty else {}
+    fixed = {k: v for k, v in fixed.items() if short_name(k) != "kw"}
+    lines = [f"# {sweep.name}", ""]
+    if sweep.description:
+        lines += [sweep.description, ""]
+    lines += [f"Results store `{sweep.path}` ({_provenance(sweep)}); report written "
+              f"{dt.datetime.now().astimezone().strftime('%Y-%m-%d %H:%M %Z')} by `kwlab report`.", ""]
+    lines += ["## Status", "", *_status_lines(sweep, list(result.variants.get("variant", []))), ""]
+    notes = result.summary.loc[result.summary["note"].astype(bool), ["variant", "note"]] \
+        if not result.summary.empty else pd.DataFrame()
+    lines += ["## Method", "",
+              f"Metric: {metric_label(sweep.metric)} per trial (`{sweep.metric}`"
+              f"{', stored as fractions and shown in percent' if sweep.scaled_to_percent else ''}). "
+              f"Each variant's mean over its seeds comes with a 95% percentile-bootstrap interval ({resamples:,} "
+              f"resamples, generator seed {seed}; with three seeds it is the range of the seeds). Differences to the "
+              f"baseline ({result.baseline or 'none'}) are taken seed by seed on the seeds both finished; p comes "
+              f"from a two-sided paired t-test, Holm-corrected across the variants tested against the baseline "
+              f"({compared} so far)."]
+    if fixed:
+        lines[-1] += " Fixed wherever set: " + ", ".join(f"{short_name(k)} = {v}" for k, v in fixed.items()) + "."
+    if len(notes):
+        lines += ["", "Numbers left out, and why:", ""]
+        lines += [f"- {row['variant']}: {row['note']}" for row in notes.to_dict("records")]
+    lines.append("")
+    for section in sections:
+        lines += [f"## {section.heading}", "", section.sentence, ""]
+        if section.text:
+            lines += [section.text, ""]
+        for png in [p for p in section.images if p.suffix == ".png"]:
+            lines += [f"![{section.heading}]({png.relative_to(out).as_posix()})", "",
+                      _figure_links(section.images, out), ""]
+    return "\n".join(lines)
+
+
+def write_report(
+    stores: list[str | Path],
+    out: str | Path | None = None,
+    *,
+    metric: str | None = None,
+    baseline: str | None = None,
+    resamples: int = stats.RESAMPLES,
+    seed: int = stats.SEED,
+    heatmap_trials: tuple[str, ...] = (),
+) -> Path:
+    """One store: its report (in `out`, default STORE/report). Several: each in OUT/<name>/ and a combined
+    report.md with one parameters-vs-accuracy figure over all of them (OUT defaults to the stores' parent/report)."""
+    if heatmap_trials:
+        known = set().union(*(_trial_ids(Path(store)) for store in stores))
+        unknown = [t for t in heatmap_trials if t not in known]
+        if unknown:
+            raise KWLabError(f"--trial: {', '.join(unknown)} is not a trial of {', '.join(map(str, stores))}")
+    if len(stores) == 1:
+        return write_sweep_report(stores[0], out, metric=metric, baseline=baseline, resamples=resamples, seed=seed,
+                                  heatmap_trials=heatmap_trials)
+    paths = [Path(s) for s in stores]
+    out = Path(out) if out is not None else _common_parent(paths) / "report"
+    out.mkdir(parents=True, exist_ok=True)
+    results, reports, used = [], [], set()
+    for path in paths:
+        sweep = load_sweep(path, metric)
+        name = sweep.name if sweep.name not in used else f"{sweep.name}_{len(used)}"
+        used.add(name)
+        result, report = _report_sweep(sweep, out / name, baseline=baseline, resamples=resamples, seed=seed,
+                                       heatmap_trials=heatmap_trials)
+        results.append((name, result))
+        reports.append((name, report))
+    return _write_combined(results, reports, out)
+
+
+def _trial_ids(store: Path) -> set[str]:
+    return {p.name for p in (store / "trials").glob("*/")} if (store / "trials").is_dir() else set()
+
+
+def _common_parent(paths: list[Path]) -> Path:
+    return Path(os.path.commonpath([p.resolve().parent for p in paths]))
+
+
+def _write_combined(results: list[tuple[str, Analysis]], reports: list[tuple[str, Path]], out: Path) -> Path:
+    frames = [r.points.assign(sweep=name) for name, r in results]
+    points = pd.concat(frames, ignore_index=True) if frames else pd.DataFrame()
+    if not points.empty:  # a baseline shared by several sweeps (same config) is drawn once
+        shared = points["is_baseline"] & points.duplicated("variant_id")
+        points = points[~shared]
+    metrics = {r.sweep.metric for _, r in results}
+    metric = next(iter(metrics)) if len(metrics) == 1 else "metric"
+    lines = ["# Sweeps compared", "", "Reports: " + ", ".join(
+        f"[{name}]({path.relative_to(out).as_posix()})" for name, path in reports) + ".", ""]
+    for x, stem, what in (("params_total", "params_accuracy", "parameter count"),
+                          ("macs_per_image", "macs_accuracy", "MACs per image")):
+        if points.empty or x not in points or points[x].isna().all():
+            continue
+        fig = params_accuracy(points, x=x, hue="sweep", hue_title="sweep", markers=True, y_label=metric_label(metric),
+                              width=PAGE_WIDTH / 1.6, height=3.0)
+        paths = save_figure(fig, out / stem)
+        lines += [f"## Accuracy against {what}", "",
+                  f"Every variant of the sweeps {', '.join(n for n, _ in results)}: mean {metric_label(metric)} "
+                  f"over seeds (bars: 95% interval) against its {what}, one colour and marker per sweep, baselines "
+                  f"as stars, the Pareto front over all of them dashed.", "",
+                  f"![Accuracy against {what}]({paths[0].relative_to(out).as_posix()})", "",
+                  _figure_links(paths, out), ""]
+    rows = [{"sweep": name, "variant": r["variant"], "params": human_count(r.get("params_total", np.nan)),
+             f"{metric_label(metric)} [95% CI]": estimate(r["mean"], r["ci_low"], r["ci_high"]),
+             "seeds": str(r["n_seeds"])} for name, result in results for r in result.points.to_dict("records")]
+    if rows:
+        lines += ["## The points", "", "The variants plotted above, sweep by sweep.", "",
+                  to_markdown(pd.DataFrame(rows)), ""]
+    report = out / "report.md"
+    report.write_text("\n".join(lines))
+    return report

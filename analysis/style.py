@@ -1,0 +1,122 @@
+"""One figure style for every plot: paper-column sizes, fonts, colours, and saving as PNG and PDF.
+
+Sizes follow two-column papers: a single column is about 3.4 in wide, a full page width about 7 in. Fonts are set
+so that, printed at that size, tick labels are 7 pt and axis labels 8 pt.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")  # headless: figures are written to files, never shown
+
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+from matplotlib.colors import Colormap, to_hex  # noqa: E402
+from matplotlib.figure import Figure  # noqa: E402
+
+COLUMN_WIDTH = 3.4  # inches, one column of a two-column paper
+PAGE_WIDTH = 7.0  # inches, both columns
+BASELINE_COLOR = "#222222"
+FORMATS = ("png", "pdf")
+DPI = 300
+
+RC = {
+    "font.size": 8,
+    "axes.titlesize": 8,
+    "axes.labelsize": 8,
+    "xtick.labelsize": 7,
+    "ytick.labelsize": 7,
+    "legend.fontsize": 7,
+    "legend.title_fontsize": 7,
+    "legend.frameon": False,
+    "axes.spines.top": False,
+    "axes.spines.right": False,
+    "axes.grid": True,
+    "grid.linewidth": 0.4,
+    "grid.alpha": 0.4,
+    "lines.linewidth": 1.2,
+    "lines.markersize": 4,
+    "errorbar.capsize": 2,
+    "figure.dpi": 150,
+    "savefig.dpi": DPI,
+    "pdf.fonttype": 42,  # TrueType in PDFs: editable text, accepted by paper submission systems
+    "ps.fonttype": 42,
+}
+
+
+@contextmanager
+def paper_style() -> Iterator[None]:
+    """Context in which figures are built with the paper style (rc parameters restored afterwards)."""
+    with plt.rc_context(RC):
+        yield
+
+
+def new_figure(width: float = COLUMN_WIDTH, height: float = 2.5, **subplots: object) -> tuple[Figure, np.ndarray]:
+    """A figure of the given size in inches with constrained layout; returns (figure, axes array)."""
+    fig, axes = plt.subplots(figsize=(width, height), layout="constrained", squeeze=False, **subplots)
+    return fig, axes
+
+
+def palette(labels: Sequence[str], baseline: str | None = None, ordinal: bool = False) -> dict[str, str]:
+    """A colour per label: dark grey for the baseline; an ordered map (viridis, yellow end cut) when the labels are
+    ordered values of one numeric factor, else a colour-blind-safe categorical palette."""
+    others = [label for label in dict.fromkeys(labels) if label != baseline]
+    if ordinal:
+        cmap: Colormap = plt.get_cmap("viridis")
+        points = np.linspace(0.0, 0.85, max(len(others), 2))[: len(others)]
+        colors = [to_hex(cmap(p)) for p in points]
+    else:
+        import seaborn as sns
+
+        colors = [to_hex(c) for c in sns.color_palette("colorblind", max(len(others), 1))]
+        if len(others) > 10:
+            colors = [to_hex(c) for c in sns.color_palette("husl", len(others))]
+    mapping = dict(zip(others, colors, strict=False))
+    if baseline is not None:
+        mapping[baseline] = BASELINE_COLOR
+    return mapping
+
+
+def row_major(items: list[str], ncols: int) -> list[str]:
+    """Reorder legend entries so that matplotlib's column-by-column filling reads left to right, row by row."""
+    rows = -(-len(items) // ncols)
+    return [items[r * ncols + c] for c in range(ncols) for r in range(rows) if r * ncols + c < len(items)]
+
+
+def save_figure(fig: Figure, stem: str | Path, formats: Sequence[str] = FORMATS) -> list[Path]:
+    """Write `fig` as stem.png and stem.pdf (tight bounding box) and close it; returns the paths."""
+    stem = Path(stem)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = []
+    for fmt in formats:
+        path = stem.parent / f"{stem.name}.{fmt}"  # not with_suffix: a stem may contain dots
+        fig.savefig(path, dpi=DPI)  # constrained layout already fits every label inside the figure
+        fig.set_layout_engine("none")  # the layout is done: the next format reuses it instead of redoing it
+        paths.append(path)
+    plt.close(fig)
+    return paths
+
+
+def human_count(value: float) -> str:
+    """1234567 -> '1.23M', 45678 -> '45.7K', 999 -> '999'."""
+    if value is None or not np.isfinite(value):
+        return "—"
+    for unit, size in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if abs(value) >= size:
+            return f"{value / size:.3g}{unit}" if value / size < 100 else f"{value / size:.0f}{unit}"
+    return f"{value:.0f}"
+
+
+def count_scale(values: Sequence[float]) -> tuple[float, str]:
+    """Divisor and unit suffix so that the largest value reads between 1 and 1000: (1e6, 'M'), (1e3, 'K'), ..."""
+    finite = [abs(v) for v in values if v is not None and np.isfinite(v)]
+    largest = max(finite) if finite else 1.0
+    for unit, size in (("G", 1e9), ("M", 1e6), ("K", 1e3)):
+        if largest >= size:
+            return size, unit
+    return 1.0, ""

@@ -1,0 +1,307 @@
+"""A results store read for analysis: accuracies in percent, the swept factors, legend labels and trial status.
+
+`load_sweep(path)` wraps `kwlab.results.load` with what every figure and table needs to agree on: which columns
+are the swept factors (from spec.yaml: the parameters, then the cases' overrides), which of them vary (keys that
+vary in lock-step, like a `zip` group, are one factor), one short label per variant for legends, and the metric.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+import yaml
+
+from kwlab.errors import KWLabError
+from kwlab.results import TRIAL_COLUMNS, load
+
+SUMMARY_FIELDS = ["params_total", "params_warehouse", "params_attention", "params_other", "macs_per_image",
+                  "best_val_top1", "final_val_top1", "epochs", "wall_time_s", "device", "epochs_done"]
+DEFAULT_METRIC = "best_val_top1"
+
+
+@dataclass
+class Sweep:
+    """One sweep's results, ready for the statistics, figures and tables."""
+
+    path: Path
+    name: str
+    description: str
+    spec: dict[str, Any]
+    manifest: dict[str, Any]
+    trials: pd.DataFrame  # one row per trial; top-k accuracies in percent
+    epochs: pd.DataFrame  # one row per trial and epoch; top-k accuracies in percent
+    metric: str
+    goal: str  # "maximize" | "minimize"
+    factors: list[str] = field(default_factory=list)  # swept columns, dotted names
+    scaled_to_percent: bool = False  # the store held fractions in [0, 1]
+
+    def trial_dir(self, trial_id: str) -> Path:
+        """The directory of one trial."""
+        return self.path / "trials" / trial_id
+
+    @property
+    def finished(self) -> pd.DataFrame:
+        """The finished trials."""
+        return self.trials[self.trials["status"] == "finished"]
+
+
+def load_sweep(path: str | Path, metric: str | None = None, refresh: bool = True) -> Sweep:
+    """Read a store; `refresh` rebuilds the tables from the trial directories (right for a running sweep)."""
+    results = load(path, refresh=refresh)
+    spec = _read_spec(results.path / "spec.yaml")
+    trials = results.trials.copy()
+    for column in TRIAL_COLUMNS:
+        if column not in trials:
+            trials[column] = pd.Series(dtype=object)
+    trials["is_baseline"] = trials["is_baseline"].fillna(False).astype(bool)
+    epochs = results.epochs.copy()
+    trials, epochs = disambiguate(trials, epochs)
+    scaled = _fractions(trials, epochs)
+    if scaled:
+        for table in (trials, epochs):
+            for column in _topk_columns(table):
+                table[column] = pd.to_numeric(table[column], errors="coerce") * 100
+    name = str(spec.get("name") or results.path.name)
+    spec_metric = (spec.get("metric") or {}).get("name", "val_top1")
+    chosen = resolve_metric(metric or f"best_{spec_metric}", trials, explicit=metric is not None)
+    goal = (spec.get("metric") or {}).get("goal", "maximize")
+    return Sweep(results.path, name, str(spec.get("description") or ""), spec, results.manifest, trials, epochs,
+                 chosen, goal, swept_factors(trials, spec), scaled)
+
+
+def disambiguate(trials: pd.DataFrame, epochs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """Give each variant_id its own name: when one name has several configs (a store reused after the spec or the
+    defaults changed), the config with the most finished trials keeps the name, the others become
+    'name [variant_id]' and lose the baseline mark."""
+    if trials.empty:
+        return trials, epochs
+    finished = trials[trials["status"] == "finished"].groupby("variant_id").size()
+    done = pd.to_numeric(trials.get("epochs_done", pd.Series(0, index=trials.index)), errors="coerce").fillna(0)
+    epochs_done = done.groupby(trials["variant_id"]).sum()
+    trials = trials.copy()
+    for name, group in trials.groupby("variant", sort=False):
+        ids = list(dict.fromkeys(group["variant_id"]))
+        if len(ids) < 2:
+            continue
+        keep = max(ids, key=lambda i: (finished.get(i, 0), epochs_done.get(i, 0), -ids.index(i)))
+        for other in ids:
+            if other != keep:
+                rows = trials["variant_id"] == other
+                trials.loc[rows, "variant"] = f"{name} [{other}]"
+                trials.loc[rows, "is_baseline"] = False
+    if not epochs.empty and "variant_id" in epochs:
+        names = dict(zip(trials["variant_id"], trials["variant"], strict=False))
+        epochs = epochs.assign(variant=epochs["variant_id"].map(names).fillna(epochs.get("variant")))
+    return trials, epochs
+
+
+def _read_spec(path: Path) -> dict[str, Any]:
+    try:
+        spec = yaml.safe_load(path.read_text())
+    except (OSError, yaml.YAMLError):
+        return {}
+    return spec if isinstance(spec, dict) else {}
+
+
+def _topk_columns(table: pd.DataFrame) -> list[str]:
+    return [c for c in table.columns if "top1" in c or "top5" in c]
+
+
+def _fractions(trials: pd.DataFrame, epochs: pd.DataFrame) -> bool:
+    """True when every top-k value is within [0, 1], i.e. the store holds fractions rather than percent."""
+    values = [pd.to_numeric(t[c], errors="coerce").to_numpy(dtype=float)
+              for t in (trials, epochs) for c in _topk_columns(t)]
+    values = np.concatenate(values) if values else np.array([])
+    values = values[np.isfinite(values)]
+    return bool(values.size) and float(values.max()) <= 1.0
+
+
+def resolve_metric(metric: str, trials: pd.DataFrame, explicit: bool = False) -> str:
+    """The trials column to compare: `metric` itself or `best_<metric>`; an unknown explicit name is an error."""
+    for candidate in (metric, f"best_{metric}"):
+        if candidate in trials.columns:
+            return candidate
+    if explicit and (trials["status"] == "finished").any():
+        numeric = [c for c in trials.columns if c in SUMMARY_FIELDS and c != "device"]
+        raise KWLabError(f"--metric: {metric!r} is not a column of the trials table; try one of {', '.join(numeric)}")
+    return metric
+
+
+def is_accuracy(metric: str) -> bool:
+    """Whether a metric is a top-k accuracy (shown in percent, differences in percentage points)."""
+    return "top1" in metric or "top5" in metric
+
+
+def metric_label(metric: str) -> str:
+    """Axis label of a metric with its unit, e.g. 'best val. top-1 (%)'."""
+    words = metric.replace("val_", "val. ").replace("top1", "top-1").replace("top5", "top-5").replace("_", " ")
+    return f"{words} (%)" if is_accuracy(metric) else words
+
+
+def diff_unit(metric: str) -> str:
+    """Unit of a difference of the metric: 'pp' (percentage points) for accuracies."""
+    return "pp" if is_accuracy(metric) else ""
+
+
+def swept_factors(trials: pd.DataFrame, spec: dict[str, Any]) -> list[str]:
+    """The factor columns: the spec's parameters, then its cases' overrides (or, without a spec, unknown columns)."""
+    if spec:
+        keys = list((spec.get("parameters") or {}).keys())
+        keys += [k for case in spec.get("cases") or [] for k in (case.get("set") or {}) if k not in keys]
+    else:
+        known = set(TRIAL_COLUMNS) | set(SUMMARY_FIELDS) | {"seed", "status"}
+        keys = [c for c in trials.columns if c not in known]
+    return [k for k in keys if k in trials.columns]
+
+
+def short_name(key: str) -> str:
+    """The last part of a dotted key ('kw.cell_in_ratio' -> 'cell_in_ratio')."""
+    return key.rsplit(".", 1)[-1]
+
+
+def format_value(value: Any) -> str:
+    """A factor value for humans: 0.25 -> '1/4', 4.0 -> '4', None/NaN -> '—'."""
+    if value is None or (isinstance(value, float) and np.isnan(value)):
+        return "—"
+    if isinstance(value, bool | np.bool_):
+        return str(bool(value)).lower()
+    if isinstance(value, int | float | np.integer | np.floating):
+        number = float(value)
+        if number.is_integer():
+            return str(int(number))
+        fraction = Fraction(number).limit_denominator(64)
+        if 0 < abs(number) < 1 and fraction.numerator == 1 and float(fraction) == number:
+            return f"1/{fraction.denominator}"
+        return f"{number:g}"
+    return str(value)
+
+
+def variants(sweep: Sweep) -> pd.DataFrame:
+    """One row per variant in sweep order (baseline first): ids, name, is_baseline, is_case, stale (another config
+    of a variant's name, see `disambiguate`), the factor values, params_total and macs_per_image (from finished
+    trials) and `label`, a short legend label."""
+    trials = sweep.trials
+    if trials.empty:
+        flags = ("is_baseline", "is_case", "stale")
+        columns = ["variant_id", "variant", *flags, *sweep.factors, "params_total", "macs_per_image", "label"]
+        return pd.DataFrame({c: pd.Series(dtype=bool if c in flags else object) for c in columns})
+    first = trials.drop_duplicates("variant_id")
+    table = first[["variant_id", "variant", "is_baseline", *sweep.factors]].copy()
+    cases = {c.get("name") for c in sweep.spec.get("cases") or []} if sweep.spec else set()
+    table["is_case"] = table["variant"].isin(cases) if cases else ~table["variant"].str.contains("=", regex=False)
+    finished = sweep.finished
+    for column in ("params_total", "macs_per_image"):
+        values = finished.groupby("variant_id")[column].median() if column in finished else pd.Series(dtype=float)
+        table[column] = table["variant_id"].map(values).astype(float)
+    table["stale"] = [v.endswith(f"[{i}]") for v, i in zip(table["variant"], table["variant_id"], strict=True)]
+    table = table.iloc[sweep_order(table, sweep.spec)].reset_index(drop=True)
+    table["label"] = labels(table, factor_groups(table, sweep.factors))
+    return table
+
+
+def sweep_order(table: pd.DataFrame, spec: dict[str, Any]) -> list[int]:
+    """Row positions in the order `kwlab sweep` expands variants: the baseline, the other cases in spec order, then
+    the grid points in the order of the spec's values (zip groups first); unknown values keep their order."""
+    cases = [c.get("name") for c in spec.get("cases") or []]
+    parameters = spec.get("parameters") or {}
+    grouped = [g[0] for g in spec.get("zip") or [] if g]
+    in_zip = {k for g in spec.get("zip") or [] for k in g}
+    axes = [*grouped, *(k for k in parameters if k not in in_zip)]
+
+    def position(key: str, value: Any) -> int:
+        p = parameters.get(key) or {}
+        values = p.get("values") if p.get("values") is not None else [p.get("value")]
+        shown = [format_value(v) for v in values]
+        return shown.index(format_value(value)) if format_value(value) in shown else len(shown)
+
+    def order(i: int) -> tuple[int, ...]:
+        row = table.iloc[i]
+        if row["is_baseline"]:
+            return (0, i)
+        if row["variant"] in cases:
+            return (1, cases.index(row["variant"]), i)
+        return (2, *(position(k, row[k]) if k in row else 0 for k in axes), i)
+
+    return sorted(range(len(table)), key=order)
+
+
+def factor_groups(variant_table: pd.DataFrame, factors: list[str]) -> list[list[str]]:
+    """The factors that take more than one value across variants, keys varying in lock-step grouped together."""
+    groups: list[list[str]] = []
+    signatures: dict[tuple[str, ...], list[str]] = {}
+    for key in factors:
+        values = variant_table[key].map(format_value)
+        if values[values != "—"].nunique() < 2:
+            continue
+        signature = tuple(values)
+        if signature in signatures:
+            signatures[signature].append(key)
+        else:
+            signatures[signature] = [key]
+            groups.append(signatures[signature])
+    return groups
+
+
+def fixed_factors(variant_table: pd.DataFrame, factors: list[str]) -> dict[str, str]:
+    """The factors set to one value wherever they are set (e.g. `kw.budget: {value: 4}`), formatted."""
+    fixed = {}
+    for key in factors:
+        values = variant_table[key].map(format_value)
+        values = values[values != "—"]
+        if values.nunique() == 1:
+            fixed[key] = values.iloc[0]
+    return fixed
+
+
+def group_title(group: list[str]) -> str:
+    """Legend/column title of a factor group: 'cell_in_ratio = cell_out_ratio'."""
+    return " = ".join(short_name(k) for k in group)
+
+
+def labels(variant_table: pd.DataFrame, groups: list[list[str]]) -> list[str]:
+    """Short legend labels: the value of the first varying factor; the baseline and colliding cases by name."""
+    if variant_table.empty:
+        return []
+    primary = groups[0][0] if groups else None
+    out = []
+    for row in variant_table.to_dict("records"):
+        value = format_value(row[primary]) if primary else "—"
+        out.append(row["variant"] if row["is_baseline"] or value == "—" else value)
+    counts = pd.Series(out).value_counts()
+    for i, row in enumerate(variant_table.to_dict("records")):
+        if counts[out[i]] > 1 and (row["is_case"] or len(groups) > 1):
+            out[i] = row["variant"]
+    if len(set(out)) < len(out):  # still ambiguous: the full variant names are unique
+        out = list(variant_table["variant"])
+    return out
+
+
+@dataclass
+class Progress:
+    """Where a sweep stands: counts by status, and the trials that are not finished."""
+
+    counts: dict[str, int]
+    failed: pd.DataFrame  # trial_id, variant, seed, error
+    unfinished: pd.DataFrame  # trial_id, variant, seed, status (running or pending)
+    missing: list[tuple[str, int]]  # (variant, seed) the spec lists but the store has no trial for
+
+
+def progress(sweep: Sweep) -> Progress:
+    """Count the trials by status and list the failed, unfinished and missing ones."""
+    trials = sweep.trials
+    counts = {s: int((trials["status"] == s).sum()) for s in ("finished", "failed", "running", "pending")}
+    failed = trials.loc[trials["status"] == "failed", ["trial_id", "variant", "seed", "error"]]
+    unfinished = trials.loc[trials["status"].isin(["running", "pending"]),
+                            ["trial_id", "variant", "seed", "status", "epochs_done"]
+                            if "epochs_done" in trials else ["trial_id", "variant", "seed", "status"]]
+    seeds = [int(s) for s in sweep.spec.get("seeds") or []]
+    missing = []
+    for variant, group in trials.groupby("variant", sort=False):
+        present = set(pd.to_numeric(group["seed"], errors="coerce").dropna().astype(int))
+        missing += [(str(variant), s) for s in seeds if s not in present]
+    return Progress(counts, failed.reset_index(drop=True), unfinished.reset_index(drop=True), missing)
