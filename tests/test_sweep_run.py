@@ -22,10 +22,10 @@ ROOT = Path(__file__).parents[1]
 TINY = {"epochs": 1, "data": {"name": "digits", "train_size": 300}, "optim": {"warmup_epochs": 0}}
 
 
-def kwlab_cli(*args: str, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+def kwlab_cli(*args: str, cwd: Path = ROOT, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     """Run the installed CLI in a fresh process, as a user would."""
     return subprocess.run([sys.executable, "-m", "kwlab.cli", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=600)
+                          timeout=600, env=env)
 
 
 def write_spec(tmp_path: Path, name: str, **spec: object) -> Path:
@@ -119,15 +119,18 @@ def test_cluster_address_path(tmp_path: Path) -> None:
     """Start a local Ray head (`ray start --head`) and run the smoke sweep against it with --address."""
     ray = Path(sys.executable).with_name("ray")
     port = "6391"
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled"}  # a loopback-only test cluster needs no token
     started = subprocess.run([str(ray), "start", "--head", f"--port={port}", "--num-cpus=2",
-                              "--include-dashboard=false"], capture_output=True, text=True, timeout=180)
+                              "--node-ip-address=127.0.0.1", "--include-dashboard=false"],
+                             capture_output=True, text=True, timeout=180, env=env)
     assert started.returncode == 0, started.stderr
     try:
-        result = kwlab_cli("sweep", "sweeps/smoke.yaml", "--results", str(tmp_path), "--address", f"127.0.0.1:{port}")
+        result = kwlab_cli("sweep", "sweeps/smoke.yaml", "--results", str(tmp_path), "--address",
+                           f"127.0.0.1:{port}", env=env)
         assert result.returncode == 0, result.stderr
         assert (kwlab.results.load(tmp_path / "smoke").trials["status"] == "finished").all()
     finally:
-        subprocess.run([str(ray), "stop", "--force"], capture_output=True, timeout=120)
+        subprocess.run([str(ray), "stop", "--force"], capture_output=True, timeout=120, env=env)
 
 
 def test_results_load_refuses_a_folder_that_is_not_a_store(tmp_path: Path) -> None:

@@ -23,6 +23,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from kwlab.errors import KWLabError
 from kwlab.files import write_text
 from kwlab.results import trial_status, write_tables
 from kwlab.sweep.expand import Trial
@@ -216,8 +217,12 @@ def run_trials(
     if not pending and not search:
         write_tables(store)
         return []
-    ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
-             ignore_reinit_error=True)
+    try:
+        ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
+                 ignore_reinit_error=True)
+    except ConnectionError as error:
+        raise KWLabError(f"--address {address}: cannot reach a Ray cluster there ({error}); start one with "
+                         "`ray start --head` or leave --address out for a local instance") from None
     try:
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=console) as progress:
