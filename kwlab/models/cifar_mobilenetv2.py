@@ -19,7 +19,7 @@ from timm.models import generate_default_cfgs, register_model
 from torch import nn
 
 from kwlab.errors import KWLabError
-from kwlab.models.cifar_resnet import create_small_model, init_small_model, small_model_cfg
+from kwlab.models.cifar_resnet import SmallClassifier, create_small_model, init_small_model, small_model_cfg
 
 __all__ = [
     "MOBILENETV2_BLOCK_COUNTS",
@@ -82,10 +82,11 @@ class InvertedResidual(nn.Module):
         return out + x if self.has_skip else out
 
 
-class CifarMobileNetV2(nn.Module):
+class CifarMobileNetV2(SmallClassifier):
     """MobileNetV2 for small images: stride-1 stem, 7 inverted-residual groups (total stride 8), 1x1 head conv."""
 
     kw_layout: ClassVar[str] = "mobilenetv2"
+    classifier_name: ClassVar[str] = "classifier"
 
     def __init__(
         self,
@@ -136,29 +137,10 @@ class CifarMobileNetV2(nn.Module):
         self.classifier = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
         init_small_model(self, kwargs)
 
-    def get_classifier(self) -> nn.Module:
-        """The final classifier (``classifier``)."""
-        return self.classifier
-
-    def reset_classifier(self, num_classes: int) -> None:
-        """Replace ``classifier`` with a freshly initialised one for ``num_classes`` (0 gives pooled features)."""
-        self.num_classes = num_classes
-        self.classifier = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Unpooled head-conv feature map, at 1/8 of the input resolution."""
         x = self.blocks(self.bn1(self.conv_stem(x)))
         return self.bn2(self.conv_head(x))
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Global average pool, dropout, then ``classifier`` unless ``pre_logits``."""
-        x = torch.flatten(self.global_pool(x), 1)
-        x = F.dropout(x, p=self.drop_rate, training=self.training)
-        return x if pre_logits else self.classifier(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits for a batch of images."""
-        return self.forward_head(self.forward_features(x))
 
 
 default_cfgs = generate_default_cfgs(

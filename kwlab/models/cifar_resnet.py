@@ -69,6 +69,36 @@ def init_small_model(model: nn.Module, unused_kwargs: dict[str, Any]) -> None:
             nn.init.kaiming_normal_(module.weight, mode="fan_out", nonlinearity="relu")
 
 
+class SmallClassifier(nn.Module):
+    """timm's classifier interface shared by kwlab's small models: pool, dropout, then the `classifier_name` layer."""
+
+    classifier_name: ClassVar[str]  # attribute holding the classifier: "fc", "classifier"
+
+    def get_classifier(self) -> nn.Module:
+        """The final classifier layer."""
+        return getattr(self, self.classifier_name)
+
+    def reset_classifier(self, num_classes: int) -> None:
+        """Replace the classifier with a freshly initialised one for ``num_classes`` (0 gives pooled features)."""
+        self.num_classes = num_classes
+        setattr(self, self.classifier_name, nn.Linear(self.num_features, num_classes) if num_classes > 0
+                else nn.Identity())
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        """The unpooled final feature map."""
+        raise NotImplementedError
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
+        """Global average pool, dropout, then the classifier unless ``pre_logits``."""
+        x = torch.flatten(self.global_pool(x), 1)
+        x = F.dropout(x, p=self.drop_rate, training=self.training)
+        return x if pre_logits else self.get_classifier()(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """Logits for a batch of images."""
+        return self.forward_head(self.forward_features(x))
+
+
 class BasicBlock(nn.Module):
     """Two 3x3 conv-BN layers plus a shortcut, ReLU after the sum (He et al. 2016, Fig. 2 left)."""
 
@@ -98,10 +128,11 @@ class BasicBlock(nn.Module):
         return self.act2(x + shortcut)
 
 
-class CifarResNet(nn.Module):
+class CifarResNet(SmallClassifier):
     """ResNet-(6n+2) for small images: stride-1 3x3 stem, stages of n BasicBlocks at (16, 32, 64) x width."""
 
     kw_layout: ClassVar[str] = "resnet"
+    classifier_name: ClassVar[str] = "fc"
 
     def __init__(
         self,
@@ -141,29 +172,10 @@ class CifarResNet(nn.Module):
         self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
         init_small_model(self, kwargs)
 
-    def get_classifier(self) -> nn.Module:
-        """The final classifier (``fc``)."""
-        return self.fc
-
-    def reset_classifier(self, num_classes: int) -> None:
-        """Replace ``fc`` with a freshly initialised one for ``num_classes`` (0 gives pooled features)."""
-        self.num_classes = num_classes
-        self.fc = nn.Linear(self.num_features, num_classes) if num_classes > 0 else nn.Identity()
-
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
         """Unpooled ``layer3`` feature map, at 1/4 of the input resolution."""
         x = self.act1(self.bn1(self.conv1(x)))
         return self.layer3(self.layer2(self.layer1(x)))
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> torch.Tensor:
-        """Global average pool, dropout, then ``fc`` unless ``pre_logits``."""
-        x = torch.flatten(self.global_pool(x), 1)
-        x = F.dropout(x, p=self.drop_rate, training=self.training)
-        return x if pre_logits else self.fc(x)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Logits for a batch of images."""
-        return self.forward_head(self.forward_features(x))
 
 
 default_cfgs = generate_default_cfgs(
