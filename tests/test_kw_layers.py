@@ -12,36 +12,21 @@ from torch import nn
 import kwlab
 from kwlab.kw.attention import ATTENTION_FUNCTIONS
 from kwlab.kw.config import KWConfig
-from kwlab.kw.layers import KWConv1d, KWConv2d, KWConv3d, KWLinear
+from kwlab.kw.layers import KWConv1d, KWConv2d, KWConv3d
 from kwlab.kw.planner import mixtures
 from kwlab.kw.warehouse import Warehouse
+from layer_cases import LayerCase
 
-KW_CONV = {1: KWConv1d, 2: KWConv2d, 3: KWConv3d}
 TORCH_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
 
 
 @dataclass(frozen=True)
-class Case:
-    """One KW layer geometry. dims 0 is a linear layer; `input` is the test input shape."""
+class Case(LayerCase):
+    """A layer geometry with how its warehouse and attention are set up."""
 
-    dims: int
-    in_channels: int
-    out_channels: int
-    cell: tuple[int, ...]
-    input: tuple[int, ...]
-    kernel: int | tuple[int, ...] = 1
-    stride: int | tuple[int, ...] = 1
-    padding: int | str | tuple[int, ...] = 0
-    dilation: int | tuple[int, ...] = 1
-    groups: int = 1
-    bias: bool = True
     own_fraction: float = 1.0  # own cells = own_fraction x m (< 1: some mixtures start on the zero cell)
     nonlocal_basis_ratio: float = 1.0
     norm: str = "batch-eval"  # batch-eval | batch-train | layer
-
-    def weight_shape(self) -> tuple[int, ...]:
-        kernel = () if self.dims == 0 else torch.nn.modules.utils._ntuple(self.dims)(self.kernel)
-        return (self.out_channels, self.in_channels // self.groups, *kernel)
 
 
 CASES = {
@@ -92,13 +77,7 @@ def build_layer(case: Case, *, attention: str = "caf", init: str = "one_to_one",
     warehouse = Warehouse(n, case.cell)
     kw = KWConfig(attention=attention, init=init, nonlocal_basis_ratio=case.nonlocal_basis_ratio,
                   attention_norm="layer" if case.norm == "layer" else "batch")
-    if case.dims == 0:
-        layer = KWLinear(case.in_channels, case.out_channels, case.bias, warehouse=warehouse, own=own, kw=kw)
-    else:
-        layer = KW_CONV[case.dims](
-            case.in_channels, case.out_channels, case.kernel, case.stride, case.padding, case.dilation, case.groups,
-            case.bias, warehouse=warehouse, own=own, kw=kw,
-        )
+    layer = case.make(warehouse, kw, own)
     layer.train(case.norm == "batch-train")
     return layer, warehouse
 

@@ -14,6 +14,7 @@ SHARING_RANGES = ("none", "role", "stage", "network")
 INIT_STRATEGIES = ("one_to_one", "none")
 LAYOUTS = ("default", "reference", "auto")
 ATTENTION_NORMS = ("auto", "batch", "layer")
+MEMORY_MODES = ("fast", "lean")
 
 
 def parse_number(value: Any, field: str) -> float:
@@ -45,6 +46,7 @@ class KWConfig:
     spatial_partition: bool = True  # cut kernels into 1x1 cells (True) or keep whole k x k cells
     layout: str = "default"  # default (reference where one exists, else auto) | reference | auto
     attention_norm: str = "auto"  # norm inside the attention: auto (from the layout) | batch | layer
+    memory: str = "fast"  # fast: keep per-sample kernels for backward where that is faster | lean: never keep them
 
     def __post_init__(self) -> None:
         set_ = object.__setattr__  # frozen: normalise values in place once
@@ -58,7 +60,8 @@ class KWConfig:
 
         if self.attention not in ATTENTION_FUNCTIONS:
             raise choice_error("kw.attention", self.attention, sorted(ATTENTION_FUNCTIONS))
-        for name, allowed in (("init", INIT_STRATEGIES), ("layout", LAYOUTS), ("attention_norm", ATTENTION_NORMS)):
+        for name, allowed in (("init", INIT_STRATEGIES), ("layout", LAYOUTS), ("attention_norm", ATTENTION_NORMS),
+                              ("memory", MEMORY_MODES)):
             if getattr(self, name) not in allowed:
                 raise choice_error(f"kw.{name}", getattr(self, name), allowed)
         if isinstance(self.min_hidden, bool) or not isinstance(self.min_hidden, int) or self.min_hidden < 1:

@@ -1,6 +1,13 @@
-"""KW layers: drop-in replacements of nn.Conv1d/2d/3d and nn.Linear whose kernels are mixed from a warehouse."""
+"""KW layers: drop-in replacements of nn.Conv1d/2d/3d and nn.Linear whose kernels are mixed from a warehouse.
+
+The forward picks the fastest path for the input's shape (see kwlab.kw.fastpath); `reference_forward` keeps the
+straightforward computation (assemble every kernel, permute it to conv layout, one grouped convolution over the batch)
+that the tests check every path against and that `kwlab bench` reports as the "before".
+"""
 
 from __future__ import annotations
+
+import math
 
 import torch
 import torch.nn.functional as F
@@ -10,7 +17,8 @@ from torch.nn.modules.utils import _ntuple
 from kwlab.kw.assembly import assemble, merge_kernel
 from kwlab.kw.attention import KWAttention
 from kwlab.kw.config import KWConfig
-from kwlab.kw.planner import attention_hidden, initial_assignment, mixtures
+from kwlab.kw.fastpath import PATHS, Geometry, choose_path, kw_conv, resolve_padding, shared_conv
+from kwlab.kw.planner import attention_hidden, initial_assignment, layer_cell_shape, mixtures
 from kwlab.kw.warehouse import Warehouse
 
 
@@ -58,8 +66,15 @@ class KWLayer(nn.Module):
             nonlocal_basis_ratio=kw.nonlocal_basis_ratio,
         )
         self.bias = nn.Parameter(torch.zeros(weight_shape[0])) if bias else None
+        self.memory = kw.memory  # fast | lean: whether backward may keep per-sample kernels (see KWConfig.memory)
+        self.path = "auto"  # auto picks per input shape; tests and `kwlab bench` force one of fastpath.PATHS
+        # set_temperature marks tau == 1 exactly (alpha = beta for every sample) with the buffer and its version
+        self.attention.tau_is_one = None
+        self.attention.register_load_state_dict_post_hook(_forget_temperature)
 
     in_channels: int
+    groups: int
+    geometry: Geometry  # the shape contract the fast paths work from (kwlab.kw.fastpath.Geometry)
 
     def pool(self, x: torch.Tensor) -> torch.Tensor:
         """Global average pool of the input to (B, C_in), the attention's input."""
@@ -70,6 +85,58 @@ class KWLayer(nn.Module):
         alpha = self.attention(self.pool(x))  # (B, m, n)
         parts = assemble(alpha, self.warehouse.cells.to(alpha.dtype))  # (B, m, cell_numel)
         return merge_kernel(parts, self.weight_shape, self.cell_shape)
+
+    def shares_alpha(self) -> bool:
+        """Whether alpha is the same for every sample: the blend at tau = 1 exactly, known without reading the buffer.
+
+        set_temperature(model, 1) leaves a marker (the tau buffer and its version counter); any later write to the
+        buffer (by hand, load_state_dict, an EMA) bumps the version and voids it. Under torch.compile the marker is
+        not consulted (the sample-dependent paths are exact at tau = 1 too).
+        """
+        marker = getattr(self.attention, "tau_is_one", None)
+        if not self.attention.blend or marker is None or torch.compiler.is_compiling():
+            return False
+        tau, version = marker
+        return tau is self.attention.tau and tau._version == version
+
+    def select_path(self, positions: int, batch: int = 1, dtype: torch.dtype = torch.float32) -> str:
+        """The path the forward takes for a batch with P = `positions` output positions per sample."""
+        if self.path not in PATHS:
+            raise ValueError(f"KW layer path {self.path!r} is not one of {PATHS}")
+        if self.path != "auto":
+            return self.path
+        return choose_path(self.geometry, positions, self.attention.cells, self.shares_alpha(), self.memory,
+                           batch, dtype.itemsize)
+
+    def _mix(
+        self, x: torch.Tensor, alpha: torch.Tensor, positions: int, padding: str | tuple[int, ...]
+    ) -> torch.Tensor:
+        """Convolve x (B, C_in, *L) with every sample's kernel (alpha (B, m, n)) along the selected path, with bias."""
+        dtype = _compute_dtype(x)
+        x, alpha, cells = x.to(dtype), alpha.to(dtype), self.warehouse.cells
+        path = self.select_path(positions, x.shape[0], dtype)
+        if path == "shared":
+            out = shared_conv(x, alpha, cells.to(dtype), self.geometry, self.weight_shape, padding)
+        elif path == "grouped":
+            out = kw_conv(x, alpha, cells.to(dtype), self.geometry, path, self.memory)
+        else:  # batched and mixed cast the cells a block at a time
+            out = kw_conv(x, alpha, cells, self.geometry, path, self.memory)
+        if self.bias is not None:
+            out = out + self.bias.to(out.dtype).reshape(1, -1, *([1] * (out.dim() - 2)))
+        return out
+
+
+def _forget_temperature(module: nn.Module, _incompatible: object) -> None:
+    """After load_state_dict tau may be anything: use the sample-dependent paths until set_temperature says."""
+    module.tau_is_one = None
+
+
+def _compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype the convolution runs in: autocast's for x's device when it is on, else x's."""
+    kind = x.device.type
+    if x.is_floating_point() and torch.is_autocast_enabled(kind):
+        return torch.get_autocast_dtype(kind)
+    return x.dtype
 
 
 class KWConvNd(KWLayer):
@@ -99,24 +166,22 @@ class KWConvNd(KWLayer):
         self.kernel_size, self.stride, self.dilation = as_tuple(kernel_size), as_tuple(stride), as_tuple(dilation)
         self.padding = padding if isinstance(padding, str) else as_tuple(padding)
         super().__init__((out_channels, in_channels // groups, *self.kernel_size), bias, warehouse, own, kw)
+        self.geometry = Geometry(
+            in_channels, out_channels, groups, self.kernel_size, self.stride, self.dilation,
+            resolve_padding(self.padding, self.kernel_size, self.dilation),
+            layer_cell_shape(self.weight_shape, self.cell_shape),
+        )
 
     def pool(self, x: torch.Tensor) -> torch.Tensor:
         """Mean over the spatial dims: (B, C_in, *spatial) -> (B, C_in)."""
         return x.mean(dim=tuple(range(2, x.dim())))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Convolve every sample with its own kernel (one grouped convolution over the batch)."""
-        batch = x.shape[0]
-        weight = self.kernels(x).to(x.dtype)  # (B, C_out, C_in/g, *k)
-        out = _CONV[self.dims](
-            x.reshape(1, batch * self.in_channels, *x.shape[2:]),  # (1, B*C_in, *spatial)
-            weight.reshape(batch * self.out_channels, *weight.shape[2:]),  # (B*C_out, C_in/g, *k)
-            None, self.stride, self.padding, self.dilation, self.groups * batch,
-        )
-        out = out.reshape(batch, self.out_channels, *out.shape[2:])  # (B, C_out, *spatial')
-        if self.bias is not None:
-            out = out + self.bias.to(out.dtype).reshape(1, -1, *([1] * self.dims))
-        return out
+        """Convolve every sample with its own kernel, along the fastest path for this shape."""
+        if self.path == "reference":
+            return reference_forward(self, x)
+        positions = math.prod(self.geometry.out_size(tuple(x.shape[2:])))
+        return self._mix(x, self.attention(self.pool(x)), positions, self.padding)
 
     def extra_repr(self) -> str:
         """Torch-style summary plus the warehouse draw."""
@@ -126,6 +191,29 @@ class KWConvNd(KWLayer):
 
 
 _CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+
+
+def reference_forward(layer: KWLayer, x: torch.Tensor) -> torch.Tensor:
+    """The straightforward computation: assemble every sample's kernel, permute it to conv layout, and run one grouped
+    convolution with groups = B x groups (KWLinear: one batched matmul). Kept as the ground truth for tests and as
+    the "before" of `kwlab bench`."""
+    weight = layer.kernels(x).to(x.dtype)  # (B, C_out, C_in/g, *k)
+    batch = x.shape[0]
+    if isinstance(layer, KWLinear):
+        tokens = x.reshape(batch, -1, x.shape[-1])  # (B, T, C_in)
+        out = torch.bmm(tokens, weight.transpose(1, 2))  # (B, T, C_out)
+        if layer.bias is not None:
+            out = out + layer.bias.to(out.dtype)
+        return out.reshape(*x.shape[:-1], layer.out_features)
+    out = _CONV[layer.dims](
+        x.reshape(1, batch * layer.in_channels, *x.shape[2:]),  # (1, B*C_in, *spatial)
+        weight.reshape(batch * layer.out_channels, *weight.shape[2:]),  # (B*C_out, C_in/g, *k)
+        None, layer.stride, layer.padding, layer.dilation, layer.groups * batch,
+    )
+    out = out.reshape(batch, layer.out_channels, *out.shape[2:])  # (B, C_out, *spatial')
+    if layer.bias is not None:
+        out = out + layer.bias.to(out.dtype).reshape(1, -1, *([1] * layer.dims))
+    return out
 
 
 class KWConv1d(KWConvNd):
@@ -163,19 +251,23 @@ class KWLinear(KWLayer):
         self.out_features = self.out_channels = out_features
         self.groups = 1
         super().__init__((out_features, in_features), bias, warehouse, own, kw)
+        # a linear layer is a kernel-1 convolution over the tokens, read channels-last
+        self.geometry = Geometry(
+            in_features, out_features, 1, (1,), (1,), (1,), ((0, 0),), (*self.cell_shape[:2], 1)
+        )
 
     def pool(self, x: torch.Tensor) -> torch.Tensor:
         """Mean over tokens/positions: (B, ..., C_in) -> (B, C_in)."""
         return x.reshape(x.shape[0], -1, x.shape[-1]).mean(1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Apply every sample's own (C_out, C_in) matrix with one batched matmul."""
-        weight = self.kernels(x).to(x.dtype)  # (B, C_out, C_in)
+        """Apply every sample's own (C_out, C_in) matrix to its tokens, along the fastest path for this shape."""
+        if self.path == "reference":
+            return reference_forward(self, x)
         tokens = x.reshape(x.shape[0], -1, x.shape[-1])  # (B, T, C_in)
-        out = torch.bmm(tokens, weight.transpose(1, 2))  # (B, T, C_out)
-        if self.bias is not None:
-            out = out + self.bias.to(out.dtype)
-        return out.reshape(*x.shape[:-1], self.out_features)
+        alpha = self.attention(self.pool(x))  # (B, m, n)
+        out = self._mix(tokens.transpose(1, 2), alpha, tokens.shape[1], 0)  # (B, C_out, T)
+        return out.transpose(1, 2).reshape(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
         """Torch-style summary plus the warehouse draw."""

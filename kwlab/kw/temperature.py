@@ -17,6 +17,8 @@ def set_temperature(model: nn.Module, tau: float) -> int:
     for module in model.modules():
         if isinstance(module, KWAttention):
             module.tau.fill_(tau)
+            # alpha = beta for every sample while the buffer stays as written here: KW layers may take one dense conv
+            module.tau_is_one = (module.tau, module.tau._version) if float(tau) == 1.0 else None
             count += 1
     return count
 

@@ -13,7 +13,6 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import torch
-import torch.nn.functional as F
 from timm.layers import BatchNormAct2d, make_divisible
 from timm.models import generate_default_cfgs, register_model
 from torch import nn

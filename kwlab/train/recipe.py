@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, Dataset, TensorDataset
 
 import kwlab
 from kwlab import data as kwdata
+from kwlab.allocator import keep_freed_memory
 from kwlab.errors import KWLabError
 from kwlab.kw.temperature import TemperatureSchedule
 from kwlab.train import checkpoint, records
@@ -187,6 +188,7 @@ def run(cfg: TrainConfig, trial_dir: str | Path | None = None, progress: bool = 
     started = time.perf_counter()
     trial_path = Path(trial_dir) if trial_dir is not None else None
     runtime = Runtime.resolve(cfg.runtime)
+    keep_freed_memory()
     if cfg.runtime.threads is not None:
         torch.set_num_threads(cfg.runtime.threads)
     splits = kwdata.load(cfg.data, seed=cfg.seed)

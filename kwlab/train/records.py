@@ -33,11 +33,10 @@ Trial directory layout:
 from __future__ import annotations
 
 import json
-import os
 import platform
 import resource
 import subprocess
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
 from typing import Any

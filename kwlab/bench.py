@@ -1,0 +1,392 @@
+"""`kwlab bench`: time and measure a static model against its KernelWarehouse variants, in one process.
+
+Every variant is built once, warmed up, then timed in interleaved rounds (static, 1/4x, 1x, 4x, static, ...) so that
+a shared, noisy machine slows them alike; the table reports medians. Per variant and memory mode: forward and
+forward+backward time, their ratio to the static model, the analytic FLOP limit (static FLOPs plus the assembly's
+2 n K per KW layer and sample, over static FLOPs), the bytes autograd keeps for backward and the peak memory where
+the device reports it. `--memory reference` adds the straightforward reference computation, the "before".
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import json
+import math
+import os
+import platform
+import statistics
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from fractions import Fraction
+from typing import Any
+
+import torch
+from torch import nn
+
+from kwlab.allocator import keep_freed_memory
+from kwlab.errors import KWLabError
+
+MEMORY_CHOICES = ("fast", "lean", "reference")
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of `kwlab bench`."""
+    parser.add_argument("--model", default="resnet18", help="timm model name (kwlab's cifar_* included)")
+    parser.add_argument("--batch", type=int, default=16, help="batch size")
+    parser.add_argument("--size", type=int, default=64, help="input height and width")
+    parser.add_argument("--in-chans", type=int, default=3, help="input channels (1 for the 'digits' data)")
+    parser.add_argument("--variants", default="static,1/4x,1x,4x",
+                        help="comma list: static and budgets such as 1/4x, 1x, 4x (KWConfig defaults, sharing stage; "
+                             "budgets below 1 use cell ratios 1/2, as the reference's 1/4x)")
+    parser.add_argument("--memory", default="fast,lean",
+                        help="comma list of memory modes for KW variants: fast, lean, reference (the plain path)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed rounds (medians are reported)")
+    parser.add_argument("--warmup", type=int, default=2, help="untimed rounds first")
+    parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu or cuda[:N]")
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch's default)")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "bfloat16"),
+                        help="bfloat16 runs under autocast")
+    parser.add_argument("--channels-last", action="store_true", help="model and input in channels-last format")
+    parser.add_argument("--compile", action="store_true", help="torch.compile every model (slow to build on CPU)")
+    parser.add_argument("--train-step", action="store_true",
+                        help="also time a full training step (forward, backward, SGD with momentum)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
+
+
+@dataclass
+class Row:
+    """One measured variant x memory mode."""
+
+    variant: str
+    memory: str
+    fwd_ms: float = math.nan
+    fwd_bwd_ms: float = math.nan
+    step_ms: float | None = None
+    ratio_fwd: float = math.nan
+    ratio_fwd_bwd: float = math.nan
+    ratio_step: float | None = None
+    flop_limit: float = 1.0
+    vs_limit: float = math.nan
+    saved_mib: float = math.nan
+    saved_ratio: float = math.nan
+    peak_mib: float | None = None
+    params: int = 0
+    paths: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass
+class Entry:
+    """A model under test and its timings."""
+
+    row: Row
+    model: nn.Module
+    optimizer: torch.optim.Optimizer | None = None
+    times: dict[str, list[float]] = field(default_factory=lambda: {"fwd": [], "fwd_bwd": [], "step": []})
+
+
+def main(args: argparse.Namespace) -> int:
+    """Build, measure and report."""
+    from kwlab import create_model
+    from kwlab.kw.layers import KWLayer
+
+    device = _device(args.device)
+    keep_freed_memory()  # as `kwlab train` does: both the static model and the KW variants reuse their buffers
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    variants = _parse_variants(args.variants)
+    modes = [m.strip() for m in args.memory.split(",") if m.strip()]
+    for mode in modes:
+        if mode not in MEMORY_CHOICES:
+            raise KWLabError(f"--memory: {mode!r} is not one of {', '.join(MEMORY_CHOICES)}")
+    if args.batch < 1 or args.size < 1 or args.repeats < 1:
+        raise KWLabError("--batch, --size and --repeats must be positive")
+    memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
+    x = torch.randn(args.batch, args.in_chans, args.size, args.size, device=device).to(memory_format=memory_format)
+    timm_args = {"in_chans": args.in_chans} if args.in_chans != 3 else {}
+
+    def build(kw: dict[str, Any] | None) -> nn.Module:
+        model = create_model(args.model, kw=kw, **timm_args).to(device).train()
+        return model.to(memory_format=memory_format)
+
+    static_model = build(None)
+    static_flops = _forward_flops(static_model, x)
+    entries = [Entry(Row("static", "-"), static_model)]  # always measured: every ratio is to it
+    for name, kw in variants:
+        if kw is None:
+            continue
+        for mode in modes:
+            model = build(kw)
+            for layer in model.modules():
+                if isinstance(layer, KWLayer):
+                    layer.path, layer.memory = ("reference", "fast") if mode == "reference" else ("auto", mode)
+            row = Row(name, mode, flop_limit=1 + _assembly_flops(model, args.batch) / static_flops)
+            entries.append(Entry(row, model))
+
+    autocast = _autocast(device, args.dtype)
+    for entry in entries:
+        entry.row.params = sum(p.numel() for p in entry.model.parameters())
+        entry.row.paths = _paths(entry.model, x, autocast)
+        entry.row.saved_mib = _saved_bytes(entry.model, x, autocast) / 2**20
+        if args.compile:
+            entry.model = torch.compile(entry.model)
+        if args.train_step:
+            entry.optimizer = torch.optim.SGD(entry.model.parameters(), lr=1e-3, momentum=0.9)
+        entry.row.peak_mib = _peak_mib(device, lambda e=entry: _forward_backward(e.model, x, autocast))
+
+    target = torch.randint(0, 10, (args.batch,), device=device)
+    for round_index in range(args.warmup + args.repeats):
+        for entry in entries:
+            fwd = _timed(device, lambda e=entry: _forward(e.model, x, autocast))
+            fwd_bwd = _timed(device, lambda e=entry: _forward_backward(e.model, x, autocast))
+            step = _timed(device, lambda e=entry: _train_step(e, x, target, autocast)) if args.train_step else None
+            if round_index >= args.warmup:
+                entry.times["fwd"].append(fwd)
+                entry.times["fwd_bwd"].append(fwd_bwd)
+                if step is not None:
+                    entry.times["step"].append(step)
+            entry.model.zero_grad(set_to_none=True)
+
+    static = entries[0]
+    for entry in entries:
+        row = entry.row
+        row.fwd_ms = statistics.median(entry.times["fwd"]) * 1e3
+        row.fwd_bwd_ms = statistics.median(entry.times["fwd_bwd"]) * 1e3
+        if entry.times["step"]:
+            row.step_ms = statistics.median(entry.times["step"]) * 1e3
+        row.ratio_fwd = row.fwd_ms / static.row.fwd_ms
+        row.ratio_fwd_bwd = row.fwd_bwd_ms / static.row.fwd_bwd_ms
+        row.ratio_step = row.step_ms / static.row.step_ms if row.step_ms and static.row.step_ms else None
+        row.vs_limit = row.ratio_fwd_bwd / row.flop_limit
+        row.saved_ratio = row.saved_mib / static.row.saved_mib
+
+    machine = _machine(device)
+    settings = {
+        "model": args.model, "batch": args.batch, "input": [args.in_chans, args.size, args.size],
+        "dtype": args.dtype, "channels_last": args.channels_last, "compile": args.compile,
+        "repeats": args.repeats, "warmup": args.warmup, "static_gflops_forward": static_flops / 1e9,
+    }
+    rows = [e.row for e in entries]
+    if args.json:
+        print(json.dumps({"machine": machine, "settings": settings, "results": [asdict(r) for r in rows]}))
+    else:
+        _print_table(machine, settings, rows, args.train_step)
+    return 0
+
+
+# ------------------------------------------------------------------------------------------------ building
+
+
+def _parse_variants(text: str) -> list[tuple[str, dict[str, Any] | None]]:
+    """'static,1/4x,1x' -> [(name, kw dict or None)]."""
+    variants = []
+    for token in (t.strip() for t in text.split(",")):
+        if not token:
+            continue
+        if token == "static":
+            variants.append((token, None))
+            continue
+        try:
+            budget = Fraction(token.removesuffix("x"))
+        except (ValueError, ZeroDivisionError):
+            raise KWLabError(f"--variants: {token!r} is neither 'static' nor a budget such as 1/4x, 1x, 4x") from None
+        if budget <= 0:
+            raise KWLabError(f"--variants: budget {token!r} must be positive")
+        kw: dict[str, Any] = {"budget": str(budget)}
+        if budget < 1:  # the reference's sub-1x models cut smaller cells
+            kw.update(cell_in_ratio=0.5, cell_out_ratio=0.5)
+        variants.append((f"{token.removesuffix('x')}x", kw))
+    return variants
+
+
+def _device(text: str) -> torch.device:
+    if text == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    device = torch.device(text)
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise KWLabError("--device: CUDA is not available on this machine")
+    return device
+
+
+def _autocast(device: torch.device, dtype: str) -> Callable[[], contextlib.AbstractContextManager]:
+    if dtype == "float32":
+        return contextlib.nullcontext
+    return lambda: torch.autocast(device.type, dtype=torch.bfloat16)
+
+
+# ------------------------------------------------------------------------------------------------ measuring
+
+
+def _forward(model: nn.Module, x: torch.Tensor, autocast) -> None:
+    with autocast():
+        model(x)
+
+
+def _forward_backward(model: nn.Module, x: torch.Tensor, autocast) -> None:
+    with autocast():
+        out = model(x)
+    out.float().sum().backward()
+
+
+def _train_step(entry: Entry, x: torch.Tensor, target: torch.Tensor, autocast) -> None:
+    with autocast():
+        out = entry.model(x)
+    loss = nn.functional.cross_entropy(out.float(), target % out.shape[-1])
+    entry.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    entry.optimizer.step()
+
+
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def _timed(device: torch.device, fn: Callable[[], None]) -> float:
+    _sync(device)
+    start = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - start
+
+
+def _peak_mib(device: torch.device, fn: Callable[[], None]) -> float | None:
+    """Peak allocated memory of one forward+backward (CUDA only: the CPU allocator keeps no statistics)."""
+    if device.type != "cuda":
+        return None
+    fn()  # warm: the first call compiles or autotunes
+    torch.cuda.synchronize(device)
+    torch.cuda.reset_peak_memory_stats(device)
+    base = torch.cuda.memory_allocated(device)
+    fn()
+    torch.cuda.synchronize(device)
+    return (torch.cuda.max_memory_allocated(device) - base) / 2**20
+
+
+def _saved_bytes(model: nn.Module, x: torch.Tensor, autocast) -> int:
+    """Bytes of the tensors autograd keeps for backward in one forward, each storage counted once.
+
+    Parameters that autograd keeps (conv weights, warehouse cells) count too, as in the issue's accounting.
+    """
+    storages: dict[tuple[str, int], int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        storage = tensor.untyped_storage()
+        storages[(str(tensor.device), storage.data_ptr())] = storage.nbytes()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor), autocast():
+        out = model(x)
+    out.float().sum().backward()
+    model.zero_grad(set_to_none=True)
+    return sum(storages.values())
+
+
+def _paths(model: nn.Module, x: torch.Tensor, autocast) -> dict[str, int]:
+    """How many KW layers take each path for this input."""
+    from kwlab.kw.layers import KWConvNd, KWLayer, _compute_dtype
+
+    counts: Counter[str] = Counter()
+
+    def record(layer: KWLayer, inputs: tuple[torch.Tensor, ...]) -> None:
+        (inp,) = inputs
+        if isinstance(layer, KWConvNd):
+            positions = math.prod(layer.geometry.out_size(tuple(inp.shape[2:])))
+        else:
+            positions = inp.numel() // (inp.shape[0] * inp.shape[-1])
+        if layer.path == "reference":
+            counts["reference"] += 1
+        else:
+            counts[layer.select_path(positions, inp.shape[0], _compute_dtype(inp))] += 1
+
+    handles = [m.register_forward_pre_hook(record) for m in model.modules() if isinstance(m, KWLayer)]
+    try:
+        with torch.no_grad(), autocast():
+            model(x)
+    finally:
+        for handle in handles:
+            handle.remove()
+    return dict(sorted(counts.items()))
+
+
+def _forward_flops(model: nn.Module, x: torch.Tensor) -> float:
+    """FLOPs of one forward of the static model (torch's FlopCounterMode: convolutions and matmuls)."""
+    from torch.utils.flop_counter import FlopCounterMode
+
+    counter = FlopCounterMode(display=False)
+    with torch.no_grad(), counter:
+        model.eval()(x)
+    model.train()
+    return float(counter.get_total_flops())
+
+
+def _assembly_flops(model: nn.Module, batch: int) -> float:
+    """2 n K per KW layer and sample: mixing a kernel of K weights from n cells (the FLOP limit's extra term)."""
+    plan = model.kw_plan
+    cells = {w.name: w.cells for w in plan.warehouses}
+    return float(sum(2 * cells[layer.warehouse] * math.prod(layer.spec.weight_shape) for layer in plan.layers) * batch)
+
+
+# ------------------------------------------------------------------------------------------------ reporting
+
+
+def _machine(device: torch.device) -> dict[str, Any]:
+    cpu = platform.processor() or platform.machine()
+    with contextlib.suppress(OSError):
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    machine = {"cpu": cpu, "cores": cores, "threads": torch.get_num_threads(), "torch": torch.__version__,
+               "device": str(device)}
+    if device.type == "cuda":
+        machine["gpu"] = torch.cuda.get_device_name(device)
+    with contextlib.suppress(OSError):
+        machine["load_average"] = [round(v, 2) for v in os.getloadavg()]
+    return machine
+
+
+def _print_table(machine: dict[str, Any], settings: dict[str, Any], rows: list[Row], train_step: bool) -> None:
+    from rich.console import Console
+    from rich.table import Table
+
+    title = (f"{settings['model']}: batch {settings['batch']}, input {'x'.join(map(str, settings['input']))}, "
+             f"{settings['dtype']}{', channels-last' if settings['channels_last'] else ''}"
+             f"{', compiled' if settings['compile'] else ''}; median of {settings['repeats']} interleaved rounds")
+    table = Table(title=title, title_justify="left")
+    columns = ["variant", "memory", "fwd ms", "fwd+bwd ms", "x static", "FLOP lim", "x lim"]
+    if train_step:
+        columns += ["step ms", "step x"]
+    columns += ["saved MiB", "saved x", "peak MiB", "paths"]
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("variant", "memory", "paths") else "right", no_wrap=True)
+    for row in rows:
+        cells = [row.variant, row.memory, f"{row.fwd_ms:.1f}", f"{row.fwd_bwd_ms:.1f}", f"{row.ratio_fwd_bwd:.2f}",
+                 f"{row.flop_limit:.2f}", f"{row.vs_limit:.2f}"]
+        if train_step:
+            cells += [f"{row.step_ms:.1f}", f"{row.ratio_step:.2f}"]
+        cells += [f"{row.saved_mib:.1f}", f"{row.saved_ratio:.2f}",
+                  "n/a" if row.peak_mib is None else f"{row.peak_mib:.1f}",
+                  " ".join(f"{k}:{v}" for k, v in row.paths.items()) or "-"]
+        table.add_row(*cells)
+    console = Console()
+    console.width = max(console.width, 160)  # a table squeezed into a pipe's 80 columns reads badly
+    console.print(table)
+    load = machine.get("load_average")
+    gpu = f" ({machine['gpu']})" if "gpu" in machine else ""
+    console.print(f"machine: {machine['cpu']}, {machine['cores']} cores, {machine['threads']} threads, torch "
+                  f"{machine['torch']}, device {machine['device']}{gpu}{f', load average {load[0]}' if load else ''}")
+    if load and load[0] > machine["cores"] and machine["threads"] > 1:
+        console.print(f"note: the load average ({load[0]}) exceeds the {machine['cores']} cores: multi-threaded "
+                      "kernels wait for descheduled threads, which hurts models made of many small operations "
+                      "(the KW paths) far more than the static model; compare with --threads 1", style="yellow")
+    console.print("x static: forward+backward time over the static model's; FLOP lim: (static + 2 n K per KW layer "
+                  "and sample) / static FLOPs; x lim: x static over FLOP lim; step: forward, backward and SGD step; "
+                  "saved: bytes autograd keeps for backward (parameters included, each storage once); paths: KW "
+                  "layers per fast path")
+
