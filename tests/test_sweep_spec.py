@@ -8,7 +8,9 @@ import pytest
 import yaml
 
 from kwlab.errors import KWLabError
-from kwlab.sweep.expand import Variant, base_config, config_hash, grid_variants, random_variants, variants
+from kwlab.sweep.expand import (
+    Variant, base_config, config_hash, costliest_first, expand, grid_variants, price, random_variants, variants,
+)
 from kwlab.sweep.spec import load_spec, parse_spec, sweep_schema
 
 SHIPPED = sorted((Path(__file__).parents[1] / "sweeps").glob("*.yaml"))
@@ -123,3 +125,18 @@ def test_shipped_specs_parse(path: Path) -> None:
     if spec.name != "smoke":  # every real ablation is paired over seeds against the static model
         assert len(spec.seeds) >= 3 and spec.baseline == "static"
         assert "default" in spec.profiles
+
+
+def test_trials_run_costliest_first_with_seeds_in_order() -> None:
+    spec = parse_spec(spec_tree(
+        base={"model": {"name": "cifar_resnet8"}, "data": {"name": "digits"}, "epochs": 2},
+        parameters={"kw.cell_in_ratio": {"values": [1, 0.5]}, "kw.cell_out_ratio": {"values": [1, 0.5]}},
+        zip=[["kw.cell_in_ratio", "kw.cell_out_ratio"]],
+        cases=[{"name": "static", "set": {"kw": None}}, {"name": "long", "set": {"kw": None, "epochs": 40}}],
+        baseline="static"), "s")
+    trials = expand(spec, base_config(spec, "s.yaml", None, []), "s")
+    priced = price(trials, "s")
+    ordered = [(t.variant.name, t.seed) for t in costliest_first(trials, priced)]
+    # 40 static epochs > 2 epochs of half-size cells (more MACs per image) > 2 of whole cells > 2 static
+    names = ["long", "cell_in_ratio=0.5,cell_out_ratio=0.5", "cell_in_ratio=1,cell_out_ratio=1", "static"]
+    assert ordered == [(name, seed) for name in names for seed in (0, 1)]

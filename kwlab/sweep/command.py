@@ -15,7 +15,7 @@ import pandas as pd
 import yaml
 
 from kwlab.files import write_text
-from kwlab.sweep.expand import Trial, apply_constraints, base_config, expand, price
+from kwlab.sweep.expand import Trial, apply_constraints, base_config, costliest_first, expand, price
 from kwlab.sweep.spec import SweepSpec, load_spec
 
 
@@ -94,7 +94,7 @@ def main(args: argparse.Namespace) -> int:
     from kwlab.sweep.runner import run_trials
 
     search = {"base": base, "source": args.spec} if spec.method == "bayes" else None
-    failed = run_trials(spec, store, trials, address=args.address, max_concurrent=args.max_concurrent, search=search)
+    failed = run_trials(spec, store, costliest_first(trials, priced), address=args.address, max_concurrent=args.max_concurrent, search=search)
     if failed:
         print(f"{spec.name}: {len(failed)} of {len(trials)} trials failed: {', '.join(failed)} "
               f"(errors in {store}/trials/<id>/error.json and log.txt)", file=sys.stderr)

@@ -207,3 +207,13 @@ def apply_constraints(trials: list[Trial], priced: pd.DataFrame, constraints: li
         raise KWLabError(f"{source}: constraints: no variant is left after {constraints}")
     allowed = set(keep["variant_id"])
     return [t for t in trials if t.variant_id in allowed or t.variant.is_baseline]
+
+
+def costliest_first(trials: list[Trial], priced: pd.DataFrame) -> list[Trial]:
+    """Trials ordered by estimated cost (planner MACs per image x epochs), dearest first, seeds kept in order.
+
+    With fewer workers than trials this is the longest-processing-time rule: the long trials start at once instead
+    of running alone at the end while the other workers idle.
+    """
+    macs = dict(zip(priced["variant_id"], priced["macs"], strict=True))
+    return sorted(trials, key=lambda t: -macs[t.variant_id] * t.config.get("epochs", 1))
