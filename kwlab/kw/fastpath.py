@@ -33,6 +33,8 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
+from kwlab.kw.assembly import merge_kernel
+
 PATHS = ("auto", "reference", "batched", "mixed", "grouped", "shared")
 # Per-sample kernels (and mixed inputs) are built this many bytes at a time: on a CPU a block that stays in the
 # heap (below malloc's mmap threshold) and near the caches; on an accelerator, all at once.
@@ -570,7 +572,7 @@ class _MixedConv(torch.autograd.Function):
     """
 
     @staticmethod
-    def forward(ctx, x, alpha, cells, geometry: Geometry, keep: bool):  # noqa: D102
+    def forward(ctx, x, alpha, cells, geometry: Geometry):  # noqa: D102
         batch, last = x.shape[0], channels_last(x)
         out_size = geometry.out_size(tuple(x.shape[2:]))
         positions, n, go, c_out = math.prod(out_size), cells.shape[0], geometry.blocks_out, geometry.cell[0]
@@ -622,7 +624,7 @@ class _MixedConv(torch.autograd.Function):
                     dcols.baddbmm_(a[:, :, j0:j1].reshape(batch, -1, geometry.steps).transpose(1, 2), dmixed)
         dx = _fold(dcols, x, geometry, out_size, True, True) if need_x else None
         dalpha = _mixing_from_matrix(da, geometry) if need_alpha else None
-        return dx, dalpha, dcells, None, None
+        return dx, dalpha, dcells, None
 
 
 # -------------------------------------------------------------------------------------------------- grouped
@@ -747,8 +749,6 @@ def shared_conv(
 
     Gradients match the per-sample computation: the cells receive sum_b dW_b mixed by the common alpha.
     """
-    from kwlab.kw.assembly import merge_kernel
-
     kernel = merge_kernel(alpha[:1] @ cells, weight_shape, geometry.cell)[0]  # (C_out, C_in/g, *k): one kernel
     kernel = kernel.reshape(geometry.out_channels, -1, *geometry.kernel)  # a linear layer's (C_out, C_in, 1)
     return _CONV[len(geometry.kernel)](x, kernel, None, geometry.stride, padding, geometry.dilation, geometry.groups)
@@ -765,7 +765,7 @@ def kw_conv(
     if path == "batched":
         return _BatchedConv.apply(x, alpha, cells, geometry, keep)
     if path == "mixed":
-        return _MixedConv.apply(x, alpha, cells, geometry, keep)
+        return _MixedConv.apply(x, alpha, cells, geometry)
     if path == "grouped":
         return grouped_conv(x, alpha, cells, geometry) if keep else _GroupedLean.apply(x, alpha, cells, geometry)
     raise ValueError(f"unknown KW path {path!r}")
