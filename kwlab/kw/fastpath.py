@@ -98,6 +98,10 @@ class Geometry:
         """c_in' = c_in x inner taps: the columns of one step's matrix."""
         return self.cell[1] * math.prod(self.inner)
 
+    def padded_size(self, size: tuple[int, ...]) -> list[int]:
+        """Spatial size of an input of spatial size `size` after zero-padding."""
+        return [n + lo + hi for n, (lo, hi) in zip(size, self.padding, strict=True)]
+
     def out_size(self, size: tuple[int, ...]) -> tuple[int, ...]:
         """Output spatial size for an input of spatial size `size`."""
         return tuple(
@@ -174,7 +178,7 @@ def _crop(dxp: torch.Tensor, geometry: Geometry) -> torch.Tensor:
 
 def _zeros_padded(x: torch.Tensor, geometry: Geometry, last: bool) -> torch.Tensor:
     """Zeros shaped like the padded input, in x's memory format."""
-    size = [n + lo + hi for n, (lo, hi) in zip(x.shape[2:], geometry.padding, strict=True)]
+    size = geometry.padded_size(x.shape[2:])
     if last:
         return x.new_zeros([x.shape[0], *size, x.shape[1]]).movedim(-1, 1)
     return x.new_zeros([x.shape[0], x.shape[1], *size])
@@ -358,7 +362,7 @@ class _Shifted:
     def __init__(self, x: torch.Tensor, geometry: Geometry, out_size: tuple[int, ...], last: bool) -> None:
         self.x, self.geometry, self.out_size, self.last = x, geometry, out_size, last
         batch, channels, dims = x.shape[0], x.shape[1], len(geometry.kernel)
-        self.padded = [n + lo + hi for n, (lo, hi) in zip(x.shape[2:], geometry.padding, strict=True)]
+        self.padded = geometry.padded_size(x.shape[2:])
         strides = [math.prod(self.padded[d + 1 :]) for d in range(dims)]
         self.flat = math.prod(self.padded)
         self.positions = out_size[0] * strides[0]  # output rows over the whole padded width
@@ -453,8 +457,7 @@ def _steps(x: torch.Tensor, geometry: Geometry, out_size: tuple[int, ...], last:
 
 def _padded_rows(x: torch.Tensor, geometry: Geometry, out_size: tuple[int, ...]) -> int:
     """Positions the shifted product computes per sample (output rows on the padded width)."""
-    padded = [n + lo + hi for n, (lo, hi) in zip(x.shape[2:], geometry.padding, strict=True)]
-    return out_size[0] * math.prod(padded[1:])
+    return out_size[0] * math.prod(geometry.padded_size(x.shape[2:])[1:])
 
 
 class _BatchedConv(torch.autograd.Function):
@@ -629,7 +632,15 @@ class _MixedConv(torch.autograd.Function):
 
 # -------------------------------------------------------------------------------------------------- grouped
 
-_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+CONV_BY_DIMS = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
+
+
+def _conv_padding(x: torch.Tensor, geometry: Geometry) -> tuple[torch.Tensor, list[int]]:
+    """The input and padding argument for torch's convolution: asymmetric padding ('same' with an even kernel) is
+    applied to the input explicitly, since the convolution takes one value per side."""
+    if any(lo != hi for lo, hi in geometry.padding):
+        return _pad(x, geometry), [0] * len(geometry.kernel)
+    return x, [lo for lo, _ in geometry.padding]
 
 
 def _conv_layout_kernels(alpha: torch.Tensor, cells: torch.Tensor, geometry: Geometry, block: int) -> torch.Tensor:
@@ -661,10 +672,8 @@ def _block_input(x: torch.Tensor, geometry: Geometry, block: int) -> torch.Tenso
 def _grouped_apply(x: torch.Tensor, kernels: torch.Tensor, geometry: Geometry, block: int) -> torch.Tensor:
     """One grouped convolution over the batch: (B, C_in, *L) with (B, C_out, c_in, *k) -> (B*C_out, *L')."""
     batch = x.shape[0]
-    padding = [lo for lo, _ in geometry.padding]
-    if any(lo != hi for lo, hi in geometry.padding):  # asymmetric ('same' with an even kernel): pad explicitly
-        x, padding = _pad(x, geometry), 0
-    out = _CONV[len(geometry.kernel)](
+    x, padding = _conv_padding(x, geometry)
+    out = CONV_BY_DIMS[len(geometry.kernel)](
         _block_input(x, geometry, block),  # (1, B*groups*c_in, *L)
         kernels.reshape(batch * geometry.out_channels, *kernels.shape[2:]),  # (B*C_out, c_in, *k)
         None, geometry.stride, padding, geometry.dilation, batch * geometry.groups,
@@ -699,11 +708,7 @@ class _GroupedLean(torch.autograd.Function):
         need_x, need_alpha, need_cells = ctx.needs_input_grad[:3]
         batch, n, dims = x.shape[0], cells.shape[0], len(geometry.kernel)
         go, gi, taps = geometry.blocks_out, geometry.blocks_in, math.prod(geometry.outer)
-        padding = [lo for lo, _ in geometry.padding]
-        padded = any(lo != hi for lo, hi in geometry.padding)
-        xp = _pad(x, geometry) if padded else x
-        if padded:
-            padding = [0] * dims
+        xp, padding = _conv_padding(x, geometry)
         dxp = torch.zeros_like(xp).reshape(batch, geometry.groups, gi, -1, *xp.shape[2:]) if need_x else None
         dalpha = torch.zeros_like(alpha).reshape(batch, taps, go, gi, n) if need_alpha else None
         dcells = torch.zeros_like(cells) if need_cells else None
@@ -734,7 +739,7 @@ class _GroupedLean(torch.autograd.Function):
         dx = None
         if need_x:
             dx = dxp.reshape(xp.shape)
-            dx = _crop(dx, geometry) if padded else dx
+            dx = _crop(dx, geometry) if xp is not x else dx
         return dx, dalpha.reshape(alpha.shape) if need_alpha else None, dcells, None
 
 
@@ -751,7 +756,7 @@ def shared_conv(
     """
     kernel = merge_kernel(alpha[:1] @ cells, weight_shape, geometry.cell)[0]  # (C_out, C_in/g, *k): one kernel
     kernel = kernel.reshape(geometry.out_channels, -1, *geometry.kernel)  # a linear layer's (C_out, C_in, 1)
-    return _CONV[len(geometry.kernel)](x, kernel, None, geometry.stride, padding, geometry.dilation, geometry.groups)
+    return CONV_BY_DIMS[len(geometry.kernel)](x, kernel, None, geometry.stride, padding, geometry.dilation, geometry.groups)
 
 
 # ------------------------------------------------------------------------------------------------- dispatch

@@ -10,14 +10,13 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.nn.modules.utils import _ntuple
 
 from kwlab.kw.assembly import assemble, merge_kernel
 from kwlab.kw.attention import KWAttention
 from kwlab.kw.config import KWConfig
-from kwlab.kw.fastpath import PATHS, Geometry, choose_path, kw_conv, resolve_padding, shared_conv
+from kwlab.kw.fastpath import CONV_BY_DIMS, PATHS, Geometry, choose_path, kw_conv, resolve_padding, shared_conv
 from kwlab.kw.planner import attention_hidden, initial_assignment, layer_cell_shape, mixtures
 from kwlab.kw.warehouse import Warehouse
 
@@ -190,9 +189,6 @@ class KWConvNd(KWLayer):
                 f"n={self.attention.cells}, bias={self.bias is not None}")
 
 
-_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}
-
-
 def reference_forward(layer: KWLayer, x: torch.Tensor) -> torch.Tensor:
     """The straightforward computation: assemble every sample's kernel, permute it to conv layout, and run one grouped
     convolution with groups = B x groups (KWLinear: one batched matmul). Kept as the ground truth for tests and as
@@ -205,7 +201,7 @@ def reference_forward(layer: KWLayer, x: torch.Tensor) -> torch.Tensor:
         if layer.bias is not None:
             out = out + layer.bias.to(out.dtype)
         return out.reshape(*x.shape[:-1], layer.out_features)
-    out = _CONV[layer.dims](
+    out = CONV_BY_DIMS[layer.dims](
         x.reshape(1, batch * layer.in_channels, *x.shape[2:]),  # (1, B*C_in, *spatial)
         weight.reshape(batch * layer.out_channels, *weight.shape[2:]),  # (B*C_out, C_in/g, *k)
         None, layer.stride, layer.padding, layer.dilation, layer.groups * batch,
