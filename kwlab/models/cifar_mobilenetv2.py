@@ -99,14 +99,9 @@ class CifarMobileNetV2(SmallClassifier):
         """Build the net with ``block_counts[i]`` blocks in group i; channels are scaled by ``width`` and made
         divisible by 8, the head has ``1280 * max(1, width)`` channels, and other timm options (e.g.
         ``drop_path_rate``) are accepted but ignored with a warning: this net has no such layers."""
-        super().__init__()
-        if width <= 0:
-            raise KWLabError(f"width: {width!r} must be positive")
+        super().__init__(num_classes, in_chans, width, drop_rate)
         if len(block_counts) != len(_GROUPS) or min(block_counts) < 1:
             raise KWLabError(f"block_counts: {tuple(block_counts)!r} must be {len(_GROUPS)} counts, each >= 1")
-        self.num_classes = num_classes
-        self.in_chans = in_chans
-        self.drop_rate = drop_rate
 
         stem_chs = make_divisible(32 * width)
         self.conv_stem = nn.Conv2d(in_chans, stem_chs, kernel_size=3, padding=1, bias=False)

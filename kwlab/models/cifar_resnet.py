@@ -74,6 +74,13 @@ class SmallClassifier(nn.Module):
 
     classifier_name: ClassVar[str]  # attribute holding the classifier: "fc", "classifier"
 
+    def __init__(self, num_classes: int, in_chans: int, width: float, drop_rate: float) -> None:
+        """Check the width multiplier and keep timm's standard attributes."""
+        super().__init__()
+        if width <= 0:
+            raise KWLabError(f"width: {width!r} must be positive")
+        self.num_classes, self.in_chans, self.drop_rate = num_classes, in_chans, drop_rate
+
     def get_classifier(self) -> nn.Module:
         """The final classifier layer."""
         return getattr(self, self.classifier_name)
@@ -145,16 +152,11 @@ class CifarResNet(SmallClassifier):
     ) -> None:
         """Build the net: ``depth`` must be 6n + 2 and stage widths are ``max(8, int(c * width))`` channels; other
         timm options (e.g. ``drop_path_rate``) are accepted but ignored with a warning: this net has no such layers."""
-        super().__init__()
-        if width <= 0:
-            raise KWLabError(f"width: {width!r} must be positive")
+        super().__init__(num_classes, in_chans, width, drop_rate)
         if depth < 8 or (depth - 2) % 6:
             raise KWLabError(f"depth: {depth!r} is not of the form 6n + 2 with n >= 1")
         blocks_per_stage = (depth - 2) // 6
         widths = [max(8, int(c * width)) for c in (16, 32, 64)]
-        self.num_classes = num_classes
-        self.in_chans = in_chans
-        self.drop_rate = drop_rate
 
         self.conv1 = nn.Conv2d(in_chans, widths[0], kernel_size=3, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(widths[0])
