@@ -129,22 +129,6 @@ def _figure_links(paths: list[Path], out: Path) -> str:
     return " · ".join(f"[{p.suffix[1:].upper()}]({p.relative_to(out).as_posix()})" for p in paths)
 
 
-def write_sweep_report(
-    store: str | Path,
-    out: str | Path | None = None,
-    *,
-    metric: str | None = None,
-    baseline: str | None = None,
-    resamples: int = stats.RESAMPLES,
-    seed: int = stats.SEED,
-    heatmap_trials: tuple[str, ...] = (),
-) -> Path:
-    """Write figures, tables and report.md for one store into `out` (default STORE/report); returns report.md."""
-    sweep = load_sweep(store, metric)
-    return _report_sweep(sweep, Path(out) if out is not None else sweep.path / "report", baseline=baseline,
-                         resamples=resamples, seed=seed, heatmap_trials=heatmap_trials)[1]
-
-
 def _report_sweep(sweep: Sweep, out: Path, *, baseline: str | None, resamples: int, seed: int,
                   heatmap_trials: tuple[str, ...]) -> tuple[Analysis, Path]:
     out.mkdir(parents=True, exist_ok=True)
@@ -413,8 +397,9 @@ def write_report(
         if unknown:
             raise KWLabError(f"--trial: {', '.join(unknown)} is not a trial of {', '.join(map(str, stores))}")
     if len(stores) == 1:
-        return write_sweep_report(stores[0], out, metric=metric, baseline=baseline, resamples=resamples, seed=seed,
-                                  heatmap_trials=heatmap_trials)
+        sweep = load_sweep(stores[0], metric)
+        return _report_sweep(sweep, Path(out) if out is not None else sweep.path / "report", baseline=baseline,
+                             resamples=resamples, seed=seed, heatmap_trials=heatmap_trials)[1]
     paths = [Path(s) for s in stores]
     out = Path(out) if out is not None else _common_parent(paths) / "report"
     out.mkdir(parents=True, exist_ok=True)
