@@ -287,20 +287,15 @@ def _saved_bytes(model: nn.Module, x: torch.Tensor, autocast) -> int:
 
 def _paths(model: nn.Module, x: torch.Tensor, autocast) -> dict[str, int]:
     """How many KW layers take each path for this input."""
-    from kwlab.kw.layers import KWConvNd, KWLayer, _compute_dtype
+    from kwlab.kw.layers import KWLayer, KWLinear
 
     counts: Counter[str] = Counter()
 
     def record(layer: KWLayer, inputs: tuple[torch.Tensor, ...]) -> None:
         (inp,) = inputs
-        if isinstance(layer, KWConvNd):
-            positions = math.prod(layer.geometry.out_size(tuple(inp.shape[2:])))
-        else:
-            positions = inp.numel() // (inp.shape[0] * inp.shape[-1])
-        if layer.path == "reference":
-            counts["reference"] += 1
-        else:
-            counts[layer.select_path(positions, inp.shape[0], _compute_dtype(inp))] += 1
+        if isinstance(layer, KWLinear):  # tokens in conv layout, as its forward hands them on
+            inp = inp.reshape(inp.shape[0], -1, inp.shape[-1]).transpose(1, 2)
+        counts[layer.path_for(inp)] += 1
 
     handles = [m.register_forward_pre_hook(record) for m in model.modules() if isinstance(m, KWLayer)]
     try:

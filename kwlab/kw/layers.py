@@ -107,13 +107,16 @@ class KWLayer(nn.Module):
         return choose_path(self.geometry, positions, self.attention.cells, self.shares_alpha(), self.memory,
                            batch, dtype.itemsize)
 
-    def _mix(
-        self, x: torch.Tensor, alpha: torch.Tensor, positions: int, padding: str | tuple[int, ...]
-    ) -> torch.Tensor:
+    def path_for(self, x: torch.Tensor) -> str:
+        """The path the forward takes for x in conv layout, (B, C_in, *L) (a linear layer's tokens as (B, C_in, T))."""
+        positions = math.prod(self.geometry.out_size(tuple(x.shape[2:])))
+        return self.select_path(positions, x.shape[0], _compute_dtype(x))
+
+    def _mix(self, x: torch.Tensor, alpha: torch.Tensor, padding: str | tuple[int, ...]) -> torch.Tensor:
         """Convolve x (B, C_in, *L) with every sample's kernel (alpha (B, m, n)) along the selected path, with bias."""
+        path = self.path_for(x)
         dtype = _compute_dtype(x)
         x, alpha, cells = x.to(dtype), alpha.to(dtype), self.warehouse.cells
-        path = self.select_path(positions, x.shape[0], dtype)
         if path == "shared":
             out = shared_conv(x, alpha, cells.to(dtype), self.geometry, self.weight_shape, padding)
         elif path == "grouped":
@@ -179,8 +182,7 @@ class KWConvNd(KWLayer):
         """Convolve every sample with its own kernel, along the fastest path for this shape."""
         if self.path == "reference":
             return reference_forward(self, x)
-        positions = math.prod(self.geometry.out_size(tuple(x.shape[2:])))
-        return self._mix(x, self.attention(self.pool(x)), positions, self.padding)
+        return self._mix(x, self.attention(self.pool(x)), self.padding)
 
     def extra_repr(self) -> str:
         """Torch-style summary plus the warehouse draw."""
@@ -262,7 +264,7 @@ class KWLinear(KWLayer):
             return reference_forward(self, x)
         tokens = x.reshape(x.shape[0], -1, x.shape[-1])  # (B, T, C_in)
         alpha = self.attention(self.pool(x))  # (B, m, n)
-        out = self._mix(tokens.transpose(1, 2), alpha, tokens.shape[1], 0)  # (B, C_out, T)
+        out = self._mix(tokens.transpose(1, 2), alpha, 0)  # (B, C_out, T)
         return out.transpose(1, 2).reshape(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:
