@@ -1,11 +1,11 @@
 """kwlab: an ablation and sweep platform for KernelWarehouse dynamic convolution (Li & Yao, ICML 2024)."""
 
 from kwlab.conversion import convert, create_model, plan
-from kwlab.kw.attention import ATTENTION_FUNCTIONS, register_attention
-from kwlab.kw.config import KWConfig
-from kwlab.kw.layers import KWConv1d, KWConv2d, KWConv3d, KWLinear
-from kwlab.kw.temperature import TemperatureSchedule, set_temperature
-from kwlab.kw.warehouse import Warehouse
+from kwlab.methods.kw.attention import ATTENTION_FUNCTIONS, register_attention
+from kwlab.methods.kw.config import KWConfig
+from kwlab.methods.kw.layers import KWConv1d, KWConv2d, KWConv3d, KWLinear
+from kwlab.methods.kw.temperature import TemperatureSchedule, set_temperature
+from kwlab.methods.kw.warehouse import Warehouse
 
 __version__ = "0.1.0"
 __all__ = [

@@ -90,7 +90,7 @@ class Entry:
 def main(args: argparse.Namespace) -> int:
     """Build, measure and report."""
     from kwlab import create_model
-    from kwlab.kw.layers import KWLayer
+    from kwlab.methods.kw.layers import KWLayer
 
     device = _device(args.device)
     keep_freed_memory()  # as `kwlab train` does: both the static model and the KW variants reuse their buffers
@@ -287,7 +287,7 @@ def _saved_bytes(model: nn.Module, x: torch.Tensor, autocast) -> int:
 
 def _paths(model: nn.Module, x: torch.Tensor, autocast) -> dict[str, int]:
     """How many KW layers take each path for this input."""
-    from kwlab.kw.layers import KWLayer, KWLinear
+    from kwlab.methods.kw.layers import KWLayer, KWLinear
 
     counts: Counter[str] = Counter()
 

@@ -9,7 +9,11 @@ class KWLabError(ValueError):
     """A user-facing error: its message names the bad value and what was expected."""
 
 
+def not_one_of(value: object, allowed: Iterable[object]) -> str:
+    """The standard text for a value outside its allowed set: "'x' is not one of 'a', 'b'"."""
+    return f"{value!r} is not one of {', '.join(repr(a) for a in allowed)}"
+
+
 def choice_error(what: str, value: object, allowed: Iterable[object]) -> KWLabError:
     """Build the standard 'unknown X' error listing the allowed values."""
-    options = ", ".join(repr(a) for a in allowed)
-    return KWLabError(f"{what}: {value!r} is not one of {options}")
+    return KWLabError(f"{what}: {not_one_of(value, allowed)}")

@@ -2,10 +2,10 @@
 
 from __future__ import annotations
 
+import copy
 from typing import Any
 
-import yaml
-
+from kwlab.config import yaml_value
 from kwlab.errors import KWLabError
 
 
@@ -14,11 +14,7 @@ def parse_assignment(text: str) -> tuple[str, Any]:
     key, sep, raw = text.partition("=")
     if not sep or not key.strip():
         raise KWLabError(f"--set {text!r}: expected KEY=VALUE, e.g. kw.budget=4")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else None
-    except yaml.YAMLError:
-        value = raw
-    return key.strip(), value
+    return key.strip(), yaml_value(raw)
 
 
 def set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
@@ -37,8 +33,6 @@ def set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
 
 def apply_overrides(tree: dict[str, Any], assignments: list[str]) -> dict[str, Any]:
     """Apply each 'key=value' of `assignments` to a copy of `tree`."""
-    import copy
-
     result = copy.deepcopy(tree)
     for text in assignments:
         set_dotted(result, *parse_assignment(text))

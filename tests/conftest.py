@@ -34,7 +34,7 @@ def generator() -> torch.Generator:
 def _mixture_tiles(weight_shape: Sequence[int], cell: Sequence[int]) -> list[tuple[slice, ...]]:
     """Index of each cell tile of a kernel, in mixture order (spatial blocks, output block, input block).
 
-    Written from the method text, independently of kwlab.kw.assembly: a cell (c_out, c_in, [ck...]) with fewer dims
+    Written from the method text, independently of kwlab.methods.kw.assembly: a cell (c_out, c_in, [ck...]) with fewer dims
     than the kernel is 1 along the missing spatial dims.
     """
     spatial_cell = tuple(cell[2:]) if len(cell) == len(weight_shape) else (1,) * (len(weight_shape) - 2)

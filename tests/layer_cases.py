@@ -6,9 +6,9 @@ from dataclasses import dataclass
 
 import torch
 
-from kwlab.kw.config import KWConfig
-from kwlab.kw.layers import KWConv1d, KWConv2d, KWConv3d, KWLayer, KWLinear
-from kwlab.kw.warehouse import Warehouse
+from kwlab.methods.kw.config import KWConfig
+from kwlab.methods.kw.layers import KWConv1d, KWConv2d, KWConv3d, KWLayer, KWLinear
+from kwlab.methods.kw.warehouse import Warehouse
 
 KW_CONV = {1: KWConv1d, 2: KWConv2d, 3: KWConv3d}
 

@@ -52,7 +52,7 @@ def test_info_table(capsys):
         ("kw.sharing=everything", "kw.sharing"),
         ("kw.attention=nope", "kw.attention"),
         ("kw.cell_in_ratio=0.3", "kw.cell_in_ratio"),
-        ("kw.bugdet=2", "'bugdet'"),
+        ("kw.bugdet=2", "kw.bugdet: unknown key"),
         ("budget=2", "kw."),
         ("kw.budget", "KEY=VALUE"),
     ],

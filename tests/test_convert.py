@@ -14,8 +14,8 @@ from torch import nn
 import kwlab
 from kwlab.conversion.layouts import input_size
 from kwlab.errors import KWLabError
-from kwlab.kw.attention import BatchNorm1dAnyBatch, KWAttention
-from kwlab.kw.layers import KWLayer, KWLinear
+from kwlab.methods.kw.attention import BatchNorm1dAnyBatch, KWAttention
+from kwlab.methods.kw.layers import KWLayer, KWLinear
 
 # Models exercising every reference layout and the auto layout, at a small input (their native one for the ViT).
 MODELS = {
@@ -375,7 +375,7 @@ def test_unknown_model_name_is_a_clear_error():
 
 @pytest.mark.parametrize("kw,needle", [({"budget": -1}, "kw.budget"), ({"budget": "abc"}, "kw.budget"),
                                        ({"sharing": "everything"}, "kw.sharing"), ({"attention": "x"}, "kw.attention"),
-                                       ({"cell_in_ratio": 0.3}, "kw.cell_in_ratio"), ({"bugdet": 1}, "'bugdet'")])
+                                       ({"cell_in_ratio": 0.3}, "kw.cell_in_ratio"), ({"bugdet": 1}, r"kw\.bugdet: unknown key")])
 def test_create_model_rejects_bad_kw(kw, needle):
     with pytest.raises(KWLabError, match=needle):
         kwlab.create_model("resnet18", kw=kw)

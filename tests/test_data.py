@@ -118,16 +118,16 @@ def test_spec_normalises_and_round_trips(tmp_path: Path) -> None:
     spec = DataSpec(name="synthetic", root=tmp_path, shape=[1, 4, 4])  # type: ignore[arg-type]
     assert spec.root == str(tmp_path) and spec.shape == (1, 4, 4)
     assert DataSpec.from_dict(spec.to_dict()) == spec
-    with pytest.raises(KWLabError, match="data: unknown field"):
+    with pytest.raises(KWLabError, match=r"^data\.nmae: unknown key; allowed: name, root"):
         DataSpec.from_dict({"nmae": "digits"})
 
 
 def test_register_refuses_to_overwrite(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(registry, "_LOADERS", dict(registry._LOADERS))
-    original = registry._LOADERS["digits"]
+    monkeypatch.setattr(registry.DATASETS, "_entries", dict(registry.DATASETS._entries))
+    original = registry.DATASETS.get("digits")
     with pytest.warns(UserWarning, match="already registered"):
         register("digits")(lambda spec, seed: None)
-    assert registry._LOADERS["digits"] is original
+    assert registry.DATASETS.get("digits") is original
 
     @register("tiny")
     def tiny(spec: DataSpec, seed: int) -> Splits:

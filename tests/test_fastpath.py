@@ -1,6 +1,6 @@
-"""Tests for kwlab.kw.fastpath: every fast path of the KW layers against the straightforward reference computation.
+"""Tests for kwlab.methods.kw.fastpath: every fast path of the KW layers against the straightforward reference computation.
 
-The reference (kwlab.kw.layers.reference_forward) assembles every sample's kernel, permutes it into conv layout and
+The reference (kwlab.methods.kw.layers.reference_forward) assembles every sample's kernel, permutes it into conv layout and
 runs one grouped convolution over the batch. Each path must give its outputs and its gradients (input, warehouse,
 attention parameters) to float tolerance, in both memory modes and both memory formats. Timings live in `kwlab bench`.
 """
@@ -16,11 +16,11 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-import kwlab.kw.fastpath as fastpath
-from kwlab.kw.config import KWConfig
-from kwlab.kw.layers import KWConv2d, KWLayer
-from kwlab.kw.temperature import set_temperature
-from kwlab.kw.warehouse import Warehouse
+import kwlab.methods.kw.fastpath as fastpath
+from kwlab.methods.kw.config import KWConfig
+from kwlab.methods.kw.layers import KWConv2d, KWLayer
+from kwlab.methods.kw.temperature import set_temperature
+from kwlab.methods.kw.warehouse import Warehouse
 from layer_cases import LayerCase
 
 @dataclass(frozen=True)

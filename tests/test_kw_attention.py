@@ -1,4 +1,4 @@
-"""Tests for kwlab.kw.attention: the attention functions' defining properties, the registry, and KWAttention."""
+"""Tests for kwlab.methods.kw.attention: the attention functions' defining properties, the registry, and KWAttention."""
 
 from __future__ import annotations
 
@@ -6,11 +6,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from kwlab.kw.attention import ATTENTION_FUNCTIONS, EPS, BatchNorm1dAnyBatch, KWAttention, register_attention
-from kwlab.kw.config import KWConfig
-from kwlab.kw.layers import KWConv2d
-from kwlab.kw.planner import attention_params
-from kwlab.kw.warehouse import Warehouse
+from kwlab.methods.kw.attention import ATTENTION_FUNCTIONS, EPS, BatchNorm1dAnyBatch, KWAttention, register_attention
+from kwlab.methods.kw.config import KWConfig
+from kwlab.methods.kw.layers import KWConv2d
+from kwlab.methods.kw.planner import attention_params, num_basis
+from kwlab.methods.kw.warehouse import Warehouse
 
 
 def mixed_sign_logits(generator: torch.Generator, scale: float = 1.0) -> torch.Tensor:
@@ -121,7 +121,7 @@ def make_attention(*, blend=True, layer_norm=False, nonlocal_basis_ratio=1.0, ow
     beta = torch.zeros(mixtures, cells + 1)
     beta[torch.arange(mixtures), own[0] + torch.arange(mixtures)] = 1
     return KWAttention(8, mixtures, cells, 16, beta, blend=blend, layer_norm=layer_norm, own_start=own[0],
-                       own_cells=own[1], nonlocal_basis_ratio=nonlocal_basis_ratio)
+                       own_cells=own[1], num_basis=num_basis(cells - own[1], nonlocal_basis_ratio))
 
 
 @pytest.mark.parametrize("nonlocal_basis_ratio", [1.0, 0.5])

@@ -1,4 +1,4 @@
-"""Tests for kwlab.kw.layers: the batched KW layers against a per-sample loop written from the method text."""
+"""Tests for kwlab.methods.kw.layers: the batched KW layers against a per-sample loop written from the method text."""
 
 from __future__ import annotations
 
@@ -10,11 +10,11 @@ import torch.nn.functional as F
 from torch import nn
 
 import kwlab
-from kwlab.kw.attention import ATTENTION_FUNCTIONS
-from kwlab.kw.config import KWConfig
-from kwlab.kw.layers import KWConv1d, KWConv2d, KWConv3d
-from kwlab.kw.planner import mixtures
-from kwlab.kw.warehouse import Warehouse
+from kwlab.methods.kw.attention import ATTENTION_FUNCTIONS
+from kwlab.methods.kw.config import KWConfig
+from kwlab.methods.kw.layers import KWConv1d, KWConv2d, KWConv3d
+from kwlab.methods.kw.planner import mixtures
+from kwlab.methods.kw.warehouse import Warehouse
 from layer_cases import LayerCase
 
 TORCH_CONV = {1: F.conv1d, 2: F.conv2d, 3: F.conv3d}

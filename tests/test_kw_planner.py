@@ -1,4 +1,4 @@
-"""Tests for kwlab.kw.planner: parity with the reference implementation's parameter counts, and the planning rules."""
+"""Tests for kwlab.methods.kw.planner: parity with the reference implementation's parameter counts, and the planning rules."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from torch import nn
 
 import kwlab
 from kwlab.errors import KWLabError
-from kwlab.kw.planner import (
+from kwlab.methods.kw.planner import (
     LayerSpec,
     cell_shape,
     group_layers,

@@ -1,4 +1,4 @@
-"""Tests for kwlab.kw.temperature: the linear tau schedule and set_temperature."""
+"""Tests for kwlab.methods.kw.temperature: the linear tau schedule and set_temperature."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ from torch import nn
 
 import kwlab
 from kwlab.errors import KWLabError
-from kwlab.kw.attention import KWAttention
-from kwlab.kw.layers import KWConv2d, KWLinear
-from kwlab.kw.temperature import TemperatureSchedule, set_temperature
-from kwlab.kw.warehouse import Warehouse
+from kwlab.methods.kw.attention import KWAttention
+from kwlab.methods.kw.layers import KWConv2d, KWLinear
+from kwlab.methods.kw.temperature import TemperatureSchedule, set_temperature
+from kwlab.methods.kw.warehouse import Warehouse
 
 
 @pytest.fixture

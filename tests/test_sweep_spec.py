@@ -28,8 +28,8 @@ def spec_tree(**changes: object) -> dict:
     [
         ({"bogus": 1}, "bogus: unknown key"),
         ({"parameters": {"kw.budget": {"values": [1], "nope": 2}}}, "parameters.kw.budget.nope: unknown key"),
-        ({"method": "hyperopt"}, "method: Input should be 'grid', 'random' or 'bayes'"),
-        ({"seeds": "0,1"}, "seeds: Input should be a valid list"),
+        ({"method": "hyperopt"}, "method: 'hyperopt' is not one of 'grid', 'random', 'bayes'"),
+        ({"seeds": "0,1"}, "seeds: expected a list, got '0,1'"),
         ({"seeds": [0, 0]}, "distinct seeds"),
         ({"parameters": {"lr": {"distribution": "uniform", "min": 0.1, "max": 1}}}, "a grid cannot enumerate"),
         ({"parameters": {"lr": {"distribution": "uniform", "min": 1, "max": 0.1}}, "method": "random"}, "min < max"),
@@ -52,13 +52,13 @@ def test_bad_spec_names_file_key_and_expectation(changes: dict, fragment: str) -
 def test_yaml_errors_and_missing_file_are_one_line(tmp_path: Path) -> None:
     bad = tmp_path / "bad.yaml"
     bad.write_text("name: [unclosed\n")
-    with pytest.raises(KWLabError, match=r"bad.yaml: line \d+: not valid YAML"):
+    with pytest.raises(KWLabError, match=r"bad.yaml: invalid YAML at line \d+"):
         load_spec(bad)
-    with pytest.raises(KWLabError, match="no such sweep spec"):
+    with pytest.raises(KWLabError, match="missing.yaml: cannot read sweep spec"):
         load_spec(tmp_path / "missing.yaml")
     unsafe = tmp_path / "unsafe.yaml"
     unsafe.write_text("name: !!python/object/apply:os.system ['true']\n")
-    with pytest.raises(KWLabError, match="not valid YAML"):  # the safe loader refuses Python tags
+    with pytest.raises(KWLabError, match="invalid YAML"):  # the safe loader refuses Python tags
         load_spec(unsafe)
 
 

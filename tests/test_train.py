@@ -14,7 +14,7 @@ import yaml
 import kwlab
 from kwlab import cli
 from kwlab.errors import KWLabError
-from kwlab.kw.attention import KWAttention
+from kwlab.methods.kw.attention import KWAttention
 from kwlab.train import TrainConfig, load_config, run
 from kwlab.train.config import OptimConfig
 from kwlab.train.optim import build_scheduler, param_groups

@@ -9,7 +9,7 @@ import yaml
 
 from kwlab.data import DataSpec
 from kwlab.errors import KWLabError
-from kwlab.kw.config import KWConfig
+from kwlab.methods.kw.config import KWConfig
 from kwlab.train import TrainConfig, load_config
 from kwlab.train.config import OptimConfig
 

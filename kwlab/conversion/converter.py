@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from typing import Any
 
@@ -12,11 +11,11 @@ from torch import nn
 
 from kwlab.conversion.layouts import REFERENCE_LAYOUTS, Assignment, auto_layout, family_of
 from kwlab.errors import KWLabError
-from kwlab.kw.assembly import split_kernel
-from kwlab.kw.config import KWConfig
-from kwlab.kw.layers import KWConv1d, KWConv2d, KWConv3d, KWLayer, KWLinear
-from kwlab.kw.planner import LayerPlan, LayerSpec, Plan, initial_assignment, plan_layers
-from kwlab.kw.warehouse import Warehouse
+from kwlab.methods.kw.assembly import split_kernel
+from kwlab.methods.kw.config import KWConfig
+from kwlab.methods.kw.layers import KWConv1d, KWConv2d, KWConv3d, KWLayer, KWLinear
+from kwlab.methods.kw.planner import LayerPlan, LayerSpec, Plan, initial_assignment, plan_layers
+from kwlab.methods.kw.warehouse import Warehouse
 
 MAX_PARAMS = 2_000_000_000  # refuse to allocate a plan this large: it would not fit in memory for training
 
@@ -59,7 +58,7 @@ def resolve(model: nn.Module, kw: KWConfig) -> tuple[Assignment, KWConfig]:
     if norm == "auto":  # LayerNorm where the model itself has no BatchNorm (ConvNeXt, ViT), as the reference does
         has_batchnorm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
         norm = "layer" if (family == "convnext" if use_reference else not has_batchnorm) else "batch"
-    return assignment, dataclasses.replace(kw, attention_norm=norm)
+    return assignment, kw.model_copy(update={"attention_norm": norm})
 
 
 def _plan(model: nn.Module, kw: KWConfig) -> tuple[Plan, KWConfig]:

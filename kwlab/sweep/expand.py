@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
+from kwlab.config import load_yaml
 from kwlab.errors import KWLabError, choice_error
 from kwlab.overrides import apply_overrides, set_dotted
 from kwlab.sweep.spec import Parameter, SweepSpec
@@ -63,9 +63,9 @@ def base_config(spec: SweepSpec, spec_path: str | Path, profile: str | None, set
     if isinstance(base, str):
         path = (Path(spec_path).parent / base) if not Path(base).is_absolute() else Path(base)
         try:
-            base = yaml.safe_load(path.read_text()) or {}
-        except (OSError, yaml.YAMLError) as error:
-            raise KWLabError(f"{spec_path}: base: cannot read trial config {path} ({error})") from None
+            base = load_yaml(path, "trial config") or {}
+        except KWLabError as error:
+            raise KWLabError(f"{spec_path}: base: {error}") from None
     if profile is None:
         profile = "default" if "default" in spec.profiles else None
     if profile is not None and profile not in spec.profiles:

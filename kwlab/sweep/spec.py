@@ -11,19 +11,17 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import Field, model_validator
 
+from kwlab.config import Config, load_yaml
 from kwlab.errors import KWLabError
 
 CONTINUOUS = ("uniform", "log_uniform_values", "normal")
 DISCRETE = ("int_uniform", "q_uniform", "categorical")
 
 
-class Strict(BaseModel):
-    """Base model: unknown keys are errors, values are not coerced across types."""
-
-    model_config = ConfigDict(extra="forbid", frozen=True)
+class Strict(Config):
+    """Base of the spec's models."""
 
 
 class Parameter(Strict):
@@ -171,37 +169,19 @@ def sweep_schema() -> dict[str, Any]:
     return SweepSpec.model_json_schema()
 
 
-def _location(error: dict[str, Any]) -> str:
-    return ".".join(str(p) for p in error["loc"] if not str(p).startswith("function-")) or "(top level)"
-
-
 def parse_spec(tree: Any, source: str) -> SweepSpec:
     """Validate a loaded YAML tree; errors name the file, the key path and what was expected, on one line."""
     if not isinstance(tree, dict):
         raise KWLabError(f"{source}: expected a mapping of sweep keys at the top level")
     try:
-        return SweepSpec.model_validate(tree)
-    except ValidationError as error:
-        first = error.errors()[0]
-        message = first["msg"].removeprefix("Value error, ")
-        if first["type"] == "extra_forbidden":
-            message = "unknown key"
-        extra = f" ({error.error_count() - 1} more)" if error.error_count() > 1 else ""
-        raise KWLabError(f"{source}: {_location(first)}: {message}{extra}") from None
+        return SweepSpec(**tree)
+    except KWLabError as error:
+        raise KWLabError(f"{source}: {error}") from None
 
 
 def load_spec(path: str | Path) -> SweepSpec:
     """Read and validate a sweep spec from a YAML file (safe loader)."""
-    path = Path(path)
-    try:
-        tree = yaml.safe_load(path.read_text())
-    except FileNotFoundError:
-        raise KWLabError(f"{path}: no such sweep spec") from None
-    except yaml.YAMLError as error:
-        mark = getattr(error, "problem_mark", None)
-        where = f" line {mark.line + 1}" if mark else ""
-        raise KWLabError(f"{path}:{where}: not valid YAML ({getattr(error, 'problem', error)})") from None
-    return parse_spec(tree, str(path))
+    return parse_spec(load_yaml(path, "sweep spec"), str(path))
 
 
 def schema_json() -> str:

@@ -30,7 +30,7 @@ import kwlab
 from kwlab import data as kwdata
 from kwlab.allocator import keep_freed_memory
 from kwlab.errors import KWLabError
-from kwlab.kw.temperature import TemperatureSchedule
+from kwlab.methods.kw.temperature import TemperatureSchedule
 from kwlab.train import checkpoint, records
 from kwlab.train.config import RuntimeConfig, TrainConfig
 from kwlab.train.optim import build_optimizer, build_scheduler

@@ -50,8 +50,8 @@ from torch.utils.flop_counter import FlopCounterMode
 
 import kwlab
 from kwlab.files import atomic_path, write_text
-from kwlab.kw.attention import KWAttention
-from kwlab.kw.config import KWConfig
+from kwlab.methods.kw.attention import KWAttention
+from kwlab.methods.kw.config import KWConfig
 
 CONFIG, METRICS, SUMMARY, ATTENTION = "config.yaml", "metrics.jsonl", "summary.json", "attention.npz"
 

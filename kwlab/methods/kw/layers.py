@@ -1,6 +1,6 @@
 """KW layers: drop-in replacements of nn.Conv1d/2d/3d and nn.Linear whose kernels are mixed from a warehouse.
 
-The forward picks the fastest path for the input's shape (see kwlab.kw.fastpath); `reference_forward` keeps the
+The forward picks the fastest path for the input's shape (see kwlab.methods.kw.fastpath); `reference_forward` keeps the
 straightforward computation (assemble every kernel, permute it to conv layout, one grouped convolution over the batch)
 that the tests check every path against and that `kwlab bench` reports as the "before".
 """
@@ -13,12 +13,12 @@ import torch
 from torch import nn
 from torch.nn.modules.utils import _ntuple
 
-from kwlab.kw.assembly import assemble, merge_kernel
-from kwlab.kw.attention import KWAttention
-from kwlab.kw.config import KWConfig
-from kwlab.kw.fastpath import CONV_BY_DIMS, PATHS, Geometry, choose_path, kw_conv, resolve_padding, shared_conv
-from kwlab.kw.planner import attention_hidden, initial_assignment, layer_cell_shape, mixtures
-from kwlab.kw.warehouse import Warehouse
+from kwlab.methods.kw.assembly import assemble, merge_kernel
+from kwlab.methods.kw.attention import KWAttention
+from kwlab.methods.kw.config import KWConfig
+from kwlab.methods.kw.fastpath import CONV_BY_DIMS, PATHS, Geometry, choose_path, kw_conv, resolve_padding, shared_conv
+from kwlab.methods.kw.planner import attention_hidden, initial_assignment, layer_cell_shape, mixtures, num_basis
+from kwlab.methods.kw.warehouse import Warehouse
 
 
 def initial_beta(m: int, n: int, own_start: int, own_cells: int) -> torch.Tensor:
@@ -62,7 +62,7 @@ class KWLayer(nn.Module):
             layer_norm=kw.attention_norm == "layer",
             own_start=own_start,
             own_cells=own_cells,
-            nonlocal_basis_ratio=kw.nonlocal_basis_ratio,
+            num_basis=num_basis(n - own_cells, kw.nonlocal_basis_ratio),
         )
         self.bias = nn.Parameter(torch.zeros(weight_shape[0])) if bias else None
         self.memory = kw.memory  # fast | lean: whether backward may keep per-sample kernels (see KWConfig.memory)
@@ -73,7 +73,7 @@ class KWLayer(nn.Module):
 
     in_channels: int
     groups: int
-    geometry: Geometry  # the shape contract the fast paths work from (kwlab.kw.fastpath.Geometry)
+    geometry: Geometry  # the shape contract the fast paths work from (kwlab.methods.kw.fastpath.Geometry)
 
     def pool(self, x: torch.Tensor) -> torch.Tensor:
         """Global average pool of the input to (B, C_in), the attention's input."""

@@ -1,62 +1,16 @@
 """KW attention: GAP -> FC -> norm -> ReLU -> FC to (n+1) logits per mixture, then a pluggable attention function.
 
-The last logit of each mixture is the zero cell (no weights). Attention functions live in a registry: adding one is
-one decorated function of the logits, `(..., n+1) -> (..., n+1)`.
+The last logit of each mixture is the zero cell (no weights). The functions live in `kwlab.methods.kw.functions`; the
+module's sizes (hidden width, nonlocal basis width) are computed by the planner and passed in.
 """
 
 from __future__ import annotations
-
-import warnings
-from collections.abc import Callable
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
-from kwlab.kw.planner import num_basis
-
-AttentionFunction = Callable[[torch.Tensor], torch.Tensor]
-ATTENTION_FUNCTIONS: dict[str, AttentionFunction] = {}
-EPS = 1e-3  # the reference's epsilon in the L1 normalisation
-
-
-def register_attention(name: str) -> Callable[[AttentionFunction], AttentionFunction]:
-    """Register an attention function under `name`; an existing name is kept and a warning is raised."""
-
-    def add(fn: AttentionFunction) -> AttentionFunction:
-        if name in ATTENTION_FUNCTIONS:
-            warnings.warn(f"attention function {name!r} is already registered; keeping the first", stacklevel=2)
-        else:
-            ATTENTION_FUNCTIONS[name] = fn
-        return fn
-
-    return add
-
-
-@register_attention("caf")
-def contrasting_attention(logits: torch.Tensor) -> torch.Tensor:
-    """Contrasting-driven attention (CAF): z / (sum |z| + eps), signed, so attentions may be negative."""
-    return logits / (logits.abs().sum(-1, keepdim=True) + EPS)
-
-
-@register_attention("softmax")
-def softmax_attention(logits: torch.Tensor) -> torch.Tensor:
-    """Softmax over the n+1 cells: non-negative, sums to one."""
-    return logits.softmax(-1)
-
-
-@register_attention("sigmoid")
-def sigmoid_attention(logits: torch.Tensor) -> torch.Tensor:
-    """Independent sigmoid gates in (0, 1)."""
-    return logits.sigmoid()
-
-
-@register_attention("relu_l1")
-def relu_l1_attention(logits: torch.Tensor) -> torch.Tensor:
-    """max(z, 0) normalised by its sum: no negative attentions."""
-    positive = logits.relu()
-    return positive / (positive.sum(-1, keepdim=True) + EPS)
-
+from kwlab.methods.kw.functions import ATTENTION_FUNCTIONS, EPS, register_attention  # noqa: F401 (re-exported)
 
 class BatchNorm1dAnyBatch(nn.BatchNorm1d):
     """BatchNorm1d that normalises a training batch of one sample with its running statistics."""
@@ -85,18 +39,18 @@ class KWAttention(nn.Module):
         layer_norm: bool = False,
         own_start: int = 0,
         own_cells: int = 0,
-        nonlocal_basis_ratio: float = 1.0,
+        num_basis: int = 0,
     ) -> None:
         super().__init__()
         self.mixtures, self.cells, self.function, self.blend = mixtures, cells, function, blend
         self.fc1 = nn.Linear(in_channels, hidden, bias=layer_norm)  # no bias when a BatchNorm follows
         self.norm = nn.LayerNorm(hidden) if layer_norm else BatchNorm1dAnyBatch(hidden)
         self.own_start, self.own_cells = own_start, own_cells
-        if nonlocal_basis_ratio >= 1:
+        if num_basis == 0:
             self.fc2 = nn.Linear(hidden, (cells + 1) * mixtures)
             self.basis = None
         else:  # own cells predicted directly, the other layers' cells through a low-rank basis
-            self.num_basis = num_basis(cells - own_cells, nonlocal_basis_ratio)
+            self.num_basis = num_basis
             self.fc2 = nn.Linear(hidden, (own_cells + self.num_basis + 1) * mixtures, bias=False)
             self.basis = nn.Linear(self.num_basis, cells - own_cells, bias=False)
             self.basis_bias = nn.Parameter(torch.zeros(mixtures, cells + 1))

@@ -14,7 +14,7 @@ from functools import reduce
 from typing import Any
 
 from kwlab.errors import KWLabError
-from kwlab.kw.config import KWConfig
+from kwlab.methods.kw.config import KWConfig
 
 
 @dataclass(frozen=True)
@@ -211,8 +211,8 @@ def attention_hidden(in_channels: int, reduction: float, min_hidden: int) -> int
 
 
 def num_basis(nonlocal_cells: int, ratio: float) -> int:
-    """Width of the nonlocal basis: max(int(nonlocal cells x ratio), 16)."""
-    return max(int(nonlocal_cells * ratio), 16)
+    """Width of the nonlocal basis: max(int(nonlocal cells x ratio), 16); 0 (no basis) for a ratio of 1 or more."""
+    return 0 if ratio >= 1 else max(int(nonlocal_cells * ratio), 16)
 
 
 def attention_params(
@@ -220,9 +220,9 @@ def attention_params(
 ) -> int:
     """Parameter count of one layer's attention (GAP -> FC -> norm -> ReLU -> FC [-> basis map])."""
     first = in_channels * hidden + (hidden if layer_norm else 0) + 2 * hidden  # fc1 (+bias before LayerNorm), norm
-    if nonlocal_basis_ratio >= 1:
-        return first + (hidden + 1) * (n + 1) * m  # fc2 with bias
     basis = num_basis(n - own, nonlocal_basis_ratio)
+    if basis == 0:
+        return first + (hidden + 1) * (n + 1) * m  # fc2 with bias
     return first + hidden * (own + basis + 1) * m + basis * (n - own) + (n + 1) * m  # fc2, fc3, basis bias
 
 

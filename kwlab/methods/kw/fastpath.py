@@ -33,7 +33,7 @@ import torch
 import torch.nn.functional as F
 from torch.autograd.function import once_differentiable
 
-from kwlab.kw.assembly import merge_kernel
+from kwlab.methods.kw.assembly import merge_kernel
 
 PATHS = ("auto", "reference", "batched", "mixed", "grouped", "shared")
 # Per-sample kernels (and mixed inputs) are built this many bytes at a time: on a CPU a block that stays in the

@@ -8,7 +8,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from kwlab.errors import KWLabError
-from kwlab.kw.attention import KWAttention
+from kwlab.methods.kw.attention import KWAttention
 
 
 def set_temperature(model: nn.Module, tau: float) -> int:

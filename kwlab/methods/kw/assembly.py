@@ -12,7 +12,7 @@ from collections.abc import Sequence
 
 import torch
 
-from kwlab.kw.planner import layer_cell_shape
+from kwlab.methods.kw.planner import layer_cell_shape
 
 
 def _grid(weight_shape: Sequence[int], cell: Sequence[int]) -> tuple[list[int], list[int]]:
