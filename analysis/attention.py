@@ -14,8 +14,8 @@ import numpy as np
 import pandas as pd
 
 from kwlab.errors import KWLabError
+from kwlab.store import ATTENTION
 
-ATTENTION_FILE = "attention.npz"
 NEAR_ZERO = 0.01  # |alpha| below this fraction of its row's largest |alpha| counts as (near) zero
 
 
@@ -77,7 +77,7 @@ def mean_attention(maps: list[dict[str, WarehouseAttention]]) -> dict[str, Wareh
 
 def trial_attention(trial_dir: Path) -> dict[str, WarehouseAttention] | None:
     """A trial's attention, or None when it has no attention.npz (static models, unfinished trials)."""
-    path = trial_dir / ATTENTION_FILE
+    path = trial_dir / ATTENTION
     return read_attention(path) if path.is_file() else None
 
 

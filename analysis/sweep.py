@@ -14,10 +14,9 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-import yaml
 
 from kwlab.errors import KWLabError
-from kwlab.results import TRIAL_COLUMNS, load
+from kwlab.store import TRIAL_COLUMNS, Store, load
 
 SUMMARY_FIELDS = ["params_total", "params_warehouse", "params_attention", "params_other", "macs_per_image",
                   "best_val_top1", "final_val_top1", "epochs", "wall_time_s", "device", "epochs_done"]
@@ -53,7 +52,7 @@ class Sweep:
 def load_sweep(path: str | Path, metric: str | None = None, refresh: bool = True) -> Sweep:
     """Read a store; `refresh` rebuilds the tables from the trial directories (right for a running sweep)."""
     results = load(path, refresh=refresh)
-    spec = _read_spec(results.path / "spec.yaml")
+    spec = Store(results.path).spec()
     trials = results.trials.copy()
     for column in TRIAL_COLUMNS:
         if column not in trials:
@@ -100,16 +99,8 @@ def disambiguate(trials: pd.DataFrame, epochs: pd.DataFrame) -> tuple[pd.DataFra
     return trials, epochs
 
 
-def _read_spec(path: Path) -> dict[str, Any]:
-    try:
-        spec = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError):
-        return {}
-    return spec if isinstance(spec, dict) else {}
-
-
 def _topk_columns(table: pd.DataFrame) -> list[str]:
-    return [c for c in table.columns if "top1" in c or "top5" in c]
+    return [c for c in table.columns if ("top1" in c or "top5" in c) and not c.endswith("_epoch")]
 
 
 def _fractions(trials: pd.DataFrame, epochs: pd.DataFrame) -> bool:

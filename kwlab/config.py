@@ -86,7 +86,8 @@ class ConfigError(KWLabError):
 
     def __init__(self, loc: tuple[str, ...], message: str, prefix: str = "") -> None:
         self.loc, self.message = loc, message
-        super().__init__(f"{'.'.join(((prefix,) if prefix else ()) + loc) or prefix or 'config'}: {message}")
+        key = ".".join(((prefix,) if prefix else ()) + loc)
+        super().__init__(f"{key}: {message}" if key else message)
 
 
 def config_error(error: ValidationError, prefix: str = "", model: type[BaseModel] | None = None) -> ConfigError:

@@ -28,7 +28,7 @@ from analysis.sweep import load_sweep
 from analysis.tables import to_latex, to_markdown
 from kwlab.cli import main as kwlab_main
 from kwlab import plan
-from kwlab.results import write_tables
+from kwlab.store import ATTENTION, TRIALS, Store
 
 MODEL = dict(num_classes=10, in_chans=1, width=0.5)
 SEEDS = (0, 1, 2)
@@ -112,11 +112,11 @@ def make_store(root: Path, kind: str = "cell_size", *, fractions: bool = False, 
     spec = {"name": kind, "description": f"synthetic {kind} sweep", "method": "grid",
             "parameters": sweep["parameters"], "zip": sweep["zip"], "cases": sweep["cases"], "baseline": "static",
             "seeds": list(seeds), "metric": {"name": "val_top1", "goal": "maximize"}}
-    (store / "trials").mkdir(parents=True)
-    (store / "spec.yaml").write_text(yaml.safe_dump(spec, sort_keys=False))
-    (store / "manifest.json").write_text(json.dumps({"command": f"kwlab sweep sweeps/{kind}.yaml",
-                                                     "versions": {"kwlab": "0.1.0"},
-                                                     "git": {"commit": "0" * 40, "dirty": False}}))
+    results = Store(store)
+    (store / TRIALS).mkdir(parents=True)
+    results.write_spec(spec)
+    results.write_manifest({"command": f"kwlab sweep sweeps/{kind}.yaml", "versions": {"kwlab": "0.1.0"},
+                            "git": {"commit": "0" * 40, "dirty": False}})
     rng = np.random.default_rng(0)
     scale = 0.01 if fractions else 1.0
     names = [v[0] for v in sweep["variants"]]
@@ -125,11 +125,10 @@ def make_store(root: Path, kind: str = "cell_size", *, fractions: bool = False, 
         params = plan("cifar_resnet8", kw, **MODEL).params if kw else 48_000
         for seed in seeds:
             trial_id = _id(kind, name, seed)
-            trial = store / "trials" / trial_id
-            trial.mkdir()
-            meta = {"trial_id": trial_id, "variant_id": _id(kind, name), "variant": name,
-                    "is_baseline": name == "static", "seed": seed, "parameters": overrides}
-            (trial / "sweep.json").write_text(json.dumps(meta))
+            trial = results.trial(trial_id)
+            trial.path.mkdir()
+            trial.write_sweep_meta({"trial_id": trial_id, "variant_id": _id(kind, name), "variant": name,
+                                    "is_baseline": name == "static", "seed": seed, "parameters": overrides})
             final = 90.0 + effect + SEED_EFFECT[seed] + sweep["interaction"] * INTERACTION[(2 * index + seed) % 7]
             is_failed = failed and name == names[-1] and seed == seeds[-1]
             is_running = running and name == names[1] and seed == seeds[-1]
@@ -139,9 +138,9 @@ def make_store(root: Path, kind: str = "cell_size", *, fractions: bool = False, 
                         "val_top5": scale * 99.0, "lr": 0.1 / e, "tau": None if kw is None else max(0.0, 1 - e / 2),
                         "epoch_time_s": 1.0, "images_per_s": 500.0, "peak_memory_mb": 300.0}
                        for e in range(1, done + 1)]
-            (trial / "metrics.jsonl").write_text("".join(json.dumps(m) + "\n" for m in history))
+            trial.write_metrics(history)
             if is_failed:
-                (trial / "error.json").write_text(json.dumps({"error": "RuntimeError: loss is NaN\nmore lines"}))
+                trial.write_error("RuntimeError: loss is NaN\nmore lines")
                 continue
             if is_running:
                 continue
@@ -151,10 +150,10 @@ def make_store(root: Path, kind: str = "cell_size", *, fractions: bool = False, 
                        "final_val_top1": top1[-1], "epochs": EPOCHS, "seed": seed, "wall_time_s": 10.0,
                        "versions": {"kwlab": "0.1.0"}, "git": {"commit": None, "dirty": None}, "device": "cpu",
                        "status": "finished"}
-            (trial / "summary.json").write_text(json.dumps(summary))
+            trial.write_summary(summary)
             if kw is not None and attention:
-                np.savez(trial / "attention.npz", **attention_arrays(kw, rng))
-    write_tables(store)
+                trial.write_attention(attention_arrays(kw, rng))
+    results.write_tables()
     return store
 
 
@@ -240,7 +239,7 @@ def test_heatmap_matrices_have_the_plan_shapes(cell_size: Path) -> None:
             assert maps[w.name].trials == len(variant) == 2
             assert [(layer, stop - start) for layer, start, stop in maps[w.name].blocks()] == list(
                 zip(w.layers, w.mixtures))
-        single = [attn.read_attention(sweep.trial_dir(t) / "attention.npz") for t in variant["trial_id"]]
+        single = [attn.read_attention(sweep.trial_dir(t) / ATTENTION) for t in variant["trial_id"]]
         np.testing.assert_allclose(maps["stage0.dense"].alpha, np.mean([m["stage0.dense"].alpha for m in single], 0),
                                    rtol=1e-6)
 
@@ -266,16 +265,16 @@ def test_attention_sweep_in_a_combined_report(combined: Path) -> None:
 
 def test_a_store_with_nothing_finished_still_reports(tmp_path: Path) -> None:
     empty = tmp_path / "empty"
-    (empty / "trials" / "t0").mkdir(parents=True)
-    (empty / "trials" / "t0" / "sweep.json").write_text(json.dumps(
-        {"trial_id": "t0", "variant_id": "v0", "variant": "static", "is_baseline": True, "seed": 0,
-         "parameters": {"kw": None}}))
+    trial = Store(empty).trial("t0")
+    trial.path.mkdir(parents=True)
+    trial.write_sweep_meta({"trial_id": "t0", "variant_id": "v0", "variant": "static", "is_baseline": True,
+                            "seed": 0, "parameters": {"kw": None}})
     report = write_report([empty], resamples=1000)
     text = report.read_text()
     assert "0 of 1 trials finished" in text and "`t0` static, seed 0 (pending" in text
     assert "static: no finished trial" in text
     _written(report.parent, "params_accuracy")
-    (tmp_path / "none" / "trials").mkdir(parents=True)  # a store whose runner has not created any trial yet
+    (tmp_path / "none" / TRIALS).mkdir(parents=True)  # a store whose runner has not created any trial yet
     assert "0 of 0 trials finished" in write_report([tmp_path / "none"], resamples=1000).read_text()
 
 
@@ -330,6 +329,6 @@ def test_report_on_a_real_smoke_sweep(tmp_path: Path) -> None:
     assert heatmaps, "the KW variant has attention heatmaps"
     sweep = load_sweep(store)
     kw_trial = sweep.trials.loc[~sweep.trials["is_baseline"], "trial_id"].iloc[0]
-    maps = attn.read_attention(sweep.trial_dir(kw_trial) / "attention.npz")
+    maps = attn.read_attention(sweep.trial_dir(kw_trial) / ATTENTION)
     assert all(w.alpha.ndim == 2 and w.alpha.shape[0] == len(w.layers) for w in maps.values())
     assert "1 seed: no interval" in (out / "report.md").read_text()

@@ -53,7 +53,7 @@ def test_info_table(capsys):
         ("kw.attention=nope", "kw.attention"),
         ("kw.cell_in_ratio=0.3", "kw.cell_in_ratio"),
         ("kw.bugdet=2", "kw.bugdet: unknown key"),
-        ("budget=2", "kw."),
+        ("budget=2", "budget: unknown key; allowed: model, method, kw"),
         ("kw.budget", "KEY=VALUE"),
     ],
 )
@@ -71,8 +71,7 @@ def test_unknown_model_exits_2_with_one_line(capsys):
     assert err.count("\n") == 1 and "'resnet_nonexistent'" in err
 
 
-def test_missing_model_argument_is_an_argparse_error(capsys):
-    with pytest.raises(SystemExit) as raised:
-        main(["info"])
-    assert raised.value.code == 2
-    assert "model" in capsys.readouterr().err
+def test_missing_model_is_a_one_line_error(capsys):
+    code, out, err = run(capsys, "info")
+    assert code == 2 and out == ""
+    assert err == "kwlab info: error: give a MODEL name or --config FILE\n"

@@ -12,7 +12,7 @@ from timm.utils import ModelEmaV2, ModelEmaV3
 from torch import nn
 
 import kwlab
-from kwlab.conversion.layouts import input_size
+from kwlab.methods.kw.layouts import input_size
 from kwlab.errors import KWLabError
 from kwlab.methods.kw.attention import BatchNorm1dAnyBatch, KWAttention
 from kwlab.methods.kw.layers import KWLayer, KWLinear

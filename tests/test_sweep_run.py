@@ -83,7 +83,7 @@ def test_a_failing_trial_is_retried_recorded_and_the_sweep_goes_on(tmp_path: Pat
                       failure={"max_retries": 1})
     result = kwlab_cli("sweep", str(spec), "--results", str(tmp_path))
     assert result.returncode == 1
-    assert "1 of 2 trials failed" in result.stderr
+    assert "1 of 2 trials finished, 1 failed" in result.stderr and "Traceback" not in result.stderr
     assert "retrying" in result.stdout and "failed" in result.stdout
     trials = kwlab.results.load(tmp_path / "failing").trials.set_index("variant")
     assert trials.loc["ok", "status"] == "finished"

@@ -11,7 +11,7 @@ from kwlab.errors import KWLabError
 from kwlab.sweep.expand import (
     Variant, base_config, config_hash, costliest_first, expand, grid_variants, price, random_variants, variants,
 )
-from kwlab.sweep.spec import load_spec, parse_spec, sweep_schema
+from kwlab.sweep.spec import load_spec, parse_spec, resolve_spec, sweep_schema
 
 SHIPPED = sorted((Path(__file__).parents[1] / "sweeps").glob("*.yaml"))
 
@@ -103,14 +103,26 @@ def test_cases_alone_make_the_variants() -> None:
     assert [v.name for v in variants(spec)] == ["a"]
 
 
-def test_base_config_precedence_profile_then_set(tmp_path: Path) -> None:
-    (tmp_path / "base.yaml").write_text(yaml.safe_dump({"epochs": 3, "optim": {"lr": 0.1}}))
-    spec = parse_spec(spec_tree(base="base.yaml", profiles={"default": {"epochs": 5}, "fast": {"epochs": 1}}), "s")
+def test_precedence_base_fixed_profile_set(tmp_path: Path) -> None:
+    (tmp_path / "base.yaml").write_text(yaml.safe_dump({"epochs": 3, "optim": {"lr": 0.1}, "batch_size": 8}))
     spec_path = tmp_path / "spec.yaml"
-    assert base_config(spec, spec_path, None, [])["epochs"] == 5  # 'default' applies when no profile is named
-    assert base_config(spec, spec_path, "fast", ["optim.lr=0.5"]) == {"epochs": 1, "optim": {"lr": 0.5}}
+    spec_path.write_text(yaml.safe_dump(spec_tree(
+        base="base.yaml", fixed={"batch_size": 16, "epochs": 4},
+        profiles={"default": {"epochs": 5}, "fast": {"epochs": 1, "seeds": [7], "resources.cpu": 2}})))
+
+    def resolved(profile: str | None, sets: list[str]) -> tuple:
+        r = resolve_spec(spec_path, profile, sets)
+        return r.spec, r.profile, base_config(r.spec, spec_path, r.config_overrides)
+
+    spec, profile, base = resolved(None, [])  # 'default' applies when no profile is named
+    assert (profile, base) == ("default", {"epochs": 5, "optim": {"lr": 0.1}, "batch_size": 16})
+    spec, profile, base = resolved("fast", ["optim.lr=0.5", "seeds=[3, 4]"])
+    assert base == {"epochs": 1, "optim": {"lr": 0.5}, "batch_size": 16}  # base < fixed < profile < --set
+    assert spec.seeds == [3, 4] and spec.resources.cpu == 2  # spec keys from the profile, then --set
     with pytest.raises(KWLabError, match="--profile: 'slow' is not one of 'default', 'fast'"):
-        base_config(spec, spec_path, "slow", [])
+        resolved("slow", [])
+    with pytest.raises(KWLabError, match=r"seeds: expected distinct seeds"):
+        resolved(None, ["seeds=[1, 1]"])
 
 
 def test_config_hash_is_stable_and_order_free() -> None:
@@ -134,7 +146,7 @@ def test_trials_run_costliest_first_with_seeds_in_order() -> None:
         zip=[["kw.cell_in_ratio", "kw.cell_out_ratio"]],
         cases=[{"name": "static", "set": {"kw": None}}, {"name": "long", "set": {"kw": None, "epochs": 40}}],
         baseline="static"), "s")
-    trials = expand(spec, base_config(spec, "s.yaml", None, []), "s")
+    trials = expand(spec, base_config(spec, "s.yaml", {}), "s")
     priced = price(trials, "s")
     ordered = [(t.variant.name, t.seed) for t in costliest_first(trials, priced)]
     # 40 static epochs > 2 epochs of half-size cells (more MACs per image) > 2 of whole cells > 2 static

@@ -18,14 +18,14 @@ from kwlab.methods.kw.attention import KWAttention
 from kwlab.train import TrainConfig, load_config, run
 from kwlab.train.config import OptimConfig
 from kwlab.train.optim import build_scheduler, param_groups
-from kwlab.train.records import count_macs, param_counts, read_metrics
+from kwlab import store
 
 TIMING = ("epoch_time_s", "images_per_s", "peak_memory_mb")
 METRIC_KEYS = {"epoch", "train_loss", "train_top1", "val_loss", "val_top1", "val_top5", "lr", "tau", *TIMING}
-SUMMARY_KEYS = {
-    "params_total", "params_warehouse", "params_attention", "params_other", "macs_per_image", "best_val_top1",
-    "final_val_top1", "epochs", "seed", "wall_time_s", "versions", "git", "device", "status",
-}
+
+
+def read_metrics(trial: Path) -> list[dict]:
+    return store.TrialDir(trial).metrics()
 DEFAULT_CONFIG = Path(__file__).parents[1] / "configs" / "default.yaml"
 
 
@@ -75,7 +75,7 @@ def test_resume_after_a_kill_ends_like_an_uninterrupted_run(
     first = run(tiny(), tmp_path)
     assert next(first)["epoch"] == 1
     first.close()  # the consumer stops after epoch 1, as a killed process would
-    assert len(read_metrics(tmp_path)) == 1 and not (tmp_path / "summary.json").exists()
+    assert len(read_metrics(tmp_path)) == 1 and not (tmp_path / store.SUMMARY).exists()
     rest = list(run(tiny(), tmp_path))
     assert [m["epoch"] for m in rest] == [2, 3]
     assert exact(rest) == exact(history[1:])
@@ -87,26 +87,33 @@ def test_resume_after_a_kill_ends_like_an_uninterrupted_run(
 
 def test_trial_directory_files(kw_trial: tuple[Path, list[dict]]) -> None:
     trial, history = kw_trial
-    assert {p.name for p in trial.iterdir()} == {"config.yaml", "metrics.jsonl", "summary.json", "attention.npz",
-                                                 "checkpoint.pt"}
-    assert load_config(trial / "config.yaml") == tiny()
+    assert {p.name for p in trial.iterdir()} == {store.CONFIG, store.METRICS, store.SUMMARY, store.ATTENTION,
+                                                 store.CHECKPOINT, store.BEST}
+    assert load_config(trial / store.CONFIG) == tiny()
     recorded = read_metrics(trial)
     assert [set(m) for m in recorded] == [METRIC_KEYS] * 3 and recorded == json.loads(json.dumps(history))
-    assert recorded[0]["tau"] > recorded[-1]["tau"] == 0.0  # tau reaches 0 at 30% of training
-    summary = json.loads((trial / "summary.json").read_text())
-    assert set(summary) == SUMMARY_KEYS and summary["status"] == "finished" and summary["epochs"] == 3
-    assert summary["best_val_top1"] == max(m["val_top1"] for m in history)
-    assert summary["final_val_top1"] == history[-1]["val_top1"]
+    assert recorded[-1]["tau"] == 0.0  # tau reaches 0 at 30% of training (3 of 9 steps: the first epoch's last)
+    summary = store.TrialDir(trial).summary()
+    assert set(store.SUMMARY_KEYS) <= set(summary) and summary["status"] == "finished" and summary["epochs"] == 3
+    for metric in ("val_top1", "val_top5", "train_top1"):  # best follows the metric's direction
+        values = [m[metric] for m in history]
+        assert summary[f"best_{metric}"] == max(values) and summary[f"final_{metric}"] == values[-1]
+        assert summary[f"best_{metric}_epoch"] == 1 + values.index(max(values))
+    for metric in ("val_loss", "train_loss"):
+        assert summary[f"best_{metric}"] == min(m[metric] for m in history)
     assert set(summary["versions"]) == {"python", "torch", "timm", "kwlab"}
     assert set(summary["git"]) == {"commit", "dirty"}
+    assert summary["method"] == "kw" and summary["train_images"] + summary["val_images"] == 96
 
     model = kwlab.create_model("cifar_resnet8", kw={}, num_classes=4, in_chans=1, width=0.5)
     plan = model.kw_plan
     counts = [summary[f"params_{part}"] for part in ("total", "warehouse", "attention", "other")]
     assert counts == [plan.params, plan.warehouse_params, plan.attention_params, plan.other_params]
-    assert summary["macs_per_image"] == count_macs("cifar_resnet8", {"width": 0.5}, kwlab.KWConfig(), 1, 8, 4) > 0
+    assert plan.params == sum(p.numel() for p in model.parameters())
+    priced = kwlab.price_model("cifar_resnet8", "kw", {}, (1, 8, 8), num_classes=4, in_chans=1, width=0.5)
+    assert summary["macs_per_image"] == priced.macs > 0
 
-    arrays = np.load(trial / "attention.npz")
+    arrays = np.load(trial / store.ATTENTION)
     assert set(arrays.files) == {f"{w.name}/{k}" for w in plan.warehouses for k in ("alpha", "layer", "mixture")}
     for w in plan.warehouses:
         rows = sum(w.mixtures)
@@ -119,11 +126,14 @@ def test_trial_directory_files(kw_trial: tuple[Path, list[dict]]) -> None:
 def test_static_model_has_no_attention_file(tmp_path: Path) -> None:
     history = list(run(tiny(kw=None, epochs=1), tmp_path))
     assert history[0]["tau"] is None
-    assert not (tmp_path / "attention.npz").exists()
-    summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["params_warehouse"] == summary["params_attention"] == 0
+    assert not (tmp_path / store.ATTENTION).exists()
+    summary = store.TrialDir(tmp_path).summary()
+    assert summary["method"] == "static" and "params_warehouse" not in summary
     assert summary["params_other"] == summary["params_total"] > 0
-    assert summary["macs_per_image"] < count_macs("cifar_resnet8", {"width": 0.5}, kwlab.KWConfig(), 1, 8, 4)
+    model = kwlab.create_model("cifar_resnet8", num_classes=4, in_chans=1, width=0.5)
+    assert summary["params_total"] == sum(p.numel() for p in model.parameters())
+    kw_macs = kwlab.price_model("cifar_resnet8", "kw", {}, (1, 8, 8), num_classes=4, in_chans=1, width=0.5).macs
+    assert summary["macs_per_image"] == summary["macs_conv"] < kw_macs
 
 
 def test_non_finite_loss_raises_one_line(tmp_path: Path) -> None:
@@ -160,13 +170,6 @@ def test_lr_schedule_warms_up_then_anneals_to_min_lr() -> None:
     assert optimizer.param_groups[0]["lr"] == pytest.approx(1.0)  # warm-up ends one step before the last
 
 
-def test_param_counts_of_a_static_model() -> None:
-    model = kwlab.create_model("cifar_resnet8", num_classes=4, in_chans=1, width=0.5)
-    total = sum(p.numel() for p in model.parameters())
-    assert param_counts(model) == {"params_total": total, "params_warehouse": 0, "params_attention": 0,
-                                   "params_other": total}
-
-
 def test_cli_writes_the_trial_directory(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     config = tmp_path / "trial.yaml"
     config.write_text(yaml.safe_dump(tiny(epochs=1).to_dict()))
@@ -174,11 +177,12 @@ def test_cli_writes_the_trial_directory(tmp_path: Path, capsys: pytest.CaptureFi
     assert cli.main(["train", str(config), "--out", str(out), "--set", "optim.lr=0.02"]) == 0
     printed = capsys.readouterr().out.strip().splitlines()
     assert printed[-1] == str(out) and any("val top-1" in line for line in printed)
-    assert load_config(out / "config.yaml").optim.lr == 0.02
-    assert {"metrics.jsonl", "summary.json", "attention.npz", "checkpoint.pt"} <= {p.name for p in out.iterdir()}
+    assert load_config(out / store.CONFIG).optim.lr == 0.02
+    assert {store.METRICS, store.SUMMARY, store.ATTENTION, store.CHECKPOINT} <= {p.name for p in out.iterdir()}
     assert cli.main(["train", str(config), "--set", "optim.lrr=1"]) == 2
     assert capsys.readouterr().err.strip() == "kwlab train: error: optim.lrr: unknown key; allowed: name, lr, " \
-        "momentum, nesterov, weight_decay, warmup_epochs, label_smoothing, grad_clip, min_lr"
+        "momentum, nesterov, weight_decay, warmup_epochs, label_smoothing, grad_clip, min_lr, eps, " \
+        "reference_batch, ema_decay"
 
 
 @pytest.mark.slow

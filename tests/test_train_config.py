@@ -20,7 +20,7 @@ SHIPPED = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
     ("tree", "message"),
     [
         ({"optim": {"lrr": 0.1}}, r"^optim\.lrr: unknown key; allowed: name, lr, momentum"),
-        ({"bogus": 1}, r"^bogus: unknown key; allowed: model, kw, data"),
+        ({"bogus": 1}, r"^bogus: unknown key; allowed: model, method, kw, data"),
         ({"kw": {"budgett": 2}}, r"^kw\.budgett: unknown key; allowed: budget"),
         ({"data": {"nam": "digits"}}, r"^data\.nam: unknown key"),
         ({"optim": {"lr": "fast"}}, r"^optim\.lr: expected a number, got 'fast'"),

@@ -8,9 +8,11 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from pydantic import Field, field_validator
+import torch
 from torch.utils.data import Dataset
 
 from kwlab.config import Config
+from kwlab.data.augment import AugmentConfig
 from kwlab.errors import KWLabError, not_one_of
 from kwlab.registry import Registry
 
@@ -31,6 +33,7 @@ class DataSpec(Config):
     shape: tuple[int, int, int] = (3, 32, 32)  # synthetic only: (C, H, W) with H == W
     num_classes: int | None = Field(None, ge=2)  # synthetic only (None: 10)
     length: int = Field(512, ge=1)  # synthetic only: train images (val gets length // 4)
+    augment: AugmentConfig = Field(default_factory=AugmentConfig)  # training augmentation (see kwlab.data.augment)
 
     @field_validator("name")
     @classmethod
@@ -69,7 +72,11 @@ class DataSpec(Config):
 
 @dataclass
 class Splits:
-    """A loaded dataset: train/val sets yielding (C x H x W float tensor, int label) and their geometry."""
+    """A loaded dataset: train/val/test sets yielding (C x H x W float tensor, int label) and their geometry.
+
+    `val` is held out of the training data for model selection; `test` is the dataset's own test split, evaluated
+    once at the end. `augment(images, generator)` augments a training batch of an in-memory set on its device.
+    """
 
     train: Dataset
     val: Dataset
@@ -79,6 +86,8 @@ class Splits:
     name: str
     mean: tuple[float, ...] = ()  # per-channel normalisation applied to [0, 1] pixels
     std: tuple[float, ...] = ()
+    test: Dataset | None = None
+    augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None = None
 
 
 register = DATASETS.register

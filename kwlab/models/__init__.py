@@ -2,5 +2,6 @@
 
 from kwlab.models.cifar_mobilenetv2 import CifarMobileNetV2
 from kwlab.models.cifar_resnet import CifarResNet
+from kwlab.models.factory import timm_model
 
-__all__ = ["CifarMobileNetV2", "CifarResNet"]
+__all__ = ["CifarMobileNetV2", "CifarResNet", "timm_model"]

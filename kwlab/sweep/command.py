@@ -1,103 +1,193 @@
-"""`kwlab sweep SPEC`: validate, expand, price and run a sweep as Ray Tune trials into its results store."""
+"""`kwlab sweep SPEC`: validate, expand, price and run a sweep as Ray Tune trials into its results store.
+
+Exit codes: 0 when every trial finished (or was stopped early by the scheduler), 1 when a trial failed or another
+runner holds the results folder, 2 for bad input, 130 when interrupted (Ctrl-C); the rerun resumes.
+"""
 
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import platform
+import shlex
 import sys
-from importlib import metadata
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
-import yaml
 
-from kwlab.files import write_text
+from kwlab import store
+from kwlab.errors import KWLabError
 from kwlab.sweep.expand import Trial, apply_constraints, base_config, costliest_first, expand, price
-from kwlab.sweep.spec import SweepSpec, load_spec
+from kwlab.sweep.spec import Resolved, SweepSpec, resolve_spec
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of `kwlab sweep`."""
     parser.add_argument("spec", help="sweep spec YAML, e.g. sweeps/cell_size.yaml")
-    parser.add_argument("--profile", help="named override of the base (default: 'default' if the spec has one)")
+    parser.add_argument("--profile", help="named override of the spec and its base (default: 'default' if the spec "
+                                          "has one)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                        help="override the base trial config by dotted path, repeatable")
+                        help="override a spec key (e.g. seeds=[0,1], resources.gpu=1) or the base trial config by "
+                             "dotted path (e.g. optim.lr=0.05), repeatable")
     parser.add_argument("--dry-run", action="store_true", help="print the expanded, priced trials and exit")
     parser.add_argument("--address", help="address of an existing Ray cluster (default: a local Ray instance)")
     parser.add_argument("--max-concurrent", type=int, help="cap on concurrently running trials")
     parser.add_argument("--results", help="results root (default: the spec's results_dir, 'results')")
 
 
-def plan_sweep(path: str, profile: str | None, sets: list[str]) -> tuple[SweepSpec, list[Trial], pd.DataFrame, dict]:
+@dataclass(frozen=True)
+class Plan:
+    """A sweep ready to run: the resolved spec, its trials and their prices, and the base trial config."""
+
+    resolved: Resolved
+    trials: list[Trial]
+    priced: pd.DataFrame
+    base: dict[str, Any]
+
+    @property
+    def spec(self) -> SweepSpec:
+        """The spec with its profile and --set applied."""
+        return self.resolved.spec
+
+
+def plan_sweep(path: str, profile: str | None, sets: list[str]) -> Plan:
     """Load, validate, expand, price and constrain a sweep; nothing is trained."""
-    spec = load_spec(path)
-    base = base_config(spec, path, profile, sets)
+    resolved = resolve_spec(path, profile, sets)
+    spec = resolved.spec
+    base = base_config(spec, path, resolved.config_overrides)
     trials = expand(spec, base, path)
+    if spec.method == "bayes":  # the fixed part (cases) plus one point, to check what the suggestions will build
+        from kwlab.sweep.expand import random_variants, resolve
+
+        probe = random_variants(spec.model_copy(update={"num_samples": 1}))[0]
+        check_trial_configs(spec, [resolve(base, probe, spec.seeds[0], path)], path)
+    check_trial_configs(spec, [t.config for t in trials], path)
     priced = price(trials, path)
     if spec.constraints:
         trials = apply_constraints(trials, priced, spec.constraints, path)
     kept = {t.variant_id for t in trials}
-    return spec, trials, priced[priced["variant_id"].isin(kept)].reset_index(drop=True), base
+    return Plan(resolved, trials, priced[priced["variant_id"].isin(kept)].reset_index(drop=True), base)
 
 
-def manifest(args: argparse.Namespace) -> dict[str, Any]:
-    """Provenance of a sweep run: versions, git state, hardware, command line."""
-    import torch
+def check_trial_configs(spec: SweepSpec, configs: list[dict[str, Any]], source: str) -> None:
+    """What the trials need from the spec, checked before launch: the metric they record, and a GPU for a trial
+    that asks for CUDA."""
+    from kwlab.store import metric_goal
+    from kwlab.train.config import TrainConfig
+    from kwlab.train.recipe import recorded_metrics
 
-    from kwlab.train.records import git_state, versions
+    for config in configs:
+        cfg = TrainConfig.from_dict(config)
+        recorded = recorded_metrics(cfg)
+        name = spec.metric.name
+        if name not in recorded:
+            test = " (test metrics are measured once, at the end, and never steer a sweep)" if "test" in name else ""
+            raise KWLabError(f"{source}: metric.name: {name!r} is not recorded every epoch by these trials{test}; "
+                             f"use one of {', '.join(recorded)}")
+        if spec.metric.goal != metric_goal(name):
+            raise KWLabError(f"{source}: metric.goal: {name} is to {metric_goal(name)}, not to {spec.metric.goal}")
+        if cfg.runtime.device == "cuda" and spec.resources.gpu == 0:
+            raise KWLabError(f"{source}: resources.gpu: the trials ask for runtime.device 'cuda' but resources.gpu "
+                             "is 0, so Ray would give them no GPU; set resources.gpu (e.g. 1, or 0.5 to share one)")
 
-    return {
-        "command": " ".join(["kwlab", *sys.argv[1:]]) if sys.argv else None,
-        "profile": args.profile,
-        "versions": versions() | {p: metadata.version(p) for p in ("ray", "optuna", "pandas", "numpy")},
-        "git": git_state(),
-        "hardware": {"machine": platform.machine(), "processor": platform.processor(),
-                     "cpus": len(os.sched_getaffinity(0)),
-                     "cuda": [torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())]},
-    }
 
-
-def print_plan(spec: SweepSpec, trials: list[Trial], priced: pd.DataFrame) -> None:
+def print_plan(plan: Plan) -> None:
     """The dry-run table: variants with parameters and MACs, and the trial total."""
     from rich.console import Console
     from rich.table import Table
 
+    spec, priced = plan.spec, plan.priced
     table = Table(title=f"{spec.name}: {spec.method} sweep", title_justify="left")
     for column in ("variant", "baseline", "seeds", "params", "attention", "MACs/image"):
         table.add_column(column, justify="left" if column in ("variant", "baseline") else "right")
-    baseline = {t.variant_id for t in trials if t.variant.is_baseline}
-    for row in priced.itertuples():
-        table.add_row(row.variant, "yes" if row.variant_id in baseline else "", ",".join(map(str, spec.seeds)),
-                      f"{row.params:,}", f"{row.params_attention:,}", f"{row.macs:,}")
+    baseline = {t.variant_id for t in plan.trials if t.variant.is_baseline}
+    for row in priced.to_dict("records"):
+        attention = row.get("params_attention")
+        table.add_row(row["variant"], "yes" if row["variant_id"] in baseline else "", ",".join(map(str, spec.seeds)),
+                      f"{row['params_total']:,}", f"{attention:,}" if isinstance(attention, int) else "",
+                      f"{row['macs_per_image']:,}")
     console = Console()
     console.print(table)
-    console.print(f"{len(priced)} variants x {len(spec.seeds)} seeds = {len(trials)} trials")
+    console.print(f"{len(priced)} variants x {len(spec.seeds)} seeds = {len(plan.trials)} trials")
     if spec.method == "bayes":
         console.print(f"then {spec.num_samples} Optuna TPE suggestions (seed {spec.sampler_seed}) over "
                       f"{', '.join(spec.parameters)}, each trained at seeds {spec.seeds}")
 
 
-def main(args: argparse.Namespace) -> int:
-    """Run (or dry-run) the sweep; exit 1 if any trial finally failed."""
-    spec, trials, priced, base = plan_sweep(args.spec, args.profile, args.set)
-    if args.dry_run:
-        print_plan(spec, trials, priced)
-        return 0
-    store = Path(args.results or spec.results_dir) / spec.name
-    store.mkdir(parents=True, exist_ok=True)
-    resolved = spec.model_dump(mode="json") | {"profile": args.profile, "set": args.set}
-    write_text(store / "spec.yaml", yaml.safe_dump(resolved, sort_keys=False))
-    write_text(store / "manifest.json", json.dumps(manifest(args), indent=2))
-    from kwlab.sweep.runner import run_trials
+def store_folder(args: argparse.Namespace, plan: Plan) -> Path:
+    """results/<name>/ for the default profile, results/<name>-<profile>/ for any other."""
+    spec, profile = plan.spec, plan.resolved.profile
+    name = spec.name if profile in (None, "default") else f"{spec.name}-{profile}"
+    return Path(args.results or spec.results_dir) / name
 
-    search = {"base": base, "source": args.spec} if spec.method == "bayes" else None
-    failed = run_trials(spec, store, costliest_first(trials, priced), address=args.address, max_concurrent=args.max_concurrent, search=search)
-    if failed:
-        print(f"{spec.name}: {len(failed)} of {len(trials)} trials failed: {', '.join(failed)} "
-              f"(errors in {store}/trials/<id>/error.json and log.txt)", file=sys.stderr)
+
+def manifest(args: argparse.Namespace, profile: str | None) -> dict[str, Any]:
+    """Provenance of a sweep run: versions, git state, hardware, command line."""
+    from kwlab.provenance import git_state, hardware, versions
+
+    return {"command": shlex.join(["kwlab", *sys.argv[1:]]) if sys.argv else None, "profile": profile,
+            "versions": versions("ray", "optuna", "pandas", "numpy"), "git": git_state(), "hardware": hardware()}
+
+
+def counts(trials: pd.DataFrame) -> dict[str, int]:
+    """Trials by status."""
+    column = trials["status"] if "status" in trials else pd.Series(dtype=object)
+    return {status: int((column == status).sum()) for status in store.STATUSES}
+
+
+def main(args: argparse.Namespace) -> int:
+    """Run (or dry-run) the sweep; see the module doc for the exit codes."""
+    plan = plan_sweep(args.spec, args.profile, args.set)
+    if args.dry_run:
+        print_plan(plan)
+        return 0
+    spec = plan.spec
+    folder = store_folder(args, plan)
+    results = store.Store(folder)
+    lock = results.lock(shlex.join(["kwlab", *sys.argv[1:]]))
+    try:
+        lock.acquire()
+    except KWLabError as error:
+        print(f"kwlab sweep: {error}", file=sys.stderr)
         return 1
-    print(f"{spec.name}: {len(trials)} trials finished; results in {store}")
+    try:
+        if lock.taken_over:
+            holder = lock.taken_over
+            print(f"{spec.name}: took over a stale lock of pid {holder.get('pid')} on {holder.get('host')} (since "
+                  f"{holder.get('started')}); that runner is gone", file=sys.stderr)
+        results.write_spec(spec.model_dump(mode="json") | {"profile": plan.resolved.profile, "set": args.set})
+        results.write_manifest(manifest(args, plan.resolved.profile))
+        from kwlab.sweep.runner import run_trials
+
+        search = {"base": plan.base, "source": args.spec} if spec.method == "bayes" else None
+        prices = {row["variant_id"]: {k: v for k, v in row.items() if k.startswith(("params_", "macs_"))}
+                  for row in plan.priced.to_dict("records")}
+        outcome = run_trials(spec, folder, costliest_first(plan.trials, plan.priced), address=args.address,
+                             max_concurrent=args.max_concurrent, prices=prices, search=search,
+                             imports=plan.resolved.imports)
+    finally:
+        lock.release()
+    return report_outcome(spec, folder, outcome)
+
+
+def report_outcome(spec: SweepSpec, folder: Path, outcome: Any) -> int:
+    """Print what the store now holds, and the exit code."""
+    n = counts(outcome.trials)
+    total = len(outcome.trials)
+    stopped = f", {n['stopped']} stopped early" if n["stopped"] else ""
+    line = (f"{spec.name}: {n['finished']} of {total} trials finished{stopped}, {n['failed']} failed, "
+            f"{n['running'] + n['pending']} not finished; results in {folder}")
+    if outcome.interrupted:
+        command = shlex.join(["kwlab", *sys.argv[1:]])
+        print(f"{line}\ninterrupted: finished trials are kept; resume with: {command}", file=sys.stderr)
+        return 130
+    if n["failed"]:
+        failed = outcome.trials.loc[outcome.trials["status"] == "failed", "trial_id"]
+        print(f"{line}\nfailed: {', '.join(failed)} (errors in {folder}/{store.TRIALS}/<id>/{store.ERROR} and "
+              f"{store.LOG})", file=sys.stderr)
+        return 1
+    if n["running"] + n["pending"]:
+        print(f"{line}\nsome trials did not finish; rerun the same command to resume them", file=sys.stderr)
+        return 1
+    print(line)
     return 0

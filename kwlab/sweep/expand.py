@@ -5,6 +5,7 @@ Pure functions of the spec and the base trial config; nothing here starts Ray or
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import itertools
 import json
@@ -19,7 +20,7 @@ import pandas as pd
 
 from kwlab.config import load_yaml
 from kwlab.errors import KWLabError, choice_error
-from kwlab.overrides import apply_overrides, set_dotted
+from kwlab.overrides import set_dotted
 from kwlab.sweep.spec import Parameter, SweepSpec
 from kwlab.train.config import TrainConfig
 
@@ -57,8 +58,9 @@ def config_hash(tree: dict[str, Any]) -> str:
     return hashlib.sha1(json.dumps(tree, sort_keys=True, default=str).encode()).hexdigest()[:12]
 
 
-def base_config(spec: SweepSpec, spec_path: str | Path, profile: str | None, sets: list[str]) -> dict[str, Any]:
-    """The base trial config: `base` (inline or a YAML path next to the spec) < profile < --set overrides."""
+def base_config(spec: SweepSpec, spec_path: str | Path, overrides: dict[str, Any]) -> dict[str, Any]:
+    """The base trial config: `base` (inline, or a YAML path relative to the spec) with `overrides` (fixed, profile
+    and --set entries, in that order) applied by dotted path."""
     base = spec.base
     if isinstance(base, str):
         path = (Path(spec_path).parent / base) if not Path(base).is_absolute() else Path(base)
@@ -66,12 +68,13 @@ def base_config(spec: SweepSpec, spec_path: str | Path, profile: str | None, set
             base = load_yaml(path, "trial config") or {}
         except KWLabError as error:
             raise KWLabError(f"{spec_path}: base: {error}") from None
-    if profile is None:
-        profile = "default" if "default" in spec.profiles else None
-    if profile is not None and profile not in spec.profiles:
-        raise choice_error(f"{spec_path}: --profile", profile, sorted(spec.profiles))
-    profile_sets = [f"{k}={json.dumps(v)}" for k, v in (spec.profiles.get(profile) or {}).items()]
-    return apply_overrides(base, [*profile_sets, *sets])
+    tree = copy.deepcopy(base)
+    for key, value in overrides.items():
+        try:
+            set_dotted(tree, key, value)
+        except KWLabError as error:
+            raise KWLabError(f"{spec_path}: {error}") from None
+    return tree
 
 
 def label(overrides: dict[str, Any]) -> str:
@@ -147,7 +150,7 @@ def expand(spec: SweepSpec, base: dict[str, Any], source: str) -> list[Trial]:
     return [Trial(v, seed, resolve(base, v, seed, source)) for v in variants(spec) for seed in spec.seeds]
 
 
-COST_COLUMNS = ("params", "params_warehouse", "params_attention", "macs")
+COST_COLUMNS = ("params_total", "macs_per_image")
 
 
 @cache
@@ -160,38 +163,31 @@ def _data_shape(data_json: str) -> tuple[int, int, int]:
 
 @cache
 def _price(tree_json: str) -> dict[str, int]:
-    from kwlab.conversion import plan
-    from kwlab.train.records import count_macs
+    from kwlab.train.recipe import price
 
     cfg = TrainConfig.from_dict(json.loads(tree_json))
-    num_classes, in_chans, image_size = _data_shape(json.dumps(cfg.data.to_dict(), sort_keys=True))
-    shape = dict(num_classes=num_classes, in_chans=in_chans)
-    macs = count_macs(cfg.model.name, cfg.model.kwargs, cfg.kw, in_chans, image_size, num_classes)
-    if cfg.kw is None:
-        import torch
+    return price(cfg, *_data_shape(json.dumps(cfg.data.to_dict(), sort_keys=True))).to_dict()
 
-        from kwlab.conversion import create_model
 
-        with torch.device("meta"):
-            total = sum(p.numel() for p in create_model(cfg.model.name, **cfg.model.kwargs, **shape).parameters())
-        return {"params": total, "params_warehouse": 0, "params_attention": 0, "macs": macs}
-    kw_plan = plan(cfg.model.name, cfg.kw, **cfg.model.kwargs, **shape)
-    return {"params": kw_plan.params, "params_warehouse": kw_plan.warehouse_params,
-            "params_attention": kw_plan.attention_params, "macs": macs}
+def price_config(config: dict[str, Any]) -> dict[str, int]:
+    """A resolved trial config's price: params_total, macs_per_image and their parts (see Method.price)."""
+    return _price(json.dumps(config, sort_keys=True))
 
 
 def price(trials: list[Trial], source: str) -> pd.DataFrame:
-    """One row per variant: swept values, parameter counts and MACs per image from the planner (nothing trained)."""
+    """One row per variant: swept values, parameters and MACs per image priced by the method (nothing trained)."""
     rows, seen = [], set()
     for trial in trials:
         if trial.variant_id in seen:
             continue
         seen.add(trial.variant_id)
         try:
-            cost = _price(json.dumps(trial.config, sort_keys=True))
+            cost = price_config(trial.config)
         except KWLabError as error:
             raise KWLabError(f"{source}: variant {trial.variant.name!r}: {error}") from None
-        rows.append({"variant": trial.variant.name, "variant_id": trial.variant_id, **trial.variant.overrides, **cost})
+        # `params` and `macs` are the names constraints use
+        rows.append({"variant": trial.variant.name, "variant_id": trial.variant_id, **trial.variant.overrides, **cost,
+                     "params": cost["params_total"], "macs": cost["macs_per_image"]})
     return pd.DataFrame(rows, columns=None if rows else ["variant", "variant_id", *COST_COLUMNS])
 
 
@@ -215,5 +211,5 @@ def costliest_first(trials: list[Trial], priced: pd.DataFrame) -> list[Trial]:
     With fewer workers than trials this is the longest-processing-time rule: the long trials start at once instead
     of running alone at the end while the other workers idle.
     """
-    macs = dict(zip(priced["variant_id"], priced["macs"], strict=True))
+    macs = dict(zip(priced["variant_id"], priced["macs_per_image"], strict=True))
     return sorted(trials, key=lambda t: -macs[t.variant_id] * t.config.get("epochs", 1))

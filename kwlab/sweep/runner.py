@@ -1,8 +1,13 @@
 """The Ray Tune adapter: runs a sweep's trials as Tune trials around `kwlab.train.run`.
 
-The kwlab results store, not Ray's experiment state, decides what is left to do: a trial whose directory holds a
-finished summary is skipped, any other one runs (resuming from its own checkpoint), so re-running a sweep resumes
-it, also after the runner was killed. Ray's reporting API is touched only here.
+The results store, not Ray's experiment state, decides what is left to do: a trial whose directory says finished or
+stopped is skipped, any other one runs (resuming from its own checkpoint), so re-running a sweep resumes it, also
+after the runner was killed. Ray's reporting API is touched only here.
+
+A Tune trial trains one variant at one or more seeds. Without early stopping each (variant, seed) is its own Tune
+trial. With `early_terminate` (ASHA) and with `bayes`, a Tune trial is a whole variant: its seeds train side by side,
+an epoch of each in turn, and Tune sees the mean over the seeds, so ASHA stops (and Optuna judges) variants, never
+single seeds, and paired comparisons keep every seed of the variants that go on.
 """
 
 from __future__ import annotations
@@ -10,11 +15,13 @@ from __future__ import annotations
 import contextlib
 import json
 import logging
+import math
 import os
 import shutil
 import time
 import traceback
-from dataclasses import dataclass
+from collections.abc import Iterator
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -23,106 +30,145 @@ from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
+from kwlab import plugins, store
 from kwlab.errors import KWLabError
-from kwlab.files import write_text
-from kwlab.results import trial_status, write_tables
-from kwlab.sweep.expand import Trial
+from kwlab.sweep.expand import Trial, Variant, label, price_config, resolve
 from kwlab.sweep.spec import SweepSpec
 
 # Ray's own loggers (TensorBoard/CSV/JSON per trial) and its progress tables are off: kwlab writes its own records.
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
 os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+# Ctrl-C reaches kwlab as KeyboardInterrupt: the runner stops Ray and reports what the store holds (see run_trials).
+os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
+
+SCORE = "score"  # what Tune's scheduler and searcher see: the mean over the trial's seeds of each seed's best metric
 
 
-def describe(trial_dir: Path) -> dict[str, Any]:
-    """The trial's sweep metadata (sweep.json)."""
-    return json.loads((trial_dir / "sweep.json").read_text())
+def describe_trial(trial: Trial, store_path: Path) -> dict[str, Any]:
+    """One seed of a Tune trial: its directory, resolved config and seed."""
+    return {"dir": str(store.Store(store_path).trial(trial.trial_id).path.resolve()), "config": trial.config,
+            "seed": trial.seed}
 
 
-def train_trial(config: dict[str, Any], report: Any = None) -> None:
-    """Ray function trainable: train one kwlab trial in its directory, reporting every epoch to Tune."""
-    import torch
+def _best(values: list[float], goal: str) -> float:
+    return min(values) if goal == "minimize" else max(values)
+
+
+def train_variant(config: dict[str, Any]) -> None:
+    """Ray function trainable: train one variant's seeds (one or several trial directories), an epoch of each in
+    turn, reporting per round the epoch and the mean over seeds of each seed's best metric so far."""
     from ray import tune
+
+    job = config["job"]
+    plugins.load(job["imports"])
+    if "base" in job:  # a bayes suggestion: the variant is the point Optuna chose
+        variant = suggested_variant(config)
+        trials = [Trial(variant, seed, resolve(job["base"], variant, seed, job["source"])) for seed in job["seeds"]]
+        prepare(Path(job["store"]), trials, {trials[0].variant_id: price_config(trials[0].config)})
+        seeds = [describe_trial(trial, Path(job["store"])) for trial in trials]
+    else:
+        seeds = job["trials"]
+    _train_seeds(seeds, job["metric"], job["goal"], job["threads"], tune.report)
+
+
+def suggested_variant(config: dict[str, Any]) -> Variant:
+    """The variant of an Optuna suggestion: Tune merges the suggested values into the trial config beside `job`."""
+    point = {key: value for key, value in config.items() if key != "job"}
+    return Variant(label(point), point)
+
+
+def _train_seeds(seeds: list[dict[str, Any]], metric: str, goal: str, threads: int, report: Any) -> None:
+    import torch
 
     from kwlab.train import TrainConfig, run
 
-    report = report or tune.report
-
-    config = config["trial"]  # the grid point: {"dir", "config", "threads"}
-    trial_dir = Path(config["dir"])
-    threads = config.get("threads")
-    if threads:
-        torch.set_num_threads(int(threads))
-    (trial_dir / "error.json").unlink(missing_ok=True)
-    with open(trial_dir / "log.txt", "a") as log, contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
-        try:
-            for metrics in run(TrainConfig.from_dict(config["config"]), trial_dir):
-                report(metrics)
-        except Exception as error:
-            traceback.print_exc()
-            write_text(trial_dir / "error.json", json.dumps({"error": f"{type(error).__name__}: {error}"}))
-            raise
-
-
-def search_trial(config: dict[str, Any]) -> None:
-    """Ray function trainable for `bayes`: one Optuna suggestion = one variant, trained at every seed in turn.
-
-    Each seed is an ordinary kwlab trial (own directory, resumable, skipped when finished); Optuna is told the
-    mean of the seeds' best metric, so the search compares variants the way the report does: over paired seeds.
-    """
-    from ray import tune
-
-    from kwlab.sweep.expand import Variant, label, resolve
-
-    search = config["search"]
-    store, metric = Path(search["store"]), search["metric"]
-    variant = Variant(label(config["params"]), dict(config["params"]))
-    bests: list[float] = []
-    for seed in search["seeds"]:
-        trial = Trial(variant, seed, resolve(search["base"], variant, seed, search["source"]))
-        trial_dir = store / "trials" / trial.trial_id
-        if prepare(store, [trial]):
-            point = {"trial": {"dir": str(trial_dir), "config": trial.config, "threads": search["threads"]}}
-            train_trial(point, report=lambda m: tune.report({**m, "seed": seed, SCORE: _mean([*bests, m[metric]])}))
-        bests.append(json.loads((trial_dir / "summary.json").read_text())["best_" + metric])
-        tune.report({"seed": seed, SCORE: _mean(bests)})
+    torch.set_num_threads(threads)
+    best: dict[int, float] = {}
+    runs: dict[int, Iterator[dict[str, Any]]] = {}
+    for seed in seeds:
+        trial = store.TrialDir(Path(seed["dir"]))
+        history = trial.metrics()
+        if trial.is_done():
+            best[seed["seed"]] = _best([m[metric] for m in history], goal) if history else math.nan
+            continue
+        trial.clear_outcome()
+        if history:  # resuming: the metric so far counts for ASHA's rungs
+            best[seed["seed"]] = _best([m[metric] for m in history], goal)
+        runs[seed["seed"]] = _logged(trial, run(TrainConfig.from_dict(seed["config"]), trial.path))
+    epoch = 0
+    while runs:
+        for seed, epochs in list(runs.items()):
+            metrics = next(epochs, None)
+            if metrics is None:
+                del runs[seed]
+                continue
+            epoch = max(epoch, metrics["epoch"])
+            best[seed] = _best([best.get(seed, metrics[metric]), metrics[metric]], goal)
+        if runs:
+            report({"epoch": epoch, SCORE: _mean(best.values()), "seeds": len(best)})
+    report({"epoch": epoch, SCORE: _mean(best.values()), "seeds": len(best), "done": True})
 
 
-SCORE = "score"  # what the bayes search optimises: the mean over seeds of each seed's best metric
+def _mean(values: Any) -> float:
+    values = [v for v in values if not math.isnan(v)]
+    return sum(values) / len(values) if values else math.nan
 
 
-def _mean(values: list[float]) -> float:
-    return sum(values) / len(values)
+def _logged(trial: store.TrialDir, epochs: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """Run a trial's epochs with its output in log.txt and a failure recorded in error.json (then re-raised)."""
+    with open(trial.file(store.LOG), "a") as log:
+        while True:
+            with contextlib.redirect_stdout(log), contextlib.redirect_stderr(log):
+                try:
+                    metrics = next(epochs)
+                except StopIteration:
+                    return
+                except Exception as error:
+                    traceback.print_exc()
+                    trial.write_error(f"{type(error).__name__}: {error}".splitlines()[0])
+                    raise
+            yield metrics
 
 
 @dataclass
 class EventPrinter:
     """Prints one line per trial event above an overall progress bar and refreshes the store's tables."""
 
-    store: Path
+    store: store.Store
     console: Console
     progress: Progress
     task: Any
     metric: str
+    seen: dict[str, str] = field(default_factory=dict)
 
-    def name(self, trial: Any) -> tuple[str, Path | None]:
-        """A trial's readable name and its directory (None for a bayes suggestion spanning seeds)."""
-        if "params" in trial.config:  # a bayes suggestion: one variant over all seeds
-            from kwlab.sweep.expand import label
+    def name(self, trial: Any) -> str:
+        """A Tune trial's readable name: its variant and seeds (and trial id when it is one seed)."""
+        config = trial.config
+        if "base" in config["job"]:
+            return escape(f"{suggested_variant(config).name} seeds {','.join(map(str, config['job']['seeds']))}")
+        seeds = config["job"]["trials"]
+        meta = store.TrialDir(Path(seeds[0]["dir"])).sweep_meta() or {}
+        if len(seeds) == 1:
+            return escape(f"{meta.get('variant')} seed={meta.get('seed')} [{meta.get('trial_id')}]")
+        return escape(f"{meta.get('variant')} seeds {','.join(str(s['seed']) for s in seeds)}")
 
-            return escape(f"{label(trial.config['params'])} (all seeds)"), None
-        trial_dir = Path(trial.config["trial"]["dir"])
-        meta = describe(trial_dir)
-        return escape(f"{meta['variant']} seed={meta['seed']} [{meta['trial_id']}]"), trial_dir
+    def dirs(self, trial: Any) -> list[store.TrialDir]:
+        """The trial directories a Tune trial trains."""
+        config, job = trial.config, trial.config["job"]
+        if "base" in job:
+            variant = suggested_variant(config)
+            return [self.store.trial(Trial(variant, s, resolve(job["base"], variant, s, job["source"])).trial_id)
+                    for s in job["seeds"]]
+        return [store.TrialDir(Path(s["dir"])) for s in config["job"]["trials"]]
 
     def say(self, text: str) -> None:
         """Print one timestamped event line above the progress bar."""
         self.progress.console.print(f"{time.strftime('%H:%M:%S')} {text}", highlight=False, soft_wrap=True)
 
     def done(self) -> None:
-        """Count a trial as done and refresh the store's tables."""
+        """Count a Tune trial as done and refresh the store's tables."""
         self.progress.advance(self.task)
-        write_tables(self.store)
+        self.store.write_tables()
 
 
 class TrialEvents(Callback):
@@ -135,121 +181,151 @@ class TrialEvents(Callback):
         return {}  # Tune pickles its state for its own restore, which kwlab does not use (the store resumes)
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.printer.say(f"started   {self.printer.name(trial)[0]}")
+        self.printer.say(f"started   {self.printer.name(trial)}")
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        if "epoch" not in result:
+        if result.get("done") or "epoch" not in result:
             return
-        metric = self.printer.metric
-        value = result.get(metric)
-        shown = f"{metric}={value:.4f}" if isinstance(value, float) else ""
-        seed = f" seed={result['seed']}" if "seed" in result else ""
-        self.printer.say(f"epoch {result['epoch']}  {self.printer.name(trial)[0]}{seed} {shown}")
+        value = result.get(SCORE)
+        mean = "mean over seeds of " if result.get("seeds", 1) > 1 else ""
+        shown = f" {mean}best {self.printer.metric}={value:.4f}" if isinstance(value, float) else ""
+        self.printer.say(f"epoch {result['epoch']}  {self.printer.name(trial)}{shown}")
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        name, trial_dir = self.printer.name(trial)
-        metric = self.printer.metric
-        if trial_dir is None:
-            self.printer.say(f"finished  {name} mean best {metric}={trial.last_result.get(SCORE):.4f}")
-        else:
-            status = trial_status(trial_dir)
-            if status != "finished":  # stopped early by the scheduler
-                write_text(trial_dir / "error.json", json.dumps({"error": "stopped early by ASHA"}))
-                status = "stopped early"
-            self.printer.say(f"{status:9s} {name} {metric}={_best(trial_dir, metric)}")
+        dirs = self.printer.dirs(trial)
+        for trial_dir in dirs:
+            if trial_dir.status() in ("running", "pending"):  # the scheduler stopped it before its last epoch
+                trial_dir.write_stopped(len(trial_dir.metrics()), "stopped early by ASHA")
+        statuses = sorted({d.status() for d in dirs})
+        value = (trial.last_result or {}).get(SCORE)
+        shown = f" best {self.printer.metric}={value:.4f}" if isinstance(value, float) and value == value else ""
+        self.printer.say(f"{'/'.join(statuses):9s} {self.printer.name(trial)}{shown}")
         self.printer.done()
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        name, trial_dir = self.printer.name(trial)
-        self.printer.say(f"retrying  {name}: {_error(trial_dir)}")
+        self.printer.say(f"retrying  {self.printer.name(trial)}: {_errors(self.printer.dirs(trial))}")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        name, trial_dir = self.printer.name(trial)
-        self.printer.say(f"[red]failed[/red]    {name}: {_error(trial_dir)}")
+        self.printer.say(f"[red]failed[/red]    {self.printer.name(trial)}: {_errors(self.printer.dirs(trial))}")
         self.printer.done()
 
 
-def _error(trial_dir: Path | None) -> str:
-    if trial_dir is None:
-        return "see the seeds' log.txt files"
-    try:
-        return json.loads((trial_dir / "error.json").read_text())["error"]
-    except (OSError, ValueError, KeyError):
-        return "see log.txt"
+def _errors(dirs: list[store.TrialDir]) -> str:
+    errors = [e for d in dirs if (e := d.error())]
+    return "; ".join(dict.fromkeys(errors)) or "see the trials' log.txt"
 
 
-def _best(trial_dir: Path, metric: str) -> str:
-    try:
-        summary = json.loads((trial_dir / "summary.json").read_text())
-        return f"{summary['best_' + metric]:.4f}"
-    except (OSError, ValueError, KeyError, TypeError):
-        return "n/a"
-
-
-def prepare(store: Path, trials: list[Trial]) -> list[Trial]:
-    """Create every trial's directory and metadata; return the trials still to run (failed ones are reset)."""
+def prepare(store_path: Path, trials: list[Trial], prices: dict[str, dict[str, Any]]) -> list[Trial]:
+    """Create every trial's directory and sweep.json (with its variant's price); return the trials not yet done."""
     pending = []
+    results = store.Store(store_path)
     for trial in trials:
-        trial_dir = store / "trials" / trial.trial_id
-        trial_dir.mkdir(parents=True, exist_ok=True)
-        meta = {"trial_id": trial.trial_id, "variant_id": trial.variant_id, "variant": trial.variant.name,
-                "is_baseline": trial.variant.is_baseline, "seed": trial.seed, "parameters": trial.variant.overrides}
-        write_text(trial_dir / "sweep.json", json.dumps(meta, default=str))
-        if trial_status(trial_dir) != "finished":
-            (trial_dir / "error.json").unlink(missing_ok=True)
+        trial_dir = results.trial(trial.trial_id)
+        trial_dir.path.mkdir(parents=True, exist_ok=True)
+        trial_dir.write_sweep_meta({
+            "trial_id": trial.trial_id, "variant_id": trial.variant_id, "variant": trial.variant.name,
+            "is_baseline": trial.variant.is_baseline, "seed": trial.seed, "parameters": trial.variant.overrides,
+            "price": prices.get(trial.variant_id, {}),
+        })
+        if not trial_dir.is_done():
             pending.append(trial)
     return pending
 
 
-def run_trials(
-    spec: SweepSpec, store: Path, trials: list[Trial], *, address: str | None, max_concurrent: int | None,
-    search: dict[str, Any] | None = None,
-) -> list[str]:
-    """Run the pending trials (then, for `bayes`, the Optuna search) through Ray Tune; returns failed trial ids."""
+@dataclass(frozen=True)
+class Outcome:
+    """How a run ended: the trials table afterwards and whether Ctrl-C interrupted it."""
+
+    trials: Any  # pandas DataFrame
+    interrupted: bool
+
+
+def check_capacity(spec: SweepSpec) -> None:
+    """Refuse, in one line, a trial that the Ray cluster cannot place at all (instead of Tune waiting forever)."""
     import ray
 
-    pending = prepare(store, trials)
+    resources = spec.resources
+    asked = {"CPU": resources.cpu, "GPU": resources.gpu}
+    total = ray.cluster_resources()
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    workers = f" x {resources.workers} workers" if resources.workers > 1 else ""
+    for key, noun in (("CPU", "CPU"), ("GPU", "GPU")):
+        need = asked[key]
+        if need <= 0:
+            continue
+        largest = max((n.get(key, 0) for n in nodes), default=0)
+        if need * resources.workers > total.get(key, 0) + 1e-9 or need > largest + 1e-9:
+            have = total.get(key, 0)
+            raise KWLabError(f"resources: each trial asks for {need:g} {noun}{'s' if need != 1 else ''}{workers}; "
+                             f"the cluster has {have:g}" + (f" (at most {largest:g} on one node)" if have != largest
+                                                             else ""))
+
+
+def run_trials(
+    spec: SweepSpec, store_path: Path, trials: list[Trial], *, address: str | None, max_concurrent: int | None,
+    prices: dict[str, dict[str, Any]], search: dict[str, Any] | None = None, imports: list[str] = (),
+) -> Outcome:
+    """Run the pending trials (then, for `bayes`, the Optuna search) through Ray Tune."""
+    import ray
+
+    results = store.Store(store_path)
+    pending = prepare(store_path, trials, prices)
     console = Console()
     searches = spec.num_samples if search else 0
     console.print(f"{spec.name}: {len(pending)} of {len(trials)} fixed trials to run "
-                  f"({len(trials) - len(pending)} finished earlier)" + (f", then {searches} Optuna suggestions "
-                                                                       f"x {len(spec.seeds)} seeds" if search else ""))
+                  f"({len(trials) - len(pending)} done earlier)" + (f", then {searches} Optuna suggestions "
+                                                                    f"x {len(spec.seeds)} seeds" if search else ""))
     if not pending and not search:
-        write_tables(store)
-        return []
+        return Outcome(results.write_tables()[0], False)
     try:
         ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
                  ignore_reinit_error=True)
     except ConnectionError as error:
         raise KWLabError(f"--address {address}: cannot reach a Ray cluster there ({error}); start one with "
                          "`ray start --head` or leave --address out for a local instance") from None
+    interrupted = False
+    # Tune logs a failed trial's traceback; kwlab prints its own one-line event and keeps the trace in log.txt
+    logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
     try:
+        check_capacity(spec)
         with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=console) as progress:
-            task = progress.add_task(spec.name, total=len(pending) + searches)
-            callback = TrialEvents(EventPrinter(store, console, progress, task, spec.metric.name))
-            threads = max(1, int(spec.resources.cpu))
-            if pending:
-                space = [{"dir": str((store / "trials" / t.trial_id).resolve()), "config": t.config,
-                          "threads": threads} for t in pending]
-                _fit(spec, store, train_trial, {"trial": tune_grid(space)}, callback, max_concurrent, _asha(spec))
+            groups = _groups(spec, pending)
+            task = progress.add_task(spec.name, total=len(groups) + searches)
+            callback = TrialEvents(EventPrinter(results, console, progress, task, spec.metric.name))
+            job = {"imports": list(imports), "metric": spec.metric.name, "goal": spec.metric.goal,
+                   "threads": max(1, int(spec.resources.cpu))}
+            if groups:
+                space = [{**job, "trials": [describe_trial(t, store_path) for t in group]} for group in groups]
+                _fit(spec, store_path, {"job": _grid(space)}, callback, max_concurrent, _asha(spec))
             if search:
                 from ray.tune.search.optuna import OptunaSearch
 
                 searcher = OptunaSearch(optuna_space(spec), metric=SCORE, mode=spec.metric.goal[:3],
                                         seed=spec.sampler_seed)
-                context = {**search, "store": str(store.resolve()), "threads": threads, "seeds": spec.seeds,
-                           "metric": spec.metric.name}
-                _fit(spec, store, search_trial, {"search": context}, callback, max_concurrent, None,
+                context = {**job, **search, "store": str(store_path.resolve()), "seeds": spec.seeds}
+                _fit(spec, store_path, {"job": context}, callback, max_concurrent, _asha(spec),
                      search_alg=searcher, num_samples=spec.num_samples)
+    except KeyboardInterrupt:
+        interrupted = True
     finally:
-        ray.shutdown()
-        shutil.rmtree(store / "ray", ignore_errors=True)  # Ray's bookkeeping; kwlab's records are the store
-    trials_table, _ = write_tables(store)
-    return list(trials_table.loc[trials_table["status"] == "failed", "trial_id"])
+        with contextlib.suppress(KeyboardInterrupt):
+            ray.shutdown()
+            shutil.rmtree(store_path / "ray", ignore_errors=True)  # Ray's bookkeeping; kwlab's records are the store
+    return Outcome(results.write_tables()[0], interrupted)
 
 
-def tune_grid(points: list[dict[str, Any]]) -> Any:
+def _groups(spec: SweepSpec, pending: list[Trial]) -> list[list[Trial]]:
+    """The Tune trials: one per pending (variant, seed), or, with early stopping, one per variant (its seeds)."""
+    if spec.early_terminate is None:
+        return [[trial] for trial in pending]
+    by_variant: dict[str, list[Trial]] = {}
+    for trial in pending:
+        by_variant.setdefault(trial.variant_id, []).append(trial)
+    return list(by_variant.values())
+
+
+def _grid(points: list[dict[str, Any]]) -> Any:
     """Ray Tune's grid over explicit points (one Tune trial per point)."""
     from ray import tune
 
@@ -262,17 +338,18 @@ def _asha(spec: SweepSpec) -> Any:
     if spec.early_terminate is None:
         return None
     return tune.schedulers.ASHAScheduler(
-        time_attr="epoch", metric=spec.metric.name, mode=spec.metric.goal[:3],
-        grace_period=spec.early_terminate.grace_period, reduction_factor=spec.early_terminate.reduction_factor,
+        time_attr="epoch", metric=SCORE, mode=spec.metric.goal[:3], grace_period=spec.early_terminate.grace_period,
+        reduction_factor=spec.early_terminate.reduction_factor,
     )
 
 
-def _fit(spec: SweepSpec, store: Path, trainable: Any, space: dict[str, Any], callback: Any,
-         max_concurrent: int | None, scheduler: Any, **tune_options: Any) -> None:
+def _fit(spec: SweepSpec, store_path: Path, space: dict[str, Any], callback: Any, max_concurrent: int | None,
+         scheduler: Any, **tune_options: Any) -> None:
     from ray import tune
 
+    resources = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
     tune.Tuner(
-        tune.with_resources(trainable, {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}),
+        tune.with_resources(train_variant, resources),
         param_space=space,
         # reuse_actors: a finished trial's worker process takes the next trial; a fresh worker spends ~7 s importing
         # torch and kwlab on a 2-core CPU, a tenth of a small sweep's wall time (measured on cell_size)
@@ -280,7 +357,7 @@ def _fit(spec: SweepSpec, store: Path, trainable: Any, space: dict[str, Any], ca
                                     max_concurrent_trials=max_concurrent or spec.max_concurrent_trials,
                                     reuse_actors=True, **tune_options),
         run_config=tune.RunConfig(
-            name=f"{spec.name}-{trainable.__name__}", storage_path=str((store / "ray").resolve()),
+            name=spec.name, storage_path=str((store_path / "ray").resolve()),
             failure_config=tune.FailureConfig(max_failures=spec.failure.max_retries), verbose=0,
             callbacks=[callback],
         ),

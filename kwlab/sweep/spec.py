@@ -7,14 +7,18 @@ ablation needs: `zip`, `cases`, `constraints`, `baseline`, `seeds` and `profiles
 
 from __future__ import annotations
 
+import copy
 import json
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
 from pydantic import Field, model_validator
 
-from kwlab.config import Config, load_yaml
-from kwlab.errors import KWLabError
+from kwlab.config import Config, ConfigError, load_yaml
+from kwlab import plugins
+from kwlab.errors import KWLabError, not_one_of
+from kwlab.overrides import parse_assignment, set_dotted
 
 CONTINUOUS = ("uniform", "log_uniform_values", "normal")
 DISCRETE = ("int_uniform", "q_uniform", "categorical")
@@ -83,10 +87,12 @@ class Metric(Strict):
 
 
 class Resources(Strict):
-    """Per-trial resources; fractional GPUs share a device."""
+    """What one trial asks of the cluster: `workers` processes (Ray Train data-parallel workers when more than one),
+    each with `cpu` CPUs and `gpu` GPUs (a fraction shares a device)."""
 
     cpu: float = Field(1.0, gt=0)
     gpu: float = Field(0.0, ge=0)
+    workers: int = Field(1, ge=1)
 
 
 class Failure(Strict):
@@ -123,44 +129,49 @@ class SweepSpec(Strict):
     max_concurrent_trials: int | None = Field(None, ge=1)
     failure: Failure = Field(default_factory=Failure)
     early_terminate: EarlyTerminate | None = None
+    fixed: dict[str, Any] = Field(default_factory=dict)  # dotted trial-config keys set for every variant
     profiles: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    imports: list[str] = Field(default_factory=list)  # user modules (names or .py paths relative to the spec)
     results_dir: str = "results"
 
     @model_validator(mode="after")
     def _structure(self) -> SweepSpec:
+        def fail(key: str, message: str) -> ConfigError:
+            return ConfigError(tuple(key.split(".", 1)) if key else (), message)
+
         if len(set(self.seeds)) != len(self.seeds):
-            raise ValueError("seeds: expected distinct seeds")
+            raise fail("seeds", "expected distinct seeds")
         zipped = [key for group in self.zip for key in group]
         for key in zipped:
             if key not in self.parameters:
-                raise ValueError(f"zip: {key!r} is not a key of parameters")
+                raise fail("zip", f"{key!r} is not a key of parameters")
         if len(zipped) != len(set(zipped)):
-            raise ValueError("zip: a parameter appears in two groups")
+            raise fail("zip", "a parameter appears in two groups")
         for group in self.zip:
             lengths = {len(self.parameters[k].choices or []) for k in group}
             if len(lengths) != 1:
-                raise ValueError(f"zip: {group} must list the same number of values")
+                raise fail("zip", f"{group} must list the same number of values")
         if self.method == "grid":
             for key, parameter in self.parameters.items():
                 if parameter.choices is None:
-                    raise ValueError(
-                        f"parameters.{key}: a grid cannot enumerate the continuous distribution "
-                        f"{parameter.distribution!r}; use values, or method random/bayes"
-                    )
+                    raise ConfigError(("parameters", key), f"a grid cannot enumerate the continuous distribution "
+                                      f"{parameter.distribution!r}; use values, or method random/bayes")
         if not self.parameters and not self.cases:
-            raise ValueError("parameters: nothing to run; give parameters or cases")
+            raise fail("parameters", "nothing to run; give parameters or cases")
         names = [case.name for case in self.cases]
         if len(set(names)) != len(names):
-            raise ValueError("cases: names must be distinct")
+            raise fail("cases", "names must be distinct")
         if self.baseline is not None and self.baseline not in names:
-            raise ValueError(f"baseline: {self.baseline!r} is not the name of a case ({', '.join(names) or 'none'})")
+            raise fail("baseline", f"{self.baseline!r} is not the name of a case ({', '.join(names) or 'none'})")
+        for name, entries in self.profiles.items():
+            for key in entries:
+                if key.split(".")[0] in ("name", "profiles"):
+                    raise ConfigError(("profiles", name, key), "a profile cannot change the sweep's name or profiles")
         if self.method == "bayes":
-            if self.early_terminate is not None:
-                raise ValueError("early_terminate: not available with method bayes (each trial trains every seed)")
             if self.constraints or self.zip:
-                raise ValueError("constraints and zip need method grid or random (bayes suggests points one by one)")
+                raise fail("", "constraints and zip need method grid or random (bayes suggests points one by one)")
             if any(p.distribution == "normal" for p in self.parameters.values()):
-                raise ValueError("parameters: the normal distribution is not available with bayes (TPE)")
+                raise fail("parameters", "the normal distribution is not available with bayes (TPE)")
         return self
 
 
@@ -182,6 +193,48 @@ def parse_spec(tree: Any, source: str) -> SweepSpec:
 def load_spec(path: str | Path) -> SweepSpec:
     """Read and validate a sweep spec from a YAML file (safe loader)."""
     return parse_spec(load_yaml(path, "sweep spec"), str(path))
+
+
+def split_overrides(entries: dict[str, Any]) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(spec keys, trial-config keys) of a profile's or --set's dotted entries: a key whose first part is a spec
+    field (resources, seeds, early_terminate, ...) overrides the spec, any other key the base trial config."""
+    spec, config = {}, {}
+    for key, value in entries.items():
+        (spec if key.split(".")[0] in SweepSpec.model_fields else config)[key] = value
+    return spec, config
+
+
+@dataclass(frozen=True)
+class Resolved:
+    """A spec with its profile and --set applied: the spec, the profile's name and the config overrides, in order
+    (fixed < profile < --set) on top of the base trial config."""
+
+    spec: SweepSpec
+    profile: str | None
+    config_overrides: dict[str, Any]
+    imports: list[str]  # absolute .py paths and module names, for the workers
+
+
+def resolve_spec(path: str | Path, profile: str | None, sets: list[str]) -> Resolved:
+    """Load a spec, import its plugins, choose the profile (default: 'default' if the spec has one) and apply the
+    profile's and --set's entries to the spec or to the base trial config; errors name the file."""
+    source = str(path)
+    tree = load_yaml(path, "sweep spec")
+    spec = parse_spec(tree, source)
+    imports = plugins.resolve(spec.imports, Path(path).parent)
+    plugins.load(imports)
+    if profile is None:
+        profile = "default" if "default" in spec.profiles else None
+    if profile is not None and profile not in spec.profiles:
+        raise KWLabError(f"{source}: --profile: {not_one_of(profile, sorted(spec.profiles))}")
+    profile_spec, profile_config = split_overrides(spec.profiles.get(profile) or {})
+    set_spec, set_config = split_overrides(dict(parse_assignment(text) for text in sets))
+    if profile_spec or set_spec:
+        patched = copy.deepcopy(tree)
+        for key, value in {**profile_spec, **set_spec}.items():
+            set_dotted(patched, key, value)
+        spec = parse_spec(patched, f"{source} (profile {profile!r} and --set applied)")
+    return Resolved(spec, profile, {**spec.fixed, **profile_config, **set_config}, imports)
 
 
 def schema_json() -> str:

@@ -24,7 +24,7 @@ def main(args: argparse.Namespace) -> int:
         raise SystemExit("kwlab validate: give a SPEC or --schema")
     from kwlab.sweep.command import plan_sweep
 
-    spec, trials, priced, _ = plan_sweep(args.spec, args.profile, args.set)
-    print(f"{args.spec}: ok: {spec.method} sweep {spec.name!r}, {priced.shape[0]} variants x {len(spec.seeds)} seeds"
-          f" = {len(trials)} trials")
+    plan = plan_sweep(args.spec, args.profile, args.set)
+    print(f"{args.spec}: ok: {plan.spec.method} sweep {plan.spec.name!r}, {plan.priced.shape[0]} variants x "
+          f"{len(plan.spec.seeds)} seeds = {len(plan.trials)} trials")
     return 0

@@ -1,25 +1,25 @@
-"""checkpoint.pt: what a trial needs to continue after its last finished epoch exactly as if never stopped (on CPU).
+"""checkpoint.pt: what a trial needs to continue after its last finished epoch exactly as if never stopped (on CPU);
+best.pt: the model weights at the best validation epoch, for the end-of-trial test.
 
-It holds the model, optimizer and LR-scheduler states, the global step, the torch RNG states (dropout), the metrics
-of the finished epochs, the wall time spent so far and the config it was trained with. Data order needs no state: it
-is drawn from a generator seeded by (seed, epoch).
+checkpoint.pt holds the model, EMA, optimizer and LR-scheduler states, the global step, the torch RNG states
+(dropout), the metrics of the finished epochs, the wall time spent so far and the config it was trained with. Data
+order, augmentation and mixup need no state: they are drawn from generators seeded by (seed, epoch).
 """
 
 from __future__ import annotations
 
-from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
-from timm.scheduler.scheduler import Scheduler
 from torch import nn
-from torch.optim import Optimizer
 
+from kwlab import store
 from kwlab.errors import KWLabError
-from kwlab.train.config import TrainConfig
 from kwlab.files import atomic_path
+from kwlab.train.config import TrainConfig
 
-FILE = "checkpoint.pt"
+if TYPE_CHECKING:
+    from kwlab.train.recipe import Training
 
 
 def _identity(cfg: TrainConfig) -> dict[str, Any]:
@@ -35,29 +35,31 @@ def _first_difference(old: Any, new: Any, key: str = "") -> str:
     return f"{key}: {old!r} there, {new!r} here"
 
 
-def save(
-    trial: Path, *, cfg: TrainConfig, model: nn.Module, optimizer: Optimizer, scheduler: Scheduler, step: int,
-    history: list[dict[str, Any]], wall_time_s: float,
-) -> None:
+def _save(path: Any, state: dict[str, Any]) -> None:
+    with atomic_path(path) as tmp:
+        torch.save(state, tmp)
+
+
+def save(trial: store.TrialDir, *, cfg: TrainConfig, training: Training, history: list[dict[str, Any]],
+         wall_time_s: float) -> None:
     """Write checkpoint.pt atomically after a finished epoch."""
-    state = {
+    _save(trial.file(store.CHECKPOINT), {
         "config": _identity(cfg),
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "step": step,
+        "model": training.model.state_dict(),
+        "ema": training.ema.state_dict() if training.ema is not None else None,
+        "optimizer": training.optimizer.state_dict(),
+        "scheduler": training.scheduler.state_dict(),
+        "step": training.step,
         "history": history,
         "wall_time_s": wall_time_s,
         "rng_cpu": torch.get_rng_state(),
         "rng_cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_initialized() else [],
-    }
-    with atomic_path(trial / FILE) as tmp:
-        torch.save(state, tmp)
+    })
 
 
-def load(trial: Path, cfg: TrainConfig) -> dict[str, Any] | None:
+def load(trial: store.TrialDir, cfg: TrainConfig) -> dict[str, Any] | None:
     """The checkpoint in `trial`, or None if there is none; one of another config is an error."""
-    path = trial / FILE
+    path = trial.file(store.CHECKPOINT)
     if not path.is_file():
         return None
     try:
@@ -70,11 +72,25 @@ def load(trial: Path, cfg: TrainConfig) -> dict[str, Any] | None:
     return state
 
 
-def restore(state: dict[str, Any], model: nn.Module, optimizer: Optimizer, scheduler: Scheduler) -> None:
-    """Load a checkpoint's model, optimizer, scheduler and RNG states in place."""
-    model.load_state_dict(state["model"])
-    optimizer.load_state_dict(state["optimizer"])
-    scheduler.load_state_dict(state["scheduler"])
+def restore(state: dict[str, Any], training: Training) -> None:
+    """Load a checkpoint's model, EMA, optimizer, scheduler, step and RNG states into `training` in place."""
+    training.model.load_state_dict(state["model"])
+    if training.ema is not None and state.get("ema") is not None:
+        training.ema.load_state_dict(state["ema"])
+    training.optimizer.load_state_dict(state["optimizer"])
+    training.scheduler.load_state_dict(state["scheduler"])
+    training.step = state["step"]
     torch.set_rng_state(state["rng_cpu"])
     if state["rng_cuda"] and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["rng_cuda"])
+
+
+def save_best(trial: store.TrialDir, model: nn.Module) -> None:
+    """Write best.pt: the model's weights at a new best validation epoch."""
+    _save(trial.file(store.BEST), model.state_dict())
+
+
+def load_best(trial: store.TrialDir) -> dict[str, Any] | None:
+    """best.pt's weights, or None."""
+    path = trial.file(store.BEST)
+    return torch.load(path, map_location="cpu", weights_only=True) if path.is_file() else None

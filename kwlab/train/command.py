@@ -6,7 +6,8 @@ import argparse
 import time
 from pathlib import Path
 
-from kwlab.train import checkpoint
+from kwlab import store
+from kwlab.methods import METHODS
 from kwlab.train.config import TrainConfig, load_config
 from kwlab.train.recipe import run
 
@@ -35,13 +36,18 @@ def main(args: argparse.Namespace) -> int:
     cfg = load_config(args.config, args.set)
     out = args.out or default_out(cfg)
     console = Console(highlight=False)
-    model = f"{cfg.model.name} {'static' if cfg.kw is None else f'KW {cfg.kw.budget:g}x {cfg.kw.sharing}'}"
-    resumed = (out / checkpoint.FILE).is_file()
-    action = "resuming" if resumed else "training"
+    model = f"{cfg.model.name} {METHODS.get(cfg.method).describe(cfg.settings)}"
+    trial = store.TrialDir(out)
+    action = "resuming" if trial.file(store.CHECKPOINT).is_file() else "training"
     console.print(f"{action} {model} on {cfg.data.name} for {cfg.epochs} epochs -> {out}")
     for m in run(cfg, out, progress=console.is_terminal):
         tau = "" if m["tau"] is None else f"  tau {m['tau']:.2f}"
         console.print(f"epoch {m['epoch']:>3}/{cfg.epochs}  train loss {m['train_loss']:.3f}  "
                       f"val top-1 {m['val_top1']:5.1f}%{tau}  lr {m['lr']:.3g}  {m['epoch_time_s']:.1f}s")
+    summary = trial.summary() or {}
+    if "test_top1" in summary:
+        console.print(f"test top-1 {summary['test_top1']:.2f}% (final model, {summary['test_images']} images); "
+                      f"{summary.get('test_top1_at_best_val', float('nan')):.2f}% with the weights of the best "
+                      f"validation epoch ({summary['best_val_top1_epoch']})")
     print(out)
     return 0

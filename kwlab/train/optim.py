@@ -27,12 +27,18 @@ def param_groups(model: nn.Module, weight_decay: float) -> list[dict]:
     return param_groups_weight_decay(model, weight_decay, no_weight_decay_list=NO_DECAY_PATTERNS)
 
 
-def build_optimizer(model: nn.Module, cfg: OptimConfig) -> Optimizer:
-    """SGD (momentum, optionally Nesterov) or AdamW over `param_groups`; the LR is set by the schedule."""
+def scaled_lr(cfg: OptimConfig, batch_size: int) -> float:
+    """The peak learning rate at `batch_size`: `lr` as given, or scaled linearly from `reference_batch` (the batch
+    the lr was tuned at, e.g. the reference's 4e-3 at 4096) to the global batch used."""
+    return cfg.lr if cfg.reference_batch is None else cfg.lr * batch_size / cfg.reference_batch
+
+
+def build_optimizer(model: nn.Module, cfg: OptimConfig, lr: float) -> Optimizer:
+    """SGD (momentum, optionally Nesterov) or AdamW (eps `cfg.eps`) over `param_groups`, peaking at `lr`."""
     groups = param_groups(model, cfg.weight_decay)
     if cfg.name == "sgd":
-        return SGD(groups, lr=cfg.lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
-    return AdamW(groups, lr=cfg.lr, betas=(cfg.momentum, 0.999))
+        return SGD(groups, lr=lr, momentum=cfg.momentum, nesterov=cfg.nesterov and cfg.momentum > 0)
+    return AdamW(groups, lr=lr, betas=(cfg.momentum, 0.999), eps=cfg.eps)
 
 
 def build_scheduler(

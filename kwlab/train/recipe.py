@@ -1,17 +1,24 @@
-"""`run(cfg)`: one trial as a plain generator of per-epoch metrics (Ray Tune and Optuna adapters wrap it).
+"""`run(cfg)`: one trial as a plain generator of per-epoch metrics (the Ray Tune and Optuna adapters wrap it).
 
-Per iteration: cosine LR with linear warm-up, KW temperature tau (both tied to the global step), label-smoothed
-cross-entropy, optional gradient clipping. Seeded: model init from `seed`, data order from a generator seeded by
-(seed, epoch), dropout from the torch RNG saved in the checkpoint, so an interrupted trial resumed from its directory
-ends with the same metrics as an uninterrupted one (bit-exact on CPU; CUDA kernels need not be deterministic).
+Per iteration: the learning rate (cosine with linear warm-up) and the method's temperature are set from the global
+step, the batch is augmented (and mixed, with mixup/cutmix), the loss is label-smoothed cross-entropy (soft-target
+cross-entropy under mixup), gradients may be clipped, and an EMA copy of the model may follow the weights.
+
+Splits: the model is selected on `val` (held out of the training data) every epoch; `test` (the dataset's own test
+split) is evaluated once, at the end, on the final model and on the best-validation weights (and the EMA model).
+
+Seeded: model init from `seed`; data order, augmentation and mixup from generators seeded by (seed, epoch); dropout
+from the torch RNG saved in the checkpoint. An interrupted trial resumed from its directory therefore ends with the
+same metrics as an uninterrupted one (bit-exact on CPU; CUDA kernels need not be deterministic).
 """
 
 from __future__ import annotations
 
+import copy
 import math
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,14 +33,25 @@ from torch import nn
 from torch.optim import Optimizer
 from torch.utils.data import DataLoader, Dataset, TensorDataset
 
-import kwlab
 from kwlab import data as kwdata
+from kwlab import store
 from kwlab.allocator import keep_freed_memory
 from kwlab.errors import KWLabError
-from kwlab.methods.kw.temperature import TemperatureSchedule
-from kwlab.train import checkpoint, records
+from kwlab.methods import METHODS, Price, build_model, price_model
+from kwlab.methods.protocol import Schedule
+from kwlab.provenance import describe_device, git_state, peak_memory_mb, versions
+from kwlab.train import checkpoint
 from kwlab.train.config import RuntimeConfig, TrainConfig
-from kwlab.train.optim import build_optimizer, build_scheduler
+from kwlab.train.optim import build_optimizer, build_scheduler, scaled_lr
+
+EPOCH_METRICS = ("train_loss", "train_top1", "val_loss", "val_top1", "val_top5")  # plus ema_val_* with EMA
+TEST_METRICS = ("test_loss", "test_top1", "test_top5")
+
+
+def recorded_metrics(cfg: TrainConfig) -> list[str]:
+    """The metrics a trial of `cfg` records every epoch (what a sweep's `metric.name` may name)."""
+    ema = [f"ema_{name}" for name in EPOCH_METRICS if name.startswith("val_")] if cfg.optim.ema_decay else []
+    return [*EPOCH_METRICS, *ema]
 
 
 @dataclass(frozen=True)
@@ -60,38 +78,47 @@ class Runtime:
         return torch.autocast(self.device.type, dtype=self.autocast_dtype, enabled=self.autocast_dtype is not None)
 
 
+def seed_for(seed: int, epoch: int, stream: int) -> int:
+    """A 63-bit seed for one random stream (0: data order, 1: augmentation, 2: mixup) of one epoch."""
+    return int(np.random.SeedSequence([seed, epoch, stream]).generate_state(1, np.uint64)[0] >> 1)
+
+
 def epoch_order(size: int, seed: int, epoch: int) -> torch.Tensor:
     """The training permutation of `epoch`, a pure function of (seed, epoch)."""
-    state = int(np.random.SeedSequence([seed, epoch]).generate_state(1, np.uint64)[0])
-    return torch.randperm(size, generator=torch.Generator().manual_seed(state))
+    return torch.randperm(size, generator=torch.Generator().manual_seed(seed_for(seed, epoch, 0)))
 
 
 def batches(
-    dataset: Dataset, order: torch.Tensor, batch_size: int, runtime: Runtime
+    dataset: Dataset, order: torch.Tensor, batch_size: int, runtime: Runtime, workers: int = 0
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """(images, labels) of `dataset` in `order` on the device: in-memory sets are sliced, others go via a DataLoader."""
+    """(images, labels) of `dataset` in `order` on the device: in-memory sets are sliced, others go via a DataLoader
+    with `workers` processes."""
     if isinstance(dataset, TensorDataset):
         images, labels = dataset.tensors
         parts = ((images[chunk], labels[chunk]) for chunk in order.to(images.device).split(batch_size))
     else:  # lazily decoded sets (imagefolder)
-        workers = min(4, os.cpu_count() or 1)
         parts = DataLoader(dataset, batch_size, sampler=order.tolist(), num_workers=workers,
-                           pin_memory=runtime.device.type == "cuda")
+                           pin_memory=runtime.device.type == "cuda", persistent_workers=False)
     for x, y in parts:
         yield (x.to(runtime.device, non_blocking=True, memory_format=runtime.memory_format),
                y.to(runtime.device, non_blocking=True))
 
 
-def on_device(dataset: Dataset, device: torch.device) -> Dataset:
+def on_device(dataset: Dataset | None, device: torch.device) -> Dataset | None:
     """An in-memory dataset moved to `device` once (others are left to the DataLoader)."""
     if isinstance(dataset, TensorDataset) and device.type != "cpu":
         return TensorDataset(*(t.to(device) for t in dataset.tensors))
     return dataset
 
 
+def loader_workers(threads: int | None) -> int:
+    """DataLoader worker processes for a lazily decoded set: the trial's CPU threads, at most the machine's."""
+    return max(0, min(threads or os.cpu_count() or 1, os.cpu_count() or 1))
+
+
 @dataclass
 class Training:
-    """The live objects of a trial and its two passes, training and evaluation."""
+    """The live objects of a trial and its passes: training, evaluation and the end-of-trial test."""
 
     cfg: TrainConfig
     runtime: Runtime
@@ -99,28 +126,39 @@ class Training:
     forward: nn.Module  # the model, or its torch.compile wrapper
     optimizer: Optimizer
     scheduler: CosineLRScheduler
-    temperature: TemperatureSchedule
+    temperature: Schedule | None  # the method's schedule (KW's tau, DY-Conv's and ODConv's T), if it has one
+    augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None  # batched, on the device
+    mixup: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None
+    ema: nn.Module | None  # timm ModelEmaV3
     steps_per_epoch: int
+    workers: int = 0
     step: int = 0  # updates done so far
 
     def train_epoch(self, dataset: Dataset, epoch: int, progress: bool) -> dict[str, Any]:
         """One epoch of updates; raises KWLabError on a non-finite loss."""
-        cfg, kw = self.cfg, self.cfg.kw is not None
+        cfg = self.cfg
         self.model.train()
         order = epoch_order(len(dataset), cfg.seed, epoch)
-        parts = batches(dataset, order, cfg.batch_size, self.runtime)
+        parts = batches(dataset, order, cfg.batch_size, self.runtime, self.workers)
         if progress:
             parts = track(parts, total=self.steps_per_epoch, description=f"epoch {epoch}/{cfg.epochs}", transient=True)
+        generator = torch.Generator(self.runtime.device).manual_seed(seed_for(cfg.seed, epoch, 1))
+        np.random.seed(seed_for(cfg.seed, epoch, 2) % 2**32)  # timm's Mixup draws from numpy's global generator
         loss_sum = correct = torch.zeros((), device=self.runtime.device)
         tau = None
         for index, (images, labels) in enumerate(parts, start=1):
             self.step += 1
             self.scheduler.step_update(self.step)
-            if kw:
-                tau = self.temperature(self.model, self.step - 1)
+            if self.temperature is not None:
+                tau = self.temperature(self.model, self.step)
+            if self.augment is not None:
+                images = self.augment(images, generator)
+            targets = labels
+            if self.mixup is not None:
+                images, targets = self.mixup(images, labels)
             with self.runtime.autocast():
                 logits = self.forward(images)
-                loss = F.cross_entropy(logits, labels, label_smoothing=cfg.optim.label_smoothing)
+                loss = self._loss(logits.float(), targets)
             if not math.isfinite(value := loss.item()):
                 raise KWLabError(
                     f"non-finite loss at epoch {epoch} step {index}: {value} (lr {self._lr():.3g}); "
@@ -131,19 +169,26 @@ class Training:
             if cfg.optim.grad_clip is not None:
                 nn.utils.clip_grad_norm_(self.model.parameters(), cfg.optim.grad_clip)
             self.optimizer.step()
+            if self.ema is not None:
+                self.ema.update(self.model, step=self.step)
             loss_sum = loss_sum + loss.detach() * len(labels)
             correct = correct + (logits.argmax(1) == labels).sum()
         return {"train_loss": loss_sum.item() / len(dataset), "train_top1": 100 * correct.item() / len(dataset),
                 "lr": self._lr(), "tau": tau}
 
+    def _loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        if targets.dim() == 2:  # soft targets from mixup/cutmix (label smoothing is folded in)
+            return torch.sum(-targets * F.log_softmax(logits, dim=-1), dim=-1).mean()
+        return F.cross_entropy(logits, targets, label_smoothing=self.cfg.optim.label_smoothing)
+
     @torch.no_grad()
-    def evaluate(self, dataset: Dataset, model: nn.Module | None = None) -> dict[str, float]:
-        """Validation loss (plain cross-entropy, as the reference), top-1 and top-5 (%) in eval mode."""
+    def evaluate(self, dataset: Dataset, prefix: str, model: nn.Module | None = None) -> dict[str, float]:
+        """`<prefix>_loss` (plain cross-entropy, as the reference), `<prefix>_top1` and `_top5` (%) in eval mode."""
         forward = self.forward if model is None else model
-        self.model.eval()
+        (self.model if model is None else model).eval()
         order = torch.arange(len(dataset))
         loss_sum = top1 = top5 = torch.zeros((), device=self.runtime.device)
-        for images, labels in batches(dataset, order, self.cfg.eval_batch_size, self.runtime):
+        for images, labels in batches(dataset, order, self.cfg.eval_batch_size, self.runtime, self.workers):
             with self.runtime.autocast():
                 logits = forward(images).float()
             loss_sum = loss_sum + F.cross_entropy(logits, labels, reduction="sum")
@@ -151,22 +196,37 @@ class Training:
             hits = ranked == labels[:, None]
             top1, top5 = top1 + hits[:, 0].sum(), top5 + hits.any(1).sum()
         size = len(dataset)
-        return {"val_loss": loss_sum.item() / size, "val_top1": 100 * top1.item() / size,
-                "val_top5": 100 * top5.item() / size}
+        return {f"{prefix}_loss": loss_sum.item() / size, f"{prefix}_top1": 100 * top1.item() / size,
+                f"{prefix}_top5": 100 * top5.item() / size}
 
     def _lr(self) -> float:
         return self.optimizer.param_groups[0]["lr"]
 
 
+def _mixup(cfg: TrainConfig, num_classes: int) -> Callable | None:
+    augment = cfg.data.augment
+    if not (augment.mixup > 0 or augment.cutmix > 0):
+        return None
+    from timm.data import Mixup
+
+    return Mixup(mixup_alpha=augment.mixup, cutmix_alpha=augment.cutmix, prob=augment.mixup_prob,
+                 switch_prob=augment.mixup_switch_prob, label_smoothing=cfg.optim.label_smoothing,
+                 num_classes=num_classes)
+
+
 def build_training(cfg: TrainConfig, splits: kwdata.Splits, runtime: Runtime) -> Training:
-    """Seeded model, optimizer, LR schedule and temperature schedule of `cfg`."""
+    """Seeded model (converted by the config's method), optimizer, LR and temperature schedules, EMA."""
     torch.manual_seed(cfg.seed)
-    model = kwlab.create_model(cfg.model.name, kw=cfg.kw, num_classes=splits.num_classes, in_chans=splits.in_chans,
-                               drop_rate=cfg.model.drop_rate, **cfg.model.kwargs)
+    model = build_model(cfg.model.name, cfg.method, cfg.settings, **model_kwargs(cfg, splits))
     model.to(device=runtime.device, memory_format=runtime.memory_format)
     steps_per_epoch = math.ceil(len(splits.train) / cfg.batch_size)
     total_steps = cfg.epochs * steps_per_epoch
-    optimizer = build_optimizer(model, cfg.optim)
+    optimizer = build_optimizer(model, cfg.optim, scaled_lr(cfg.optim, cfg.batch_size))
+    ema = None
+    if cfg.optim.ema_decay:
+        from timm.utils import ModelEmaV3
+
+        ema = ModelEmaV3(model, decay=cfg.optim.ema_decay)
     return Training(
         cfg=cfg,
         runtime=runtime,
@@ -174,19 +234,38 @@ def build_training(cfg: TrainConfig, splits: kwdata.Splits, runtime: Runtime) ->
         forward=torch.compile(model) if cfg.runtime.compile else model,
         optimizer=optimizer,
         scheduler=build_scheduler(optimizer, cfg.optim, steps_per_epoch, total_steps),
-        temperature=TemperatureSchedule.over_fraction(cfg.temperature.fraction, total_steps, cfg.temperature.start),
+        temperature=METHODS.get(cfg.method).schedule(cfg, steps_per_epoch, total_steps),
+        augment=splits.augment,
+        mixup=_mixup(cfg, splits.num_classes),
+        ema=ema,
         steps_per_epoch=steps_per_epoch,
+        workers=loader_workers(cfg.runtime.threads),
     )
 
 
-def run(cfg: TrainConfig, trial_dir: str | Path | None = None, progress: bool = False) -> Iterator[dict[str, Any]]:
-    """Train one trial, yielding each finished epoch's metrics (see records.py for the keys).
+def model_kwargs(cfg: TrainConfig, splits: kwdata.Splits) -> dict[str, Any]:
+    """The timm arguments of the trial's model: the data's classes and channels, dropout, drop path, model.kwargs."""
+    extra = {"drop_path_rate": cfg.model.drop_path_rate} if cfg.model.drop_path_rate else {}
+    return {"num_classes": splits.num_classes, "in_chans": splits.in_chans, "drop_rate": cfg.model.drop_rate,
+            **extra, **cfg.model.kwargs}
 
-    With `trial_dir`, the trial directory's files are written as epochs finish and a checkpoint there from an
-    interrupted run is resumed: only the remaining epochs are yielded. `progress` shows a per-batch progress bar.
+
+def price(cfg: TrainConfig, num_classes: int, in_chans: int, image_size: int) -> Price:
+    """The trial's model priced by its method: parameters and MACs per image (see Method.price)."""
+    extra = {"drop_path_rate": cfg.model.drop_path_rate} if cfg.model.drop_path_rate else {}
+    return price_model(cfg.model.name, cfg.method, cfg.settings, (in_chans, image_size, image_size),
+                       num_classes=num_classes, in_chans=in_chans, **extra, **cfg.model.kwargs)
+
+
+def run(cfg: TrainConfig, trial_dir: str | Path | None = None, progress: bool = False) -> Iterator[dict[str, Any]]:
+    """Train one trial, yielding each finished epoch's metrics (keys: EPOCH_METRICS, lr, tau and timings).
+
+    With `trial_dir`, the trial directory's files are written as epochs finish (see kwlab.store) and a checkpoint
+    there from an interrupted run is resumed: only the remaining epochs are yielded. `progress` shows a per-batch
+    progress bar.
     """
     started = time.perf_counter()
-    trial_path = Path(trial_dir) if trial_dir is not None else None
+    trial = store.TrialDir(Path(trial_dir)) if trial_dir is not None else None
     runtime = Runtime.resolve(cfg.runtime)
     keep_freed_memory()
     if cfg.runtime.threads is not None:
@@ -196,14 +275,14 @@ def run(cfg: TrainConfig, trial_dir: str | Path | None = None, progress: bool = 
     training = build_training(cfg, splits, runtime)
     history: list[dict[str, Any]] = []
     previous_time = 0.0  # wall time of earlier sessions of this trial
-    if trial_path is not None:
-        state = checkpoint.load(trial_path, cfg)
+    if trial is not None:
+        state = checkpoint.load(trial, cfg)
         if state is not None:
-            checkpoint.restore(state, training.model, training.optimizer, training.scheduler)
-            training.step, history, previous_time = state["step"], state["history"], state["wall_time_s"]
-        trial_path.mkdir(parents=True, exist_ok=True)
-        records.write_config(trial_path, cfg.to_dict())
-        records.write_metrics(trial_path, history)
+            checkpoint.restore(state, training)
+            history, previous_time = state["history"], state["wall_time_s"]
+        trial.path.mkdir(parents=True, exist_ok=True)
+        trial.write_config(cfg.to_dict())
+        trial.write_metrics(history)
 
     for epoch in range(len(history) + 1, cfg.epochs + 1):
         if runtime.device.type == "cuda":
@@ -211,37 +290,53 @@ def run(cfg: TrainConfig, trial_dir: str | Path | None = None, progress: bool = 
         epoch_start = time.perf_counter()
         trained = training.train_epoch(train_set, epoch, progress)
         train_time = time.perf_counter() - epoch_start
-        validated = training.evaluate(val_set)
-        epoch_time = time.perf_counter() - epoch_start
+        validated = training.evaluate(val_set, "val")
+        if training.ema is not None:
+            validated |= training.evaluate(val_set, "ema_val", model=training.ema.module)
         metrics = {
             "epoch": epoch, "train_loss": trained["train_loss"], "train_top1": trained["train_top1"], **validated,
-            "lr": trained["lr"], "tau": trained["tau"], "epoch_time_s": epoch_time,
-            "images_per_s": len(train_set) / train_time, "peak_memory_mb": records.peak_memory_mb(runtime.device),
+            "lr": trained["lr"], "tau": trained["tau"], "epoch_time_s": time.perf_counter() - epoch_start,
+            "images_per_s": len(train_set) / train_time, "peak_memory_mb": peak_memory_mb(runtime.device),
         }
+        improved = not history or metrics["val_top1"] > max(m["val_top1"] for m in history)
         history.append(metrics)
-        if trial_path is not None:  # record before yielding: a consumer may stop at any yield
-            checkpoint.save(trial_path, cfg=cfg, model=training.model, optimizer=training.optimizer,
-                            scheduler=training.scheduler, step=training.step, history=history,
+        if trial is not None:  # record before yielding: a consumer may stop at any yield
+            if improved:
+                checkpoint.save_best(trial, training.model)
+            checkpoint.save(trial, cfg=cfg, training=training, history=history,
                             wall_time_s=previous_time + time.perf_counter() - started)
-            records.write_metrics(trial_path, history)
+            trial.write_metrics(history)
         yield metrics
 
-    if trial_path is not None:
-        finish(training, trial_path, splits, val_set, history, previous_time + time.perf_counter() - started)
+    if trial is not None:
+        finish(training, trial, splits, history, previous_time + time.perf_counter() - started)
 
 
-def finish(
-    training: Training, trial_path: Path, splits: kwdata.Splits, val_set: Dataset, history: list[dict[str, Any]],
-    wall_time_s: float,
-) -> None:
-    """Write attention.npz (KW models: one validation pass with hooks) and summary.json."""
+def finish(training: Training, trial: store.TrialDir, splits: kwdata.Splits, history: list[dict[str, Any]],
+           wall_time_s: float) -> dict[str, Any]:
+    """The end of a trial: the test split once (final, best-validation and EMA weights), the method's attention
+    statistics on the validation set, and summary.json."""
     cfg, model = training.cfg, training.model
-    if cfg.kw is not None:
-        with records.AttentionRecorder(model) as recorder:
-            training.evaluate(val_set, model=model)  # hooks fire on the plain module, not a compiled graph
-        records.write_attention(trial_path, recorder.arrays())
-    macs = records.count_macs(cfg.model.name, cfg.model.kwargs, cfg.kw, splits.in_chans, splits.image_size,
-                              splits.num_classes)
-    summary = records.build_summary(history, records.param_counts(model), macs, cfg.seed, wall_time_s,
-                                    records.describe_device(training.runtime.device))
-    records.write_summary(trial_path, summary)
+    val_set, test_set = on_device(splits.val, training.runtime.device), on_device(splits.test, training.runtime.device)
+    tested = training.evaluate(test_set, "test", model=model) if test_set is not None else {}
+    best = checkpoint.load_best(trial) if test_set is not None else None
+    if best is not None:
+        best_model = copy.deepcopy(model)
+        best_model.load_state_dict(best)
+        tested |= {f"{k}_at_best_val": v for k, v in training.evaluate(test_set, "test", model=best_model).items()}
+    if training.ema is not None and test_set is not None:
+        tested |= training.evaluate(test_set, "ema_test", model=training.ema.module)
+    recorder = METHODS.get(cfg.method).recorder(model)
+    if recorder is not None:
+        with recorder:
+            training.evaluate(val_set, "val", model=model)  # hooks fire on the plain module, not a compiled graph
+        trial.write_attention(recorder.arrays())
+    priced = price(cfg, splits.num_classes, splits.in_chans, splits.image_size)
+    summary = {
+        "status": "finished", "method": cfg.method, **priced.to_dict(), "epochs": len(history), "seed": cfg.seed,
+        "train_images": len(splits.train), "val_images": len(splits.val), "test_images": len(splits.test) if splits.test is not None else 0,
+        **store.summarize_epochs(history), **tested, "wall_time_s": round(wall_time_s, 3),
+        "device": describe_device(training.runtime.device), "versions": versions(), "git": git_state(),
+    }
+    trial.write_summary(summary)
+    return summary

@@ -1,1 +1,1 @@
-"""The KernelWarehouse method: config, planner, attention functions, assembly math, warehouse, layers, temperature."""
+"""KernelWarehouse (Li & Yao, ICML 2024): config, planner, attention, warehouse, layers, fast paths, converter."""

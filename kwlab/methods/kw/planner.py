@@ -226,6 +226,19 @@ def attention_params(
     return first + hidden * (own + basis + 1) * m + basis * (n - own) + (n + 1) * m  # fc2, fc3, basis bias
 
 
+def attention_macs(in_channels: int, m: int, n: int, own: int, hidden: int, nonlocal_basis_ratio: float) -> int:
+    """Multiply-accumulates of one layer's attention per image: fc1, fc2 and, with a nonlocal basis, the basis map."""
+    basis = num_basis(n - own, nonlocal_basis_ratio)
+    if basis == 0:
+        return in_channels * hidden + hidden * (n + 1) * m
+    return in_channels * hidden + hidden * (own + basis + 1) * m + basis * (n - own) * m
+
+
+def assembly_macs(n: int, weight_numel: int) -> int:
+    """Multiply-accumulates of assembling one layer's kernel per image: each of its K weights mixes n cells."""
+    return n * weight_numel
+
+
 def plan_layers(
     specs: Sequence[LayerSpec], kw: KWConfig, *, layer_norm: bool, other_params: int, static_layers: Sequence[str] = ()
 ) -> Plan:

@@ -9,8 +9,9 @@ import timm
 import torch
 from torch import nn
 
-from kwlab.conversion.layouts import REFERENCE_LAYOUTS, Assignment, auto_layout, family_of
+from kwlab.methods.kw.layouts import REFERENCE_LAYOUTS, Assignment, auto_layout, family_of
 from kwlab.errors import KWLabError
+from kwlab.models.factory import timm_model
 from kwlab.methods.kw.assembly import split_kernel
 from kwlab.methods.kw.config import KWConfig
 from kwlab.methods.kw.layers import KWConv1d, KWConv2d, KWConv3d, KWLayer, KWLinear
@@ -76,7 +77,7 @@ def plan(model_or_name: nn.Module | str, kw: KWConfig | dict[str, Any] | None = 
     kw = KWConfig.from_dict(kw or {})
     if isinstance(model_or_name, str):
         with torch.device("meta"):  # build the architecture without allocating a tensor
-            model_or_name = _timm_model(model_or_name, **timm_kwargs)
+            model_or_name = timm_model(model_or_name, **timm_kwargs)
     return _plan(model_or_name, kw)[0]
 
 
@@ -141,19 +142,7 @@ def _fill_own_cells(warehouse: Warehouse, layer: LayerPlan, source: nn.Module, k
         cells[offsets] = split_kernel(weight.detach(), warehouse.cell_shape).to(cells.dtype)  # (m, cell_numel)
 
 
-def _timm_model(name: str, **timm_kwargs: Any) -> nn.Module:
-    import kwlab.models  # noqa: F401  (registers kwlab's small-image models with timm)
-
-    if not timm.is_model(name):
-        small = ", ".join(timm.list_models("cifar_*"))
-        raise KWLabError(f"model: {name!r} is not a timm model name (see timm.list_models(); kwlab's own: {small})")
-    try:
-        return timm.create_model(name, pretrained=False, **timm_kwargs)
-    except TypeError as error:
-        raise KWLabError(f"model {name!r}: {error}") from None
-
-
 def create_model(name: str, *, kw: KWConfig | dict[str, Any] | None = None, **timm_kwargs: Any) -> nn.Module:
     """Build timm model `name` (kwlab's small models included); with `kw`, convert it to KernelWarehouse."""
-    model = _timm_model(name, **timm_kwargs)
+    model = timm_model(name, **timm_kwargs)
     return model if kw is None else convert(model, kw)

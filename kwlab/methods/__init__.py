@@ -1,0 +1,50 @@
+"""Convolution methods behind one protocol (`kwlab.methods.protocol`): `static`, `kw` (KernelWarehouse) and the
+dynamic convolutions it generalises; users add their own with `@register_method`.
+
+`build_model` and `price_model` are the two entry points the recipe, the sweep, `kwlab info` and `kwlab bench` use.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from kwlab.config import Config
+from kwlab.methods.pricing import layer_positions
+from kwlab.methods.protocol import METHODS, MeanRecorder, Method, Price, Recorder, register_method
+from kwlab.models.factory import timm_model
+
+# importing the built-in methods registers them
+from kwlab.methods import static  # noqa: E402,F401  isort: skip
+from kwlab.methods.kw import method as _kw  # noqa: E402,F401  isort: skip
+
+
+def settings_of(method: str, settings: Config | dict[str, Any] | None) -> Config | None:
+    """A method's settings as its typed config section (defaults when None); None for a method without one."""
+    model = METHODS.get(method).settings
+    if model is None:
+        return None
+    return model.from_dict(settings if settings is not None else {})
+
+
+def build_model(name: str, method: str = "static", settings: Config | dict[str, Any] | None = None,
+                **timm_kwargs: Any) -> nn.Module:
+    """timm model `name` (kwlab's small models included) converted by `method` with its settings."""
+    chosen = METHODS.get(method)
+    return chosen.convert(timm_model(name, **timm_kwargs), settings_of(method, settings))
+
+
+def price_model(name: str, method: str, settings: Config | dict[str, Any] | None, input_shape: tuple[int, ...],
+                **timm_kwargs: Any) -> Price:
+    """Parameters and MACs per image of timm model `name` under `method`, from a meta-device build (nothing is
+    allocated); `input_shape` is one image's (C, H, W)."""
+    with torch.device("meta"):
+        model = timm_model(name, **timm_kwargs)
+    positions = layer_positions(model, input_shape)
+    return METHODS.get(method).price(model, settings_of(method, settings), positions)
+
+
+__all__ = ["METHODS", "MeanRecorder", "Method", "Price", "Recorder", "build_model", "price_model", "register_method",
+           "settings_of"]

@@ -1,0 +1,65 @@
+"""KernelWarehouse as a kwlab method (Li & Yao, ICML 2024): the adapter between the protocol and kwlab.methods.kw."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import TYPE_CHECKING
+
+from torch import nn
+
+from kwlab.methods.kw.config import KWConfig
+from kwlab.methods.kw.converter import convert, plan
+from kwlab.methods.kw.planner import assembly_macs, attention_macs
+from kwlab.methods.kw.temperature import TemperatureSchedule
+from kwlab.methods.pricing import static_macs
+from kwlab.methods.protocol import MeanRecorder, Method, Price, Schedule, register_method
+
+if TYPE_CHECKING:
+    from kwlab.train.config import TrainConfig
+
+
+@register_method("kw")
+class KernelWarehouse(Method):
+    """Kernels mixed per sample from warehouses of cells shared across layers; settings: the `kw:` section."""
+
+    settings = KWConfig
+
+    def convert(self, model: nn.Module, settings: KWConfig | None) -> nn.Module:
+        """kwlab.convert: warehouses planned by the layout and the sharing range, layers replaced in place."""
+        return convert(model, settings)
+
+    def price(self, model: nn.Module, settings: KWConfig | None, positions: Mapping[str, int]) -> Price:
+        """The plan's parameters; MACs = the static convs + every KW layer's attention + its assembly (n x K)."""
+        kw_plan = plan(model, settings)
+        cells = {w.name: w.cells for w in kw_plan.warehouses}
+        attention = mixing = 0
+        for layer in kw_plan.layers:
+            n, spec = cells[layer.warehouse], layer.spec
+            attention += attention_macs(spec.in_channels, layer.mixtures, n, layer.own_cells, layer.hidden,
+                                        (settings or KWConfig()).nonlocal_basis_ratio)
+            mixing += assembly_macs(n, math.prod(spec.weight_shape))
+        conv = static_macs(model, positions)
+        parts = {"warehouse": kw_plan.warehouse_params, "attention": kw_plan.attention_params,
+                 "other": kw_plan.other_params}
+        details = {k: v for k, v in kw_plan.to_dict().items() if k in ("warehouses", "static_layers")}
+        return Price(kw_plan.params, conv + attention + mixing, parts,
+                     {"conv": conv, "attention": attention, "mixing": mixing}, details)
+
+    def recorder(self, model: nn.Module) -> MeanRecorder:
+        """Mean attention alpha per warehouse: rows are its layers' mixtures in plan order, columns its n cells."""
+        return MeanRecorder({w.name: [(name, model.get_submodule(name).attention) for name in w.layers]
+                             for w in model.kw_plan.warehouses})
+
+    def schedule(self, cfg: TrainConfig, steps_per_epoch: int, total_steps: int) -> Schedule:
+        """tau falls linearly from `temperature.start` to 0 over `temperature.epochs` epochs, or over `fraction` of
+        all steps (see TrainConfig.temperature)."""
+        temperature = cfg.temperature
+        if temperature.epochs is not None:
+            return TemperatureSchedule(round(temperature.epochs * steps_per_epoch), temperature.start)
+        return TemperatureSchedule.over_fraction(temperature.fraction, total_steps, temperature.start)
+
+    def describe(self, settings: KWConfig | None) -> str:
+        """'KW 1x stage'."""
+        kw = settings or KWConfig()
+        return f"KW {kw.budget:g}x {kw.sharing}"

@@ -1,0 +1,147 @@
+"""The method protocol: what the recipe, the sweep's pricing, `kwlab info`, `kwlab bench` and the trial records ask
+of a convolution method (static, kw, condconv, dyconv, odconv, or a user's plugin), so none of them asks "is this KW?".
+
+A method is a `Method` subclass registered with `@register_method("name")`. Its settings are the trial config's
+section of the same name (`kw:`, `odconv:`, ...), typed by `settings`. It can
+- `convert` a model (a timm model or any nn.Module) in place;
+- `price` a model before building it: parameters and MACs per image, analytically (see `Price`);
+- give a `recorder` of per-trial statistics (mean attention or routing per layer, for heatmaps);
+- give its temperature `schedule`, if it has one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from types import TracebackType
+from typing import TYPE_CHECKING, Any, ClassVar
+
+import numpy as np
+import torch
+from torch import nn
+
+from kwlab.config import Config
+from kwlab.registry import Registry
+
+if TYPE_CHECKING:
+    from kwlab.train.config import TrainConfig
+
+
+@dataclass(frozen=True)
+class Price:
+    """A model's cost, known before it is built.
+
+    MACs per image follow one convention for every method: the multiply-accumulates of every conv and linear layer
+    as the static model runs them, plus the method's attention (routing) layers, plus its mixing work (assembling
+    per-sample kernels: n x K per KW layer and sample, K kernels x kernel size for the dynamic convolutions).
+    """
+
+    params: int
+    macs: int
+    params_parts: dict[str, int] = field(default_factory=dict)  # e.g. warehouse, attention, other; sums to params
+    macs_parts: dict[str, int] = field(default_factory=dict)  # conv, attention, mixing; sums to macs
+    details: dict[str, Any] = field(default_factory=dict)  # the method's plan (e.g. KW's warehouses), JSON-ready
+
+    def to_dict(self) -> dict[str, Any]:
+        """Flat keys as a trial records them: params_total, params_<part>, macs_per_image, macs_<part>."""
+        return {"params_total": self.params, **{f"params_{k}": v for k, v in self.params_parts.items()},
+                "macs_per_image": self.macs, **{f"macs_{k}": v for k, v in self.macs_parts.items()}}
+
+
+class Recorder:
+    """Collects a method's per-layer statistics while its `with` block runs forward passes (e.g. one validation
+    pass); `arrays()` gives attention.npz's content: per group G, `G/alpha` (rows, columns), `G/layer` (rows,) and
+    `G/mixture` (rows,)."""
+
+    def __enter__(self) -> Recorder:
+        return self
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
+        return None
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """The recorded statistics (see the class doc)."""
+        raise NotImplementedError
+
+
+class MeanRecorder(Recorder):
+    """Forward hooks summing the output of each hooked module, (B, rows, columns) or (B, columns), over the samples;
+    `groups` maps a group name (a warehouse, or one method-wide group) to its (layer name, module) pairs, whose rows
+    are stacked in the given order (every layer of a group has the same number of columns)."""
+
+    def __init__(self, groups: Mapping[str, Sequence[tuple[str, nn.Module]]]) -> None:
+        self.groups = {group: [name for name, _ in members] for group, members in groups.items()}
+        self.sums: dict[str, torch.Tensor] = {}
+        self.samples: dict[str, int] = {}
+        self.handles = [module.register_forward_hook(self._hook(name))
+                        for members in groups.values() for name, module in members]
+
+    def _hook(self, name: str) -> Callable[[nn.Module, Any, torch.Tensor], None]:
+        def add(module: nn.Module, inputs: Any, output: torch.Tensor) -> None:
+            values = output.detach().double()
+            values = values.reshape(values.shape[0], -1, values.shape[-1]).sum(0)  # (B, rows, cols) -> (rows, cols)
+            self.sums[name] = self.sums[name] + values if name in self.sums else values
+            self.samples[name] = self.samples.get(name, 0) + output.shape[0]
+
+        return add
+
+    def __exit__(self, kind: type[BaseException] | None, error: BaseException | None, tb: TracebackType | None) -> None:
+        for handle in self.handles:
+            handle.remove()
+
+    def arrays(self) -> dict[str, np.ndarray]:
+        """Per group G: G/alpha (rows, columns) the mean output, G/layer and G/mixture naming each row."""
+        arrays: dict[str, np.ndarray] = {}
+        for group, names in self.groups.items():
+            means = [self.sums[name] / self.samples[name] for name in names if name in self.sums]
+            if not means:
+                continue
+            arrays[f"{group}/alpha"] = torch.cat(means).float().cpu().numpy()  # (rows of all layers, columns)
+            arrays[f"{group}/layer"] = np.array([n for n, m in zip(names, means, strict=False) for _ in range(len(m))])
+            arrays[f"{group}/mixture"] = np.concatenate([np.arange(len(m)) for m in means])
+        return arrays
+
+
+Schedule = Callable[[nn.Module, int], float]  # (model, iteration counted from 1) -> the temperature it set
+
+
+class Method:
+    """Base class of a convolution method; a subclass registers itself with `@register_method(name)`."""
+
+    name: ClassVar[str] = ""
+    settings: ClassVar[type[Config] | None] = None  # the model of the method's config section; None: no section
+
+    def convert(self, model: nn.Module, settings: Config | None) -> nn.Module:
+        """Turn `model`'s layers into this method's layers in place and return it."""
+        raise NotImplementedError
+
+    def price(self, model: nn.Module, settings: Config | None, positions: Mapping[str, int]) -> Price:
+        """Parameters and MACs per image of `model` (a static model, typically on the meta device) once converted;
+        `positions` gives each conv and linear layer's output positions per image (`pricing.layer_positions`)."""
+        raise NotImplementedError
+
+    def recorder(self, model: nn.Module) -> Recorder | None:
+        """A recorder of per-layer statistics of a converted model, or None when the method has none."""
+        return None
+
+    def schedule(self, cfg: TrainConfig, steps_per_epoch: int, total_steps: int) -> Schedule | None:
+        """The temperature schedule the recipe steps every iteration, or None."""
+        return None
+
+    def describe(self, settings: Config | None) -> str:
+        """A few words for consoles, e.g. 'KW 1x stage'."""
+        return self.name
+
+
+METHODS: Registry[Method] = Registry("method", "method")
+
+
+def register_method(name: str) -> Callable[[type[Method]], type[Method]]:
+    """Class decorator registering one instance of a Method subclass under `name`."""
+
+    def add(cls: type[Method]) -> type[Method]:
+        cls.name = name
+        METHODS.register(name)(cls())
+        return cls
+
+    return add
