@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "validate": ("kwlab.sweep.validate", "check a sweep spec without running it"),
     "report": ("analysis.command", "write figures, tables and report.md for sweep results"),
     "bench": ("kwlab.bench", "time and measure static vs KW models in one process"),
+    "power": ("analysis.power", "seeds needed per comparison, from a pilot results store"),
 }
 
 

@@ -30,8 +30,9 @@ def settings_of(method: str, settings: Config | dict[str, Any] | None) -> Config
 
 
 def build_model(name: str, method: str = "static", settings: Config | dict[str, Any] | None = None,
-                **timm_kwargs: Any) -> nn.Module:
-    """timm model `name` (kwlab's small models included) converted by `method` with its settings."""
+                init: str = "timm", **timm_kwargs: Any) -> nn.Module:
+    """timm model `name` (kwlab's small models included) converted by `method` with its settings; `init` 'timm'
+    keeps timm's initialisation, 'reference' applies the KW reference's (see kwlab.models.init)."""
     chosen = METHODS.get(method)
     return chosen.convert(timm_model(name, **timm_kwargs), settings_of(method, settings))
 

@@ -31,6 +31,8 @@ class ModelConfig(Config):
     kwargs: dict[str, Any] = Field(default_factory=dict)  # timm arguments, e.g. {"width": 1.0}
     drop_rate: float = Field(0.0, ge=0, lt=1)  # dropout before the classifier
     drop_path_rate: float = Field(0.0, ge=0, lt=1)  # stochastic depth (timm's drop_path_rate); 0: off
+    init: Literal["reference", "timm"] = "reference"  # how a fresh model is initialised (see kwlab.models.init)
+    init_from_reference: str | None = None  # a checkpoint saved by the KW reference code, loaded before training
 
     @field_validator("kwargs")
     @classmethod

@@ -217,7 +217,11 @@ def _mixup(cfg: TrainConfig, num_classes: int) -> Callable | None:
 def build_training(cfg: TrainConfig, splits: kwdata.Splits, runtime: Runtime) -> Training:
     """Seeded model (converted by the config's method), optimizer, LR and temperature schedules, EMA."""
     torch.manual_seed(cfg.seed)
-    model = build_model(cfg.model.name, cfg.method, cfg.settings, **model_kwargs(cfg, splits))
+    model = build_model(cfg.model.name, cfg.method, cfg.settings, init=cfg.model.init, **model_kwargs(cfg, splits))
+    if cfg.model.init_from_reference is not None:  # a resumed trial then loads its own checkpoint over it
+        from kwlab.methods.kw.reference_checkpoint import load_reference_checkpoint
+
+        load_reference_checkpoint(model, cfg.model.init_from_reference)
     model.to(device=runtime.device, memory_format=runtime.memory_format)
     steps_per_epoch = math.ceil(len(splits.train) / cfg.batch_size)
     total_steps = cfg.epochs * steps_per_epoch
