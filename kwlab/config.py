@@ -100,7 +100,8 @@ def config_error(error: ValidationError, prefix: str = "", model: type[BaseModel
     if isinstance(inner, ConfigError):  # a nested section's (or a validator's) own error: its path goes under ours
         return ConfigError(loc + inner.loc, inner.message + more, prefix)
     field = _field(model, loc)
-    noun = "an integer" if isinstance(value, int) and not isinstance(value, bool) else "a number"
+    integer = field is not None and int in (field.annotation, *getattr(field.annotation, "__args__", ()))
+    noun = "an integer" if integer and float not in getattr(field.annotation, "__args__", ()) else "a number"
     if kind == "extra_forbidden":
         holder = _field(model, loc[:-1]) if loc[:-1] else None
         holder_model = model if not loc[:-1] else next(

@@ -370,8 +370,8 @@ def _from_arrow(arrow: pa.Table) -> pd.DataFrame:
     table = arrow.to_pandas()
     encoded = json.loads((arrow.schema.metadata or {}).get(JSON_COLUMNS.encode(), b"[]"))
     for column in encoded:
-        table[column] = pd.Series([None if v is None else json.loads(v) for v in table[column]], dtype=object,
-                                  index=table.index)
+        table[column] = pd.Series([None if not isinstance(v, str) else json.loads(v) for v in table[column]],
+                                  dtype=object, index=table.index)
     return table
 
 

@@ -189,3 +189,22 @@ def test_cli_writes_the_trial_directory(tmp_path: Path, capsys: pytest.CaptureFi
 def test_default_config_learns_digits(tmp_path: Path) -> None:
     history = list(run(load_config(DEFAULT_CONFIG), tmp_path))
     assert history[-1]["val_top1"] > 90
+
+
+def test_augmented_mixed_trial_resumes_exactly_and_is_tested_once(tmp_path: Path) -> None:
+    """Crop, flip and mixup draw from generators seeded by (seed, epoch): a trial stopped after epoch 1 and resumed
+    ends like an uninterrupted one; the test split is evaluated once, at the end (final and best-val weights)."""
+    data = {"name": "synthetic", "shape": [1, 8, 8], "length": 96, "num_classes": 4,
+            "augment": {"crop_padding": 1, "flip": True, "mixup": 0.2, "cutmix": 1.0}}
+    whole = list(run(tiny(data=data), tmp_path / "whole"))
+    first = run(tiny(data=data), tmp_path / "resumed")
+    next(first)
+    first.close()
+    rest = list(run(tiny(data=data), tmp_path / "resumed"))
+    assert exact(rest) == exact(whole[1:])
+    assert exact(list(run(tiny(data={**data, "augment": {}}), tmp_path / "plain"))) != exact(whole)
+    summary = store.TrialDir(tmp_path / "whole").summary()
+    assert summary == {**store.TrialDir(tmp_path / "resumed").summary(), "wall_time_s": summary["wall_time_s"]}
+    assert summary["test_images"] == 24 and 0 <= summary["test_top1"] <= 100
+    assert {"test_loss", "test_top5", "test_top1_at_best_val"} <= set(summary)
+    assert not any(key.startswith(("best_test", "final_test")) for key in summary)  # never a max over test epochs

@@ -1,4 +1,4 @@
-"""Offline datasets: `load(DataSpec(name=...), seed)` -> `Splits`; nothing is ever downloaded."""
+"""Offline datasets: `load(DataSpec(name=...), seed)` -> `Splits` (train, val, test); nothing is ever downloaded."""
 
 from __future__ import annotations
 

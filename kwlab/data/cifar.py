@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from kwlab.data.augment import TensorDefaults
+from kwlab.data.holdout import refuse_test_size
 from kwlab.data.registry import DataSpec, Splits, register
 from kwlab.data.roots import DEFAULT_BASE, missing_error, resolve_root
 from kwlab.data.tensors import build_splits
@@ -17,6 +19,8 @@ CIFAR = {
     "cifar10": ("cifar-10-batches-py", [f"data_batch_{i}" for i in range(1, 6)], ["test_batch"], "labels", 10),
     "cifar100": ("cifar-100-python", ["train"], ["test"], "fine_labels", 100),
 }
+CIFAR_VAL_SIZE = 5000  # held out of the 50k training images, the customary CIFAR validation split
+CIFAR_AUGMENT = TensorDefaults(crop_padding=4, flip=True)  # the standard CIFAR recipe (He et al. 2016)
 
 
 def _unpickle(path: Path, label_key: str, classes: int) -> tuple[np.ndarray, np.ndarray]:
@@ -37,8 +41,9 @@ def _unpickle(path: Path, label_key: str, classes: int) -> tuple[np.ndarray, np.
     return images, labels
 
 
-def _load_cifar(name: str, spec: DataSpec, seed: int) -> Splits:
+def _load_cifar(name: str, spec: DataSpec) -> Splits:
     folder, train_files, test_files, label_key, classes = CIFAR[name]
+    refuse_test_size(spec, name, f"the official {test_files[0]} file")
     root, origin = resolve_root(spec, DEFAULT_BASE)
     # accept root = the parent (torchvision's root) or the batches folder itself
     candidates = [root / folder, root]
@@ -52,18 +57,18 @@ def _load_cifar(name: str, spec: DataSpec, seed: int) -> Splits:
             f"set data.root / KWLAB_DATA to the folder holding {folder}/ (torchvision's CIFAR layout)",
         )
     parts = [_unpickle(base / f, label_key, classes) for f in train_files]
-    train = (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
-    val = _unpickle(base / test_files[0], label_key, classes)
-    return build_splits(name, train, val, classes, spec, seed)
+    pool = (np.concatenate([p[0] for p in parts]), np.concatenate([p[1] for p in parts]))
+    test = _unpickle(base / test_files[0], label_key, classes)
+    return build_splits(name, pool, test, classes, spec, val_default=CIFAR_VAL_SIZE, augment=CIFAR_AUGMENT)
 
 
 @register("cifar10")
 def load_cifar10(spec: DataSpec, seed: int) -> Splits:
-    """CIFAR-10: 50k train (data_batch_1..5), 10k test_batch as val, 32x32x3, 10 classes."""
-    return _load_cifar("cifar10", spec, seed)
+    """CIFAR-10, 32x32x3, 10 classes: 45000 train / 5000 val from data_batch_1..5, test = the 10k test_batch."""
+    return _load_cifar("cifar10", spec)
 
 
 @register("cifar100")
 def load_cifar100(spec: DataSpec, seed: int) -> Splits:
-    """CIFAR-100 (fine labels): 50k train, 10k test as val, 32x32x3, 100 classes."""
-    return _load_cifar("cifar100", spec, seed)
+    """CIFAR-100 (fine labels), 32x32x3, 100 classes: 45000 train / 5000 val from train, test = the 10k test."""
+    return _load_cifar("cifar100", spec)

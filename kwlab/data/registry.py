@@ -27,12 +27,16 @@ class DataSpec(Config):
 
     name: str = "digits"  # registry key, see available()
     root: str | None = None  # folder for file-based sets; None: $KWLAB_DATA, else the dataset's default
-    train_size: int | None = Field(None, ge=1)  # stratified seeded subset of the training split
-    val_size: float | int = 0.2  # fraction (or count) held out where the set has no fixed val split (digits)
+    # NOTE: holdouts and subsets are drawn with split_seed, not the trial seed: every trial of a study (any seed)
+    # trains, selects and tests on the same images, so seeds vary the training run and nothing else
+    split_seed: int = Field(0, ge=0)
+    val_size: float | int | None = None  # fraction in (0, 1) or count held out of train for val; null: the default
+    test_size: float | int | None = None  # digits only (no official test split): fraction/count of all; null: 0.2
+    train_size: int | None = Field(None, ge=1)  # stratified subset of what remains for training
     image_size: int | None = Field(None, ge=1)  # square resize target; None: native (imagefolder: 224)
     shape: tuple[int, int, int] = (3, 32, 32)  # synthetic only: (C, H, W) with H == W
     num_classes: int | None = Field(None, ge=2)  # synthetic only (None: 10)
-    length: int = Field(512, ge=1)  # synthetic only: train images (val gets length // 4)
+    length: int = Field(512, ge=1)  # synthetic only: train + val images (test gets another length // 4)
     augment: AugmentConfig = Field(default_factory=AugmentConfig)  # training augmentation (see kwlab.data.augment)
 
     @field_validator("name")
@@ -53,11 +57,14 @@ class DataSpec(Config):
             raise ValueError("expected a folder path or null, got an empty string")
         return os.fspath(root)
 
-    @field_validator("val_size")
+    @field_validator("val_size", "test_size", mode="before")
     @classmethod
-    def _val_size(cls, value: float | int) -> float | int:
-        if not ((isinstance(value, int) and value >= 1) or (isinstance(value, float) and 0.0 < value < 1.0)):
-            raise ValueError(f"expected a fraction in (0, 1) or a count >= 1, got {value!r}")
+    def _holdout_size(cls, value: Any) -> float | int | None:
+        if value is None:
+            return None
+        count = isinstance(value, int) and not isinstance(value, bool) and value >= 1
+        if not (count or (isinstance(value, float) and 0.0 < value < 1.0)):
+            raise ValueError(f"expected a fraction in (0, 1), a count >= 1 or null, got {value!r}")
         return value
 
     @field_validator("shape", mode="before")
@@ -95,7 +102,8 @@ available = DATASETS.names
 
 
 def load(spec: DataSpec, seed: int = 0) -> Splits:
-    """Load `spec.name` with seeded, reproducible splits/subsets; bad input raises a one-line KWLabError."""
+    """Load `spec.name` as train/val/test splits; bad input raises a one-line KWLabError."""
+    # `seed` (the trial's) is handed to the loader; the built-in loaders draw splits from spec.split_seed instead
     if not isinstance(spec, DataSpec):
         raise TypeError(f"load() expects a DataSpec, got {type(spec).__name__}")
     if not isinstance(seed, int) or isinstance(seed, bool):

@@ -1,15 +1,17 @@
-"""In-memory datasets: seeded stratified subsets and splits, resize and normalise once, wrap as tensors."""
+"""In-memory datasets: hold val out of the training pool, subset, resize and normalise once, wrap as tensors."""
 
 from __future__ import annotations
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from sklearn.model_selection import train_test_split
 from torch.utils.data import TensorDataset
 
+from kwlab.data.augment import TensorDefaults, tensor_augment
+from kwlab.data.holdout import holdout, size_or_default, stratified_subset
 from kwlab.data.registry import DataSpec, Splits
-from kwlab.errors import KWLabError
+
+Images = np.ndarray | torch.Tensor
 
 
 class LabeledTensors(TensorDataset):
@@ -23,38 +25,7 @@ class LabeledTensors(TensorDataset):
         return self.images[index], int(self.targets[index])
 
 
-def random_state(seed: int) -> int:
-    """Map any integer seed to the range numpy/sklearn accept."""
-    return seed % 2**32
-
-
-def stratified_split(labels: np.ndarray, val_size: float | int, seed: int, name: str) -> tuple[np.ndarray, np.ndarray]:
-    """Seeded stratified (train, val) index split; sorted so the order of the source is kept."""
-    try:
-        train, val = train_test_split(
-            np.arange(len(labels)), test_size=val_size, stratify=labels, random_state=random_state(seed)
-        )
-    except ValueError as err:
-        raise KWLabError(f"data.val_size: {val_size!r} cannot split the {len(labels)} {name} images ({err})") from None
-    return np.sort(train), np.sort(val)
-
-
-def stratified_subset(labels: np.ndarray, size: int, seed: int, name: str) -> np.ndarray:
-    """Seeded stratified subset of `size` indices (all of them when size == len)."""
-    if size > len(labels):
-        raise KWLabError(f"data.train_size: {size} exceeds the {len(labels)} training images of {name}")
-    if size == len(labels):
-        return np.arange(len(labels))
-    try:
-        keep, _ = train_test_split(
-            np.arange(len(labels)), train_size=size, stratify=labels, random_state=random_state(seed)
-        )
-    except ValueError as err:
-        raise KWLabError(f"data.train_size: {size} cannot be a stratified subset of {name} ({err})") from None
-    return np.sort(keep)
-
-
-def _to_float(images: np.ndarray | torch.Tensor, scale: float) -> torch.Tensor:
+def _to_float(images: Images, scale: float) -> torch.Tensor:
     if isinstance(images, torch.Tensor):
         return images.float() / scale
     return torch.from_numpy(np.array(images, dtype=np.float32)) / scale  # np.array copies: sources may be read-only
@@ -70,38 +41,52 @@ def _resize(images: torch.Tensor, size: int, chunk: int = 4096) -> torch.Tensor:
     return torch.cat(parts) if parts else images.new_zeros((0, images.shape[1], size, size))
 
 
+def _take(images: Images, index: np.ndarray) -> Images:
+    return images[torch.from_numpy(index)] if isinstance(images, torch.Tensor) else images[index]
+
+
 def build_splits(
     name: str,
-    train: tuple[np.ndarray | torch.Tensor, np.ndarray | torch.Tensor],
-    val: tuple[np.ndarray | torch.Tensor, np.ndarray | torch.Tensor],
+    pool: tuple[Images, np.ndarray | torch.Tensor],
+    test: tuple[Images, np.ndarray | torch.Tensor],
     num_classes: int,
     spec: DataSpec,
-    seed: int,
+    val_default: float | int,
+    augment: TensorDefaults,
     scale: float = 255.0,
 ) -> Splits:
-    """Subset train (spec.train_size), scale to [0, 1], resize, normalise per channel with train mean/std."""
-    (x_train, y_train), (x_val, y_val) = train, val
-    y_train, y_val = np.asarray(y_train, dtype=np.int64), np.asarray(y_val, dtype=np.int64)
+    """Splits of an in-memory set: val held out of `pool`, train subset, all normalised with the train statistics."""
+    (x_pool, y_pool), (x_test, y_test) = pool, test
+    y_pool, y_test = np.asarray(y_pool, dtype=np.int64), np.asarray(y_test, dtype=np.int64)
+    val_size = size_or_default(spec.val_size, val_default)
+    train, val = holdout(y_pool, val_size, spec.split_seed, "data.val_size", f"{name} training")
     if spec.train_size is not None:
-        keep = stratified_subset(y_train, spec.train_size, seed, name)
-        x_train = x_train[torch.from_numpy(keep)] if isinstance(x_train, torch.Tensor) else x_train[keep]
-        y_train = y_train[keep]
-    xt, xv = _to_float(x_train, scale), _to_float(x_val, scale)
+        train = train[stratified_subset(y_pool[train], spec.train_size, spec.split_seed, name)]
+    parts = {"train": (x_pool, train), "val": (x_pool, val), "test": (x_test, np.arange(len(y_test)))}
+    x = {split: _to_float(_take(images, index), scale) for split, (images, index) in parts.items()}
     if spec.image_size is not None:
-        xt, xv = _resize(xt, spec.image_size), _resize(xv, spec.image_size)
-    channels = xt.shape[1]
-    std, mean = torch.std_mean(xt.transpose(0, 1).reshape(channels, -1), dim=1)
+        x = {split: _resize(images, spec.image_size) for split, images in x.items()}
+    y = {"train": y_pool[train], "val": y_pool[val], "test": y_test}
+    channels = x["train"].shape[1]
+    std, mean = torch.std_mean(x["train"].transpose(0, 1).reshape(channels, -1), dim=1)  # train part only
     std = std.clamp_min(1e-6)
     view = (1, channels, 1, 1)
-    xt = (xt - mean.view(view)) / std.view(view)
-    xv = (xv - mean.view(view)) / std.view(view)
+    sets = {
+        split: LabeledTensors(((images - mean.view(view)) / std.view(view)).contiguous(), torch.from_numpy(y[split]))
+        for split, images in x.items()
+    }
+    # NOTE: crops pad with a black pixel's normalised value, (0 - mean) / std, not with 0: the same image
+    # torchvision's pad-then-normalise pipeline gives, and the true background of digits and fashion_mnist
+    fill = tuple(float(v) for v in -mean / std)
     return Splits(
-        train=LabeledTensors(xt.contiguous(), torch.from_numpy(y_train)),
-        val=LabeledTensors(xv.contiguous(), torch.from_numpy(y_val)),
+        train=sets["train"],
+        val=sets["val"],
+        test=sets["test"],
         num_classes=num_classes,
         in_chans=channels,
-        image_size=int(xt.shape[-1]),
+        image_size=int(x["train"].shape[-1]),
         name=name,
         mean=tuple(float(m) for m in mean),
         std=tuple(float(s) for s in std),
+        augment=tensor_augment(spec.augment, name, augment, fill),
     )

@@ -78,8 +78,12 @@ def base_config(spec: SweepSpec, spec_path: str | Path, overrides: dict[str, Any
 
 
 def label(overrides: dict[str, Any]) -> str:
-    """A variant's readable name from its overrides, e.g. 'cell_in_ratio=0.5,cell_out_ratio=0.5'."""
-    return ",".join(f"{key.rsplit('.', 1)[-1]}={value}" for key, value in overrides.items()) or "base"
+    """A variant's readable name from its overrides, e.g. 'cell_in_ratio=0.5,cell_out_ratio=0.5' (numbers drawn from
+    a distribution shown to 4 significant digits)."""
+    def shown(value: Any) -> str:
+        return f"{value:.4g}" if isinstance(value, float) else str(value)
+
+    return ",".join(f"{key.rsplit('.', 1)[-1]}={shown(value)}" for key, value in overrides.items()) or "base"
 
 
 def grid_variants(spec: SweepSpec) -> list[Variant]:
@@ -146,8 +150,14 @@ def resolve(base: dict[str, Any], variant: Variant, seed: int, source: str) -> d
 
 
 def expand(spec: SweepSpec, base: dict[str, Any], source: str) -> list[Trial]:
-    """All trials of a grid/random sweep: every variant crossed with the same seeds (paired comparisons)."""
-    return [Trial(v, seed, resolve(base, v, seed, source)) for v in variants(spec) for seed in spec.seeds]
+    """All trials of a grid/random sweep: every variant crossed with the same seeds (paired comparisons); a variant
+    drawn twice (random sampling, or a case equal to a grid point) is trained once, under its first name."""
+    trials: dict[str, Trial] = {}
+    for variant in variants(spec):
+        for seed in spec.seeds:
+            trial = Trial(variant, seed, resolve(base, variant, seed, source))
+            trials.setdefault(trial.trial_id, trial)
+    return list(trials.values())
 
 
 COST_COLUMNS = ("params_total", "macs_per_image")

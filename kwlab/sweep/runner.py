@@ -206,8 +206,24 @@ class TrialEvents(Callback):
         self.printer.say(f"retrying  {self.printer.name(trial)}: {_errors(self.printer.dirs(trial))}")
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.printer.say(f"[red]failed[/red]    {self.printer.name(trial)}: {_errors(self.printer.dirs(trial))}")
+        dirs = self.printer.dirs(trial)
+        if not any(d.error() for d in dirs):  # it failed outside kwlab's code (e.g. the worker died): Ray's reason
+            reason = _ray_error(trial)
+            for trial_dir in dirs:
+                if not trial_dir.is_done():
+                    trial_dir.write_error(reason)
+        self.printer.say(f"[red]failed[/red]    {self.printer.name(trial)}: {_errors(dirs)}")
         self.printer.done()
+
+
+def _ray_error(trial: Any) -> str:
+    """The last line of the error Ray recorded for a Tune trial (e.g. 'RayActorError: The actor died ...')."""
+    with contextlib.suppress(Exception):
+        text = trial.get_error()
+        lines = [line.strip() for line in str(text or "").splitlines() if line.strip()]
+        if lines:
+            return f"Ray: {lines[-1]}"[:300]
+    return "Ray: the trial failed outside kwlab (no error recorded)"
 
 
 def _errors(dirs: list[store.TrialDir]) -> str:
@@ -278,7 +294,7 @@ def run_trials(
     if not pending and not search:
         return Outcome(results.write_tables()[0], False)
     try:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
+        ray.init(address=address or "local", include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
                  ignore_reinit_error=True)
     except ConnectionError as error:
         raise KWLabError(f"--address {address}: cannot reach a Ray cluster there ({error}); start one with "

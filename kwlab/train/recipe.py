@@ -89,16 +89,16 @@ def epoch_order(size: int, seed: int, epoch: int) -> torch.Tensor:
 
 
 def batches(
-    dataset: Dataset, order: torch.Tensor, batch_size: int, runtime: Runtime, workers: int = 0
+    dataset: Dataset, order: torch.Tensor, batch_size: int, runtime: Runtime, workers: int = 1, seed: int = 0
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
     """(images, labels) of `dataset` in `order` on the device: in-memory sets are sliced, others go via a DataLoader
-    with `workers` processes."""
+    with `workers` processes (at least one), whose random transforms are seeded from `seed`."""
     if isinstance(dataset, TensorDataset):
         images, labels = dataset.tensors
         parts = ((images[chunk], labels[chunk]) for chunk in order.to(images.device).split(batch_size))
-    else:  # lazily decoded sets (imagefolder)
-        parts = DataLoader(dataset, batch_size, sampler=order.tolist(), num_workers=workers,
-                           pin_memory=runtime.device.type == "cuda", persistent_workers=False)
+    else:  # lazily decoded sets (imagefolder): torch seeds each worker's torch and `random` from the generator
+        parts = DataLoader(dataset, batch_size, sampler=order.tolist(), num_workers=max(1, workers),
+                           pin_memory=runtime.device.type == "cuda", generator=torch.Generator().manual_seed(seed))
     for x, y in parts:
         yield (x.to(runtime.device, non_blocking=True, memory_format=runtime.memory_format),
                y.to(runtime.device, non_blocking=True))
@@ -113,7 +113,7 @@ def on_device(dataset: Dataset | None, device: torch.device) -> Dataset | None:
 
 def loader_workers(threads: int | None) -> int:
     """DataLoader worker processes for a lazily decoded set: the trial's CPU threads, at most the machine's."""
-    return max(0, min(threads or os.cpu_count() or 1, os.cpu_count() or 1))
+    return max(1, min(threads or os.cpu_count() or 1, os.cpu_count() or 1))
 
 
 @dataclass
@@ -131,7 +131,7 @@ class Training:
     mixup: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None
     ema: nn.Module | None  # timm ModelEmaV3
     steps_per_epoch: int
-    workers: int = 0
+    workers: int = 1
     step: int = 0  # updates done so far
 
     def train_epoch(self, dataset: Dataset, epoch: int, progress: bool) -> dict[str, Any]:
@@ -139,7 +139,7 @@ class Training:
         cfg = self.cfg
         self.model.train()
         order = epoch_order(len(dataset), cfg.seed, epoch)
-        parts = batches(dataset, order, cfg.batch_size, self.runtime, self.workers)
+        parts = batches(dataset, order, cfg.batch_size, self.runtime, self.workers, seed_for(cfg.seed, epoch, 1))
         if progress:
             parts = track(parts, total=self.steps_per_epoch, description=f"epoch {epoch}/{cfg.epochs}", transient=True)
         generator = torch.Generator(self.runtime.device).manual_seed(seed_for(cfg.seed, epoch, 1))

@@ -1,0 +1,36 @@
+"""Helpers for the end-to-end sweep tests: run the CLI as a user does and write small specs on digits subsets."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+ROOT = Path(__file__).parents[1]
+# A trial of a second or two: 300 digits, a half-width ResNet-8, no warm-up.
+TINY = {"epochs": 1, "data": {"name": "digits", "train_size": 300}, "optim": {"warmup_epochs": 0},
+        "model": {"kwargs": {"width": 0.5}}}
+
+
+def kwlab_cli(*args: str, cwd: Path = ROOT, env: dict[str, str] | None = None,
+              timeout: int = 600) -> subprocess.CompletedProcess:
+    """Run the installed CLI in a fresh process, as a user would."""
+    return subprocess.run([sys.executable, "-m", "kwlab.cli", *args], cwd=cwd, capture_output=True, text=True,
+                          timeout=timeout, env={**os.environ, **(env or {})})
+
+
+def start_cli(*args: str, cwd: Path = ROOT) -> subprocess.Popen:
+    """Start the CLI in the background in its own process group (so a test can Ctrl-C it like a terminal)."""
+    return subprocess.Popen([sys.executable, "-m", "kwlab.cli", *args], cwd=cwd, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+
+
+def write_spec(folder: Path, name: str, **spec: Any) -> Path:
+    """A spec file `name`.yaml in `folder` on the TINY base (override `base` to change it)."""
+    path = folder / f"{name}.yaml"
+    path.write_text(yaml.safe_dump({"name": name, "base": TINY, "seeds": [0], **spec}, sort_keys=False))
+    return path

@@ -1,0 +1,259 @@
+"""Every documented sweep feature used the way a user uses it: `kwlab sweep` on a spec, through Ray, then
+`kwlab report` where it shows; assertions on what the user sees (store contents, statuses, exit code, printed lines).
+
+Each test names the failure of an earlier version it guards against.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import time
+from pathlib import Path
+
+import pytest
+
+import kwlab.results
+from kwlab import store
+from kwlab.cli import main
+from sweep_helpers import TINY, kwlab_cli, start_cli, write_spec
+
+
+def statuses(folder: Path) -> dict[str, str]:
+    """variant/seed -> status, from the store's trials table."""
+    trials = kwlab.results.load(folder, refresh=True).trials
+    return {f"{row.variant}/{row.seed}": row.status for row in trials.itertuples()}
+
+
+def test_asha_stops_whole_variants_on_any_metric_with_mixed_value_types(tmp_path: Path) -> None:
+    """Before: ASHA-stopped trials were written as failures (exit 1) and retrained on a rerun; `val_loss` printed
+    'n/a'; a grid over `kw.sharing: [none, 2]` crashed the results table with a pyarrow traceback."""
+    spec = write_spec(
+        tmp_path, "asha", base={**TINY, "epochs": 3},
+        parameters={"kw.sharing": {"values": ["none", 2]}, "optim.lr": {"values": [0.3, 0.001]}},
+        cases=[{"name": "static", "set": {"kw": None}}], baseline="static", seeds=[0, 1],
+        metric={"name": "val_loss", "goal": "minimize"},
+        early_terminate={"type": "asha", "grace_period": 1, "reduction_factor": 2}, max_concurrent_trials=1)
+    first = kwlab_cli("sweep", str(spec), "--results", str(tmp_path))
+    assert first.returncode == 0, first.stderr
+    folder = tmp_path / "asha"
+    trials = kwlab.results.load(folder).trials
+    by_variant = trials.groupby("variant")["status"].agg(set)
+    assert set(trials["status"]) == {"finished", "stopped"}  # stopped early is not failed
+    assert all(len(s) == 1 for s in by_variant)  # a variant's seeds are stopped (or go on) together
+    stopped = trials[trials["status"] == "stopped"]
+    assert len(stopped) >= 2 and stopped["error"].isna().all()
+    assert (stopped["epochs_done"] < 3).all() and (stopped["stopped_epoch"] == stopped["epochs_done"]).all()
+    n_stopped = len(stopped)
+    assert f"{n_stopped} stopped early, 0 failed" in first.stdout and "val_loss=" in first.stdout
+    assert "n/a" not in first.stdout
+    # any metric: best follows its direction
+    finished = trials[trials["status"] == "finished"].iloc[0]
+    epochs = kwlab.results.load(folder).epochs
+    losses = epochs.loc[epochs["trial_id"] == finished["trial_id"], "val_loss"]
+    assert finished["best_val_loss"] == losses.min() and finished["final_val_loss"] == losses.iloc[-1]
+    # typed results: the swept values come back as swept, a string and an int in one column
+    sharing = trials.set_index("variant")["kw.sharing"]
+    assert set(sharing[sharing.index.str.startswith("sharing=none")]) == {"none"}
+    assert [type(v) for v in sharing[sharing.index.str.startswith("sharing=2")]] == [int] * 4
+    mtimes = {p: p.stat().st_mtime_ns for p in (folder / store.TRIALS).glob(f"*/{store.METRICS}")}
+    again = kwlab_cli("sweep", str(spec), "--results", str(tmp_path))
+    assert again.returncode == 0 and "0 of 10 fixed trials to run (10 done earlier)" in again.stdout
+    assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes  # not retrained
+    report = kwlab_cli("report", str(folder))
+    assert report.returncode == 0, report.stderr
+    text = (folder / "report" / "report.md").read_text()
+    assert f"{n_stopped} stopped" in text
+
+
+def test_bayes_suggests_variants_trained_at_every_seed(tmp_path: Path) -> None:
+    """Before: `method: bayes` died on its first trial with `KeyError: 'trial'` in the event callback."""
+    spec = write_spec(tmp_path, "search", method="bayes", num_samples=2, sampler_seed=3, seeds=[0, 1],
+                      parameters={"optim.lr": {"distribution": "log_uniform_values", "min": 0.01, "max": 0.2},
+                                  "kw.budget": {"values": [1, 2]}})
+    result = kwlab_cli("sweep", str(spec), "--results", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    assert "Traceback" not in result.stdout + result.stderr
+    trials = kwlab.results.load(tmp_path / "search").trials
+    assert len(trials) == 4 and (trials["status"] == "finished").all()
+    assert sorted(trials.groupby("variant_id")["seed"].agg(sorted).tolist()) == [[0, 1], [0, 1]]
+    assert trials["optim.lr"].between(0.01, 0.2).all() and set(trials["kw.budget"]) <= {1, 2}
+    assert (trials["params_total"] > 0).all()  # priced, like a grid's trials
+    assert result.stdout.count("finished ") == 2 and "seeds 0,1" in result.stdout
+    mtimes = {p: p.stat().st_mtime_ns for p in (tmp_path / "search").glob(f"{store.TRIALS}/*/{store.SUMMARY}")}
+    again = kwlab_cli("sweep", str(spec), "--results", str(tmp_path))  # the seeded search replays, trains nothing
+    assert again.returncode == 0 and len(kwlab.results.load(tmp_path / "search").trials) == 4
+    assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
+
+
+def test_one_runner_per_store_and_ctrl_c_keeps_what_finished(tmp_path: Path) -> None:
+    """Before: two runners on one store trained the same trials at once; Ctrl-C printed '6 trials finished' when 2
+    had."""
+    spec = write_spec(tmp_path, "long", base={**TINY, "epochs": 2}, parameters={"kw.budget": {"values": [1, 2, 3]}},
+                      cases=[{"name": "static", "set": {"kw": None}}], seeds=[0, 1], max_concurrent_trials=1)
+    folder = tmp_path / "long"
+    runner = start_cli("sweep", str(spec), "--results", str(tmp_path))
+    deadline = time.time() + 300
+    while not list(folder.glob(f"{store.TRIALS}/*/{store.SUMMARY}")) and time.time() < deadline:
+        time.sleep(0.2)
+    holder = json.loads((folder / store.LOCK).read_text())
+    assert holder["pid"] == runner.pid and holder["host"]
+    os.kill(runner.pid, signal.SIGSTOP)  # hold the first runner mid-sweep while a second one tries the store
+    try:
+        second = kwlab_cli("sweep", str(spec), "--results", str(tmp_path))
+    finally:
+        os.kill(runner.pid, signal.SIGCONT)
+    assert second.returncode == 1 and second.stderr.count("\n") == 1
+    assert f"pid {runner.pid}" in second.stderr and "another kwlab runner" in second.stderr
+    os.killpg(runner.pid, signal.SIGINT)  # Ctrl-C in the terminal: the whole process group
+    out, err = runner.communicate(timeout=120)
+    assert runner.returncode == 130, err
+    trials = kwlab.results.load(folder).trials
+    done = int((trials["status"] == "finished").sum())
+    assert 1 <= done < 8
+    assert f"{done} of 8 trials finished" in err and "resume with: kwlab sweep" in err
+    assert not (folder / store.LOCK).exists()
+    resumed = kwlab_cli("sweep", str(spec), "--results", str(tmp_path))
+    assert resumed.returncode == 0, resumed.stderr
+    store_after = kwlab.results.load(folder)
+    assert (store_after.trials["status"] == "finished").all()
+    assert store_after.epochs.groupby("trial_id")["epoch"].agg(list).map(lambda e: e == [1, 2]).all()  # no duplicate
+
+
+def test_a_trial_that_cannot_be_placed_is_refused_not_waited_for(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Before: on a cluster without the GPUs a spec asked for, Ray waited forever."""
+    spec = write_spec(tmp_path, "gpu", cases=[{"name": "static", "set": {"kw": None}}])
+    code = main(["sweep", str(spec), "--results", str(tmp_path), "--set", "resources.gpu=1"])
+    err = capsys.readouterr().err
+    assert code == 2 and err.strip() == "kwlab sweep: error: resources: each trial asks for 1 GPU; the cluster has 0"
+    assert not list((tmp_path / "gpu").glob(f"{store.TRIALS}/*/{store.METRICS}"))
+
+
+@pytest.mark.parametrize(("sets", "message"), [
+    (["runtime.device=cuda"], "resources.gpu: the trials ask for runtime.device 'cuda' but resources.gpu is 0"),
+    (["metric.name=val_acc"], "metric.name: 'val_acc' is not recorded every epoch by these trials; use one of "
+                              "train_loss, train_top1, val_loss, val_top1, val_top5"),
+    (["metric.name=test_top1"], "test metrics are measured once, at the end, and never steer a sweep"),
+    (["metric.name=val_loss"], "metric.goal: val_loss is to minimize, not to maximize"),
+    (["model.name=resnet18"], "model.kwargs.width: timm model 'resnet18' takes no argument 'width'; remove it"),
+    (["resources.workers=0"], "resources.workers: expected an integer >= 1, got 0"),
+])
+def test_a_spec_the_trials_cannot_honour_is_one_line_before_launch(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                                    sets: list[str], message: str) -> None:
+    """Before: any metric.name was accepted; a GPU profile gave trials 0 GPUs; the imagenet profile passed
+    `model.kwargs.width` to timm's ResNet, which failed inside every trial."""
+    spec = write_spec(tmp_path, "bad", cases=[{"name": "static", "set": {"kw": None}}])
+    code = main(["sweep", str(spec), "--results", str(tmp_path), *(a for s in sets for a in ("--set", s))])
+    err = capsys.readouterr().err
+    assert code == 2 and err.count("\n") == 1 and message in err and str(spec) in err
+    assert not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("name", ["cifar100", "imagenet"])
+def test_gpu_profiles_ask_for_a_gpu(name: str) -> None:
+    """The shipped GPU profiles give each trial a GPU and build their model (no stray model.kwargs)."""
+    from kwlab.sweep.spec import resolve_spec
+
+    resolved = resolve_spec("sweeps/budget.yaml", name, [])
+    assert resolved.spec.resources.gpu == 1 and resolved.config_overrides["runtime.device"] == "cuda"
+    if name == "imagenet":
+        assert resolved.config_overrides["model.kwargs"] == {}
+
+
+@pytest.mark.slow
+def test_a_gpu_trial_on_a_cluster_with_a_logical_gpu(tmp_path: Path) -> None:
+    """A Ray head started with one (logical) GPU on this CPU machine places a GPU trial, which then fails with
+    kwlab's one-line error, recorded in the store; a trial asking for two GPUs is refused up front."""
+    import shutil
+    import sys
+
+    ray = shutil.which("ray", path=str(Path(sys.executable).parent))
+    import subprocess
+
+    env = {"RAY_AUTH_MODE": "disabled"}  # a loopback-only test cluster needs no token
+    head = subprocess.run([ray, "start", "--head", "--port=6397", "--num-cpus=2", "--num-gpus=1",
+                           "--node-ip-address=127.0.0.1", "--include-dashboard=false"],
+                          capture_output=True, text=True, timeout=180, env={**os.environ, **env})
+    assert head.returncode == 0, head.stderr
+    try:
+        spec = write_spec(tmp_path, "gpu", cases=[{"name": "static", "set": {"kw": None}}])
+        address = ["--address", "127.0.0.1:6397"]
+        gpu = kwlab_cli("sweep", str(spec), "--results", str(tmp_path), *address, "--set", "resources.gpu=1",
+                        "--set", "runtime.device=cuda", env=env)
+        assert gpu.returncode == 1
+        trials = kwlab.results.load(tmp_path / "gpu").trials
+        assert trials["status"].tolist() == ["failed"]
+        assert trials["error"].item() == "KWLabError: runtime.device: 'cuda' was asked for but torch sees no CUDA device"
+        two = kwlab_cli("sweep", str(spec), "--results", str(tmp_path / "two"), *address, "--set", "resources.gpu=2",
+                        "--set", "runtime.device=cuda", env=env)
+        assert two.returncode == 2 and "each trial asks for 2 GPUs; the cluster has 1" in two.stderr
+    finally:
+        subprocess.run([ray, "stop", "--force"], capture_output=True, timeout=120, env={**os.environ, **env})
+
+
+PLUGIN = '''
+"""A user's own attention function, registered the kwlab way."""
+import torch
+from kwlab import register_attention
+
+
+@register_attention("tanh_gate")
+def tanh_gate(logits: torch.Tensor) -> torch.Tensor:
+    return torch.tanh(logits) / logits.shape[-1]
+'''
+
+
+def test_feature_matrix_random_zip_cases_constraints_fixed_profile_set_and_plugins(tmp_path: Path) -> None:
+    """One sweep over the spec keys a study combines: a random search over a registered plugin attention function and
+    zipped cell ratios, cases, a constraint, fixed values, a profile that sets spec keys, --set on the spec and on the
+    config. Before: a plugin's attention function never reached the Ray workers."""
+    (tmp_path / "plugins").mkdir()
+    (tmp_path / "plugins" / "gate.py").write_text(PLUGIN)
+    spec = write_spec(
+        tmp_path, "matrix", imports=["plugins/gate.py"], method="random", num_samples=4, sampler_seed=3,
+        parameters={"kw.attention": {"values": ["caf", "tanh_gate"]}, "kw.cell_in_ratio": {"values": [1, 0.5]},
+                    "kw.cell_out_ratio": {"values": [1, 0.5]}},
+        zip=[["kw.cell_in_ratio", "kw.cell_out_ratio"]],
+        cases=[{"name": "static", "set": {"kw": None}}, {"name": "huge", "set": {"kw.budget": 16}}],
+        baseline="static", constraints=["params < 800_000"],
+        fixed={"optim.label_smoothing": 0.0, "batch_size": 32},
+        profiles={"default": {}, "quick": {"seeds": [3], "max_concurrent_trials": 1, "optim.lr": 0.2}})
+    result = kwlab_cli("sweep", str(spec), "--profile", "quick", "--set", "optim.lr=0.05", "--set",
+                       "failure.max_retries=0", "--results", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    folder = tmp_path / "matrix-quick"  # a profile other than default gets its own results folder
+    trials = kwlab.results.load(folder).trials
+    assert (trials["status"] == "finished").all() and set(trials["seed"]) == {3}
+    assert "huge" not in set(trials["variant"])  # priced above the cap: never trained
+    assert len(trials) == 5 and set(trials["kw.attention"].dropna()) == {"caf", "tanh_gate"}
+    kw_rows = trials[trials["variant"] != "static"]
+    assert (kw_rows["kw.cell_in_ratio"] == kw_rows["kw.cell_out_ratio"]).all()  # zipped: lock-step
+    for trial in store.Store(folder).trials():
+        config = trial.config()
+        assert config["optim"]["label_smoothing"] == 0.0 and config["batch_size"] == 32  # fixed
+        assert config["optim"]["lr"] == 0.05  # --set over the profile over the base
+    attention = {}
+    for row in kw_rows.itertuples():
+        arrays = dict(__import__("numpy").load(store.Store(folder).trial(row.trial_id).file(store.ATTENTION)))
+        attention[(row.variant.split(",attention=")[0], row.variant.split("attention=")[1])] = arrays
+    for ratios in {key[0] for key in attention}:
+        caf, gate = attention[(ratios, "caf")], attention[(ratios, "tanh_gate")]
+        alpha = next(k for k in caf if k.endswith("/alpha"))
+        assert caf[alpha].shape == gate[alpha].shape and not (caf[alpha] == gate[alpha]).all()
+    manifest = json.loads((folder / store.MANIFEST).read_text())
+    assert manifest["profile"] == "quick" and "--set optim.lr=0.05" in manifest["command"]
+    report = kwlab_cli("report", str(folder))
+    assert report.returncode == 0, report.stderr
+    assert "tanh_gate" in (folder / "report" / "report.md").read_text()
+
+
+def test_a_plugin_that_fails_to_import_is_one_line_before_launch(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture) -> None:
+    (tmp_path / "broken.py").write_text("import not_a_module_anywhere\n")
+    spec = write_spec(tmp_path, "plugin", imports=["broken.py"], cases=[{"name": "static", "set": {"kw": None}}])
+    assert main(["sweep", str(spec), "--results", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "imports: cannot import" in err and "broken.py" in err
+    assert "ModuleNotFoundError: No module named 'not_a_module_anywhere'" in err
+    assert not (tmp_path / "plugin").exists()
