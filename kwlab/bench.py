@@ -1,10 +1,13 @@
-"""`kwlab bench`: time and measure a static model against its KernelWarehouse variants, in one process.
+"""`kwlab bench`: time and measure a static model against its KernelWarehouse and dynamic-convolution variants, in
+one process.
 
 Every variant is built once, warmed up, then timed in interleaved rounds (static, 1/4x, 1x, 4x, static, ...) so that
 a shared, noisy machine slows them alike; the table reports medians. Per variant and memory mode: forward and
-forward+backward time, their ratio to the static model, the analytic FLOP limit (static FLOPs plus the assembly's
-2 n K per KW layer and sample, over static FLOPs), the bytes autograd keeps for backward and the peak memory where
-the device reports it. `--memory reference` adds the straightforward reference computation, the "before".
+forward+backward time, their ratio to the static model, the analytic FLOP limit (the method's MACs per image as its
+`Price` counts them: static conv and linear layers + attention + mixing, over the static model's), the bytes autograd
+keeps for backward, the peak memory where the device reports it, and the fast paths the layers take.
+`--memory reference` adds the straightforward reference computation, the "before" (KW: every kernel assembled, one
+grouped convolution; CondConv, DY-Conv, ODConv: one convolution per sample).
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ import json
 import math
 import os
 import platform
+import re
 import statistics
 import time
 from collections import Counter
@@ -39,10 +43,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--size", type=int, default=64, help="input height and width")
     parser.add_argument("--in-chans", type=int, default=3, help="input channels (1 for the 'digits' data)")
     parser.add_argument("--variants", default="static,1/4x,1x,4x",
-                        help="comma list: static and budgets such as 1/4x, 1x, 4x (KWConfig defaults, sharing stage; "
-                             "budgets below 1 use cell ratios 1/2, as the reference's 1/4x)")
+                        help="comma list: static; KW budgets such as 1/4x, 1x, 4x (KWConfig defaults, sharing stage; "
+                             "budgets below 1 use cell ratios 1/2, as the reference's 1/4x); condconvN (N experts), "
+                             "dyconvN (N kernels), odconvNx (N kernels), e.g. condconv8,dyconv4,odconv1x,odconv4x")
     parser.add_argument("--memory", default="fast,lean",
-                        help="comma list of memory modes for KW variants: fast, lean, reference (the plain path)")
+                        help="comma list of memory modes for the KW and dynamic-convolution variants: fast, lean, "
+                             "reference (the plain path)")
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds (medians are reported)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed rounds first")
     parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu or cuda[:N]")
@@ -77,6 +83,15 @@ class Row:
     paths: dict[str, int] = field(default_factory=dict)
 
 
+@dataclass(frozen=True)
+class Variant:
+    """One model to measure: its name in the table, the method and the method's settings."""
+
+    name: str
+    method: str
+    settings: dict[str, Any] | None = None
+
+
 @dataclass
 class Entry:
     """A model under test and its timings."""
@@ -89,8 +104,7 @@ class Entry:
 
 def main(args: argparse.Namespace) -> int:
     """Build, measure and report."""
-    from kwlab import create_model
-    from kwlab.methods.kw.layers import KWLayer
+    from kwlab.methods import build_model, price_model
 
     device = _device(args.device)
     keep_freed_memory()  # as `kwlab train` does: both the static model and the KW variants reuse their buffers
@@ -108,22 +122,23 @@ def main(args: argparse.Namespace) -> int:
     x = torch.randn(args.batch, args.in_chans, args.size, args.size, device=device).to(memory_format=memory_format)
     timm_args = {"in_chans": args.in_chans} if args.in_chans != 3 else {}
 
-    def build(kw: dict[str, Any] | None) -> nn.Module:
-        model = create_model(args.model, kw=kw, **timm_args).to(device).train()
+    def build(variant: Variant) -> nn.Module:
+        model = build_model(args.model, variant.method, variant.settings, **timm_args).to(device).train()
         return model.to(memory_format=memory_format)
 
-    static_model = build(None)
+    static_model = build(Variant("static", "static"))
     static_flops = _forward_flops(static_model, x)
     entries = [Entry(Row("static", "-"), static_model)]  # always measured: every ratio is to it
-    for name, kw in variants:
-        if kw is None:
+    for variant in variants:
+        if variant.method == "static":
             continue
+        price = price_model(args.model, variant.method, variant.settings, (args.in_chans, args.size, args.size),
+                            **timm_args)
         for mode in modes:
-            model = build(kw)
-            for layer in model.modules():
-                if isinstance(layer, KWLayer):
-                    layer.path, layer.memory = ("reference", "fast") if mode == "reference" else ("auto", mode)
-            row = Row(name, mode, flop_limit=1 + _assembly_flops(model, args.batch) / static_flops)
+            model = build(variant)
+            for layer in _path_layers(model):
+                layer.path, layer.memory = ("reference", "fast") if mode == "reference" else ("auto", mode)
+            row = Row(variant.name, mode, flop_limit=price.macs / price.macs_parts["conv"])
             entries.append(Entry(row, model))
 
     autocast = _autocast(device, args.dtype)
@@ -180,26 +195,47 @@ def main(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------------------ building
 
 
-def _parse_variants(text: str) -> list[tuple[str, dict[str, Any] | None]]:
-    """'static,1/4x,1x' -> [(name, kw dict or None)]."""
+# dynamic-convolution tokens: method name, then the count of kernels under this settings key ('condconv8', 'odconv4x')
+DYNAMIC_TOKENS = {"condconv": "experts", "dyconv": "kernels", "odconv": "kernels"}
+
+
+def _parse_variants(text: str) -> list[Variant]:
+    """'static,1/4x,1x,condconv8,dyconv4,odconv1x' -> Variants (KW budgets, dynamic methods with their K)."""
     variants = []
     for token in (t.strip() for t in text.split(",")):
         if not token:
             continue
         if token == "static":
-            variants.append((token, None))
+            variants.append(Variant(token, "static"))
+            continue
+        dynamic = re.fullmatch(r"([a-z]+?)(\d*)(x?)", token)
+        if dynamic and dynamic[1] in DYNAMIC_TOKENS:
+            count = int(dynamic[2]) if dynamic[2] else None
+            if count is not None and count < 1:
+                raise KWLabError(f"--variants: {token!r} needs at least one kernel")
+            settings = {} if count is None else {DYNAMIC_TOKENS[dynamic[1]]: count}
+            variants.append(Variant(token, dynamic[1], settings))
             continue
         try:
             budget = Fraction(token.removesuffix("x"))
         except (ValueError, ZeroDivisionError):
-            raise KWLabError(f"--variants: {token!r} is neither 'static' nor a budget such as 1/4x, 1x, 4x") from None
+            raise KWLabError(f"--variants: {token!r} is neither 'static', a budget such as 1/4x, 1x, 4x, nor a "
+                             "dynamic convolution such as condconv8, dyconv4, odconv1x") from None
         if budget <= 0:
             raise KWLabError(f"--variants: budget {token!r} must be positive")
         kw: dict[str, Any] = {"budget": str(budget)}
         if budget < 1:  # the reference's sub-1x models cut smaller cells
             kw.update(cell_in_ratio=0.5, cell_out_ratio=0.5)
-        variants.append((f"{token.removesuffix('x')}x", kw))
+        variants.append(Variant(f"{token.removesuffix('x')}x", "kw", kw))
     return variants
+
+
+def _path_layers(model: nn.Module) -> list[nn.Module]:
+    """The layers that choose a fast path (KW layers and dynamic convolutions): they have `path` and `path_for`."""
+    from kwlab.methods.dynamic import DynamicConv
+    from kwlab.methods.kw.layers import KWLayer
+
+    return [m for m in model.modules() if isinstance(m, (KWLayer, DynamicConv))]
 
 
 def _device(text: str) -> torch.device:
@@ -286,18 +322,18 @@ def _saved_bytes(model: nn.Module, x: torch.Tensor, autocast) -> int:
 
 
 def _paths(model: nn.Module, x: torch.Tensor, autocast) -> dict[str, int]:
-    """How many KW layers take each path for this input."""
-    from kwlab.methods.kw.layers import KWLayer, KWLinear
+    """How many KW layers and dynamic convolutions take each path for this input."""
+    from kwlab.methods.kw.layers import KWLinear
 
     counts: Counter[str] = Counter()
 
-    def record(layer: KWLayer, inputs: tuple[torch.Tensor, ...]) -> None:
+    def record(layer: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
         (inp,) = inputs
         if isinstance(layer, KWLinear):  # tokens in conv layout, as its forward hands them on
             inp = inp.reshape(inp.shape[0], -1, inp.shape[-1]).transpose(1, 2)
         counts[layer.path_for(inp)] += 1
 
-    handles = [m.register_forward_pre_hook(record) for m in model.modules() if isinstance(m, KWLayer)]
+    handles = [m.register_forward_pre_hook(record) for m in _path_layers(model)]
     try:
         with torch.no_grad(), autocast():
             model(x)
@@ -316,13 +352,6 @@ def _forward_flops(model: nn.Module, x: torch.Tensor) -> float:
         model.eval()(x)
     model.train()
     return float(counter.get_total_flops())
-
-
-def _assembly_flops(model: nn.Module, batch: int) -> float:
-    """2 n K per KW layer and sample: mixing a kernel of K weights from n cells (the FLOP limit's extra term)."""
-    plan = model.kw_plan
-    cells = {w.name: w.cells for w in plan.warehouses}
-    return float(sum(2 * cells[layer.warehouse] * math.prod(layer.spec.weight_shape) for layer in plan.layers) * batch)
 
 
 # ------------------------------------------------------------------------------------------------ reporting
@@ -380,8 +409,9 @@ def _print_table(machine: dict[str, Any], settings: dict[str, Any], rows: list[R
         console.print(f"note: the load average ({load[0]}) exceeds the {machine['cores']} cores: multi-threaded "
                       "kernels wait for descheduled threads, which hurts models made of many small operations "
                       "(the KW paths) far more than the static model; compare with --threads 1", style="yellow")
-    console.print("x static: forward+backward time over the static model's; FLOP lim: (static + 2 n K per KW layer "
-                  "and sample) / static FLOPs; x lim: x static over FLOP lim; step: forward, backward and SGD step; "
-                  "saved: bytes autograd keeps for backward (parameters included, each storage once); paths: KW "
-                  "layers per fast path")
+    console.print("x static: forward+backward time over the static model's; FLOP lim: the variant's MACs per image "
+                  "(static conv and linear layers + attention + mixing: n K per KW layer, K kernels x kernel size "
+                  "per dynamic conv) / the static model's; x lim: x static over FLOP lim; step: forward, backward and "
+                  "SGD step; saved: bytes autograd keeps for backward (parameters included, each storage once); "
+                  "paths: KW layers and dynamic convs per fast path")
 

@@ -1,0 +1,256 @@
+"""ODConv (Li, Zhou & Yao, ICLR 2022, "Omni-Dimensional Dynamic Convolution"; code: OSVAI/ODConv).
+
+Per layer, one attention reads the pooled input: GAP -> Linear C_in -> d without bias, d = max(floor(C_in x r), 16),
+r = 1/16 -> BatchNorm -> ReLU, then four heads with bias whose logits are divided by the temperature T:
+channel (C_in, sigmoid), filter (C_out, sigmoid), spatial (k x k, sigmoid, one map shared by all channels and kernels)
+and kernel (K, softmax). A skipped head is 1: filter for depthwise convs (C_in = C_out = groups, the official test),
+spatial for k = 1, kernel for K = 1. The output is
+
+    y_b = a_f[b] * conv(a_c[b] * x_b, sum_i a_w[b,i] * a_s[b] * W_i)
+
+(the official code's 1x1 convs of the attention are linear layers here: the same parameters on a pooled input).
+Initialisation as the official code: kernels Kaiming normal (fan_out = C_out x k x k, ReLU), attention linears Kaiming
+normal (fan_out), biases 0, BatchNorm 1 / 0. The parameter counts equal the official models' exactly
+(tests/methods/test_odconv.py: ResNet18/50, MobileNetV2 1.0/0.5 at K = 1 and 4).
+
+Computation. The channel attention scales the input and the filter attention the output. The spatial attention
+varies per kernel tap, so the kernels are stored tap-major, `weight` (K, k, k, C_out, C_in/g): viewed as
+(K x k x k, C_out x C_in/g) they are K x k x k one-by-one cells, and a sample's kernel at tap t is the mixture
+sum_i a_w[b,i] a_s[b,t] W_i[t] of them, i.e. a KernelWarehouse layer with m = k x k mixtures (its taps) whose
+attention alpha[b, t, (i, t')] = a_w[b,i] a_s[b,t] [t = t'] is block-diagonal. Paths (`choose_path` picks per
+layer and input shape; measured on ResNet18's shapes):
+- `grouped`: every sample's kernel a_s (sum_i a_w,i W_i) assembled in conv layout, one convolution with groups = B
+  (the official code's computation, without its (B, K, ...) intermediate); the fastest on large feature maps, and
+  the only path for depthwise convs;
+- `mixed` (KW): y = sum_(i,t) W_i[t] (a_w,i a_s,t x shifted to tap t): dense products over the batch, no per-sample
+  kernel; the fastest on small feature maps (deep layers, small images), for ODConv 1x from about 8x8 down;
+- `batched` (KW): per-tap step matrices assembled from the tap cells and applied as batched matmuls (the
+  block-diagonal attention makes the assembly k x k times the work, so it wins only in between and for 1x1 convs);
+- `dense`: k = 1 and K = 1 has no per-sample kernel: one plain conv of a_c x, scaled by a_f.
+`conv_kernels()` gives the conv layout (K, C_out, C_in/g, k, k) of the official code's `weight`.
+
+Layer selection, the official code's: ResNet: every block conv (BasicBlock 3x3s, Bottleneck 1x1/3x3/1x1) is ODConv;
+the stem, the 1x1 shortcut projections and the classifier stay static. MobileNetV2: every conv, depthwise convs and
+the last 1x1 to 1280 included, but the stem; the classifier stays static. Other models: every conv but the stem
+(see `kwlab.methods.dynamic.select_layers`).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import ClassVar, NamedTuple
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import nn
+
+from kwlab.config import Config
+from kwlab.methods.dynamic import (DynamicConv, DynamicMethod, MemoryMode, Pair, TemperatureSettings,
+                                   TemperedAttention, choose_path, compute_dtype, grouped_conv, hidden_width,
+                                   init_attention, per_sample_conv, resnet_projection)
+from kwlab.methods.kw.attention import BatchNorm1dAnyBatch
+from kwlab.methods.kw.fastpath import Geometry, kw_conv
+from kwlab.methods.protocol import MeanRecorder, register_method
+
+
+class ODConvSettings(Config):
+    """The `odconv:` section: K kernels ("1x", "4x"), the attention's reduction r and minimum width, T's schedule."""
+
+    section: ClassVar[str] = "odconv"
+
+    kernels: int = Field(1, ge=1)  # K
+    reduction: float = Field(0.0625, gt=0, le=1)  # r: attention width d = max(floor(C_in x r), min_hidden)
+    min_hidden: int = Field(16, ge=1)
+    temperature: TemperatureSettings = Field(default_factory=TemperatureSettings)
+    memory: MemoryMode = "fast"  # fast | lean: whether the KW paths' backward may keep per-sample kernels
+
+
+class AttentionHead(nn.Module):
+    """One head: Linear(d, width) with bias, logits / T, then sigmoid or softmax; its output is what the recorder
+    averages."""
+
+    def __init__(self, hidden: int, width: int, function: str) -> None:
+        super().__init__()
+        self.fc = nn.Linear(hidden, width)
+        self.function = function
+
+    def forward(self, hidden: torch.Tensor, temperature: torch.Tensor) -> torch.Tensor:
+        """(B, d) -> attention (B, width)."""
+        logits = self.fc(hidden) / temperature.to(hidden.dtype)
+        return torch.softmax(logits, dim=-1) if self.function == "softmax" else torch.sigmoid(logits)
+
+
+class Attentions(NamedTuple):
+    """One layer's four attentions; a skipped one is None (it is 1)."""
+
+    channel: torch.Tensor  # (B, C_in)
+    filter: torch.Tensor | None  # (B, C_out)
+    spatial: torch.Tensor | None  # (B, k*k)
+    kernel: torch.Tensor | None  # (B, K)
+
+
+class ODConvAttention(TemperedAttention):
+    """GAP'd input -> Linear (no bias) -> BatchNorm -> ReLU -> the channel, filter, spatial and kernel heads."""
+
+    def __init__(self, in_channels: int, out_channels: int, taps: int, kernels: int, hidden: int, depthwise: bool,
+                 temperature: float = 1.0) -> None:
+        super().__init__(temperature)
+        self.fc = nn.Linear(in_channels, hidden, bias=False)
+        # NOTE: the official BatchNorm2d raises on a training batch of one; this one uses its running statistics
+        self.norm = BatchNorm1dAnyBatch(hidden)
+        self.channel = AttentionHead(hidden, in_channels, "sigmoid")
+        self.filter = None if depthwise else AttentionHead(hidden, out_channels, "sigmoid")
+        self.spatial = None if taps == 1 else AttentionHead(hidden, taps, "sigmoid")
+        self.kernel = None if kernels == 1 else AttentionHead(hidden, kernels, "softmax")
+        init_attention(self)
+
+    def forward(self, pooled: torch.Tensor) -> Attentions:
+        """(B, C_in) -> the four attentions."""
+        hidden = F.relu(self.norm(self.fc(pooled)))
+        t = self.temperature
+        return Attentions(self.channel(hidden, t), None if self.filter is None else self.filter(hidden, t),
+                          None if self.spatial is None else self.spatial(hidden, t),
+                          None if self.kernel is None else self.kernel(hidden, t))
+
+
+class ODConv2d(DynamicConv):
+    """An ODConv layer with nn.Conv2d's constructor contract plus K, r, the minimum width and the initial T.
+
+    `weight` is tap-major, (K, k, k, C_out, C_in/g) (see the module doc); `bias`, where the replaced conv had one, is
+    a plain (C_out) bias added after the filter attention (NOTE: the official layer has none).
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: Pair, stride: Pair = 1,
+                 padding: Pair | str = 0, dilation: Pair = 1, groups: int = 1, bias: bool = False, *,
+                 kernels: int = 1, reduction: float = 0.0625, min_hidden: int = 16, temperature: float = 1.0,
+                 memory: MemoryMode = "fast") -> None:
+        super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, kernels=kernels,
+                         memory=memory)
+        self.taps = math.prod(self.kernel_size)
+        depthwise = in_channels == groups and in_channels == out_channels
+        self.attention = ODConvAttention(in_channels, out_channels, self.taps, kernels,
+                                         hidden_width(in_channels, reduction, min_hidden), depthwise, temperature)
+        self.weight = nn.Parameter(torch.empty(kernels, *self.kernel_size, out_channels, in_channels // groups))
+        self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
+        self.reset_kernels()
+        # one-by-one cells (C_out, C_in/g): the KW geometry of m = k*k mixtures over n = K*k*k cells
+        self.geometry = Geometry(in_channels, out_channels, groups, self.kernel_size, self.stride, self.dilation,
+                                 self.pads, (out_channels, in_channels // groups, 1, 1))
+
+    def conv_kernels(self) -> torch.Tensor:
+        """The K kernels in conv layout (K, C_out, C_in/g, k, k) (a view)."""
+        return self.weight.permute(0, 3, 4, 1, 2)
+
+    def choose(self, positions: int, batch: int, itemsize: int) -> str:
+        if self.kernels == 1 and self.taps == 1:
+            return "dense"
+        spatial = self.taps > 1  # tap cells; the grouped kernels are scaled per tap and transposed (one more pass)
+        return choose_path(self.geometry, positions, self.kernels, batch, itemsize, tap_cells=spatial,
+                           kernel_passes=2 if spatial else 1)
+
+    def path_for(self, x: torch.Tensor) -> str:
+        """The path for input x; 'dense' whenever k = 1 and K = 1 (nothing is per-sample but the scalings)."""
+        if self.path in ("auto", "dense") and self.kernels == 1 and self.taps == 1:
+            return "dense"
+        return super().path_for(x)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """y = a_f * conv(a_c * x, sum_i a_w,i a_s W_i) (+ bias), along the path for this shape."""
+        attentions = self.attention(self.pool(x))
+        return self.convolve(x, attentions, self.path_for(x))
+
+    def convolve(self, x: torch.Tensor, att: Attentions, path: str) -> torch.Tensor:
+        """The convolution given the attentions, along `path`."""
+        dtype = compute_dtype(x)
+        x = x.to(dtype)
+        if path == "reference":
+            return self.reference(x, att)
+        x = x * att.channel.to(dtype)[:, :, None, None]  # the channel attention scales the input
+        if path == "dense":
+            out = F.conv2d(x, self.weight.to(dtype).view(*self.weight_shape), None, self.stride, self.padding,
+                           self.dilation, self.groups)
+        elif path == "grouped":
+            out = grouped_conv(x, self.sample_kernels(att, dtype), self.geometry)
+        else:  # batched and mixed cast the cells a block at a time
+            cells = self.weight.view(self.kernels * self.taps, -1)  # (K*k*k, C_out*C_in/g)
+            out = kw_conv(x, self.tap_mixture(att).to(dtype), cells, self.geometry, path, self.memory)
+        if att.filter is not None:  # the filter attention scales the output
+            out = out * att.filter.to(dtype)[:, :, None, None]
+        return out if self.bias is None else out + self.bias.to(dtype)[:, None, None]
+
+    def sample_kernels(self, att: Attentions, dtype: torch.dtype) -> torch.Tensor:
+        """Every sample's kernel a_s (sum_i a_w,i W_i) in conv layout, (B, C_out, C_in/g, k, k)."""
+        batch = att.channel.shape[0]
+        cells = self.weight.view(self.kernels, -1).to(dtype)  # (K, k*k*C_out*C_in/g)
+        mixed = att.kernel.to(dtype) @ cells if att.kernel is not None else cells.expand(batch, -1)
+        mixed = mixed.view(batch, self.taps, -1)  # (B, k*k, C_out*C_in/g)
+        if att.spatial is not None:
+            mixed = mixed * att.spatial.to(dtype)[:, :, None]
+        # (B, k*k, C_out*C_in/g) -> (B, C_out*C_in/g, k*k): conv layout, taps last (one copy)
+        return mixed.transpose(1, 2).reshape(batch, *self.weight_shape)
+
+    def tap_mixture(self, att: Attentions) -> torch.Tensor:
+        """alpha (B, m = k*k, n = K*k*k) over the tap cells: alpha[b, t, i*k*k + t'] = a_w[b,i] a_s[b,t] [t = t']."""
+        if att.spatial is None:  # k = 1: the cells are the whole kernels, alpha = a_w (1 when K = 1)
+            return att.kernel[:, None, :] if att.kernel is not None else att.channel.new_ones(len(att.channel), 1, 1)
+        diagonal = torch.diag_embed(att.spatial)  # (B, t, t')
+        if att.kernel is None:
+            return diagonal
+        batch = diagonal.shape[0]
+        return (att.kernel[:, None, :, None] * diagonal[:, :, None, :]).reshape(batch, self.taps, -1)
+
+    def reference(self, x: torch.Tensor, att: Attentions) -> torch.Tensor:
+        """The formula, one sample at a time: the ground truth of the tests."""
+        batch, dtype = x.shape[0], x.dtype
+        kernels = self.conv_kernels().to(dtype)  # (K, C_out, C_in/g, k, k)
+        a_w = att.kernel if att.kernel is not None else x.new_ones(batch, 1)
+        a_s = att.spatial if att.spatial is not None else x.new_ones(batch, self.taps)
+        mixed = (a_w.to(dtype)[:, :, None, None, None, None] * kernels[None]).sum(1)  # (B, C_out, C_in/g, k, k)
+        mixed = mixed * a_s.to(dtype).view(batch, 1, 1, *self.kernel_size)
+        out = per_sample_conv(x * att.channel.to(dtype)[:, :, None, None], mixed, None, self.stride, self.padding,
+                              self.dilation, self.groups)
+        if att.filter is not None:
+            out = out * att.filter.to(dtype)[:, :, None, None]
+        return out if self.bias is None else out + self.bias.to(dtype)[:, None, None]
+
+
+@register_method("odconv")
+class ODConv(DynamicMethod):
+    """ODConv: four attentions over the kernel space; settings: the `odconv:` section."""
+
+    settings = ODConvSettings
+
+    def keep_static(self, name: str, family: str | None) -> bool:
+        """The official ResNets keep the 1x1 shortcut projections static."""
+        return resnet_projection(name, family)
+
+    def make_layer(self, conv: nn.Conv2d, settings: ODConvSettings, device: torch.device | str | None = None
+                   ) -> DynamicConv:
+        """An ODConv2d with `conv`'s shape; T starts at the schedule's start.
+
+        NOTE: a fresh layer's T is `temperature.start` (the official training sets it before the first step).
+        """
+        return ODConv2d.from_conv(conv, device, kernels=settings.kernels, reduction=settings.reduction,
+                                  min_hidden=settings.min_hidden, temperature=settings.temperature.start,
+                                  memory=settings.memory)
+
+    def recorder(self, model: nn.Module) -> MeanRecorder:
+        """Mean attention per layer: group 'kernel' (K > 1; rows = layers, columns = the K kernels) and, per kernel
+        size, group 'spatial_kxk' (rows = layers, columns = the taps). With K = 1 the kernel attention is 1 and the
+        spatial map is the attention with one width across layers; the channel and filter attentions have a width
+        per layer (C_in, C_out) and do not form one layers x columns table."""
+        groups: dict[str, list[tuple[str, nn.Module]]] = {}
+        for name, layer in model.named_modules():
+            if not isinstance(layer, ODConv2d):
+                continue
+            if layer.attention.kernel is not None:
+                groups.setdefault("kernel", []).append((name, layer.attention.kernel))
+            if layer.attention.spatial is not None:
+                size = "x".join(map(str, layer.kernel_size))
+                groups.setdefault(f"spatial_{size}", []).append((f"{name}.attention.spatial", layer.attention.spatial))
+        return MeanRecorder(groups)
+
+    def describe(self, settings: ODConvSettings | None) -> str:
+        """'ODConv 4x'."""
+        return f"ODConv {self.resolve(settings).kernels}x"

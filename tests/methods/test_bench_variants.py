@@ -1,0 +1,54 @@
+"""`kwlab bench` with the dynamic-convolution variants next to static and KW: the variant tokens, the FLOP limit from
+each method's Price and the paths the layers take."""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+import pytest
+
+from kwlab import bench
+from kwlab.errors import KWLabError
+from kwlab.methods import price_model
+
+
+def test_parse_variants() -> None:
+    variants = bench._parse_variants("static,1x,1/4x,condconv8,dyconv4,odconv1x,odconv4x,dyconv")
+    assert [(v.name, v.method, v.settings) for v in variants] == [
+        ("static", "static", None), ("1x", "kw", {"budget": "1"}),
+        ("1/4x", "kw", {"budget": "1/4", "cell_in_ratio": 0.5, "cell_out_ratio": 0.5}),
+        ("condconv8", "condconv", {"experts": 8}), ("dyconv4", "dyconv", {"kernels": 4}),
+        ("odconv1x", "odconv", {"kernels": 1}), ("odconv4x", "odconv", {"kernels": 4}), ("dyconv", "dyconv", {}),
+    ]
+    for bad in ("odconv0x", "fastconv4"):
+        with pytest.raises(KWLabError, match="--variants"):
+            bench._parse_variants(bad)
+
+
+def test_bench_json_with_every_method(capsys: pytest.CaptureFixture[str]) -> None:
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    variants = ["1x", "condconv8", "dyconv4", "odconv1x", "odconv4x"]
+    args = parser.parse_args([
+        "--model", "cifar_resnet8", "--size", "8", "--batch", "2", "--variants", ",".join(["static", *variants]),
+        "--memory", "fast,reference", "--repeats", "1", "--warmup", "0", "--device", "cpu", "--json",
+    ])
+    assert bench.main(args) == 0
+    report = json.loads(capsys.readouterr().out)
+    rows = {(r["variant"], r["memory"]): r for r in report["results"]}
+    assert set(rows) == {("static", "-")} | {(v, m) for v in variants for m in ("fast", "reference")}
+    layers = {"1x": 8, "condconv8": 8, "dyconv4": 8, "odconv1x": 6, "odconv4x": 6}  # ODConv: projections static
+    settings = {"condconv8": ("condconv", {"experts": 8}), "dyconv4": ("dyconv", {"kernels": 4}),
+                "odconv1x": ("odconv", {"kernels": 1}), "odconv4x": ("odconv", {"kernels": 4})}
+    for (variant, memory), row in rows.items():
+        assert row["fwd_ms"] > 0 and row["fwd_bwd_ms"] > 0 and row["params"] > 0
+        if variant == "static":
+            continue
+        assert sum(row["paths"].values()) == layers[variant]
+        assert ("reference" in row["paths"]) == (memory == "reference")
+        if variant in settings:
+            price = price_model("cifar_resnet8", *settings[variant], (3, 8, 8))
+            assert row["flop_limit"] == pytest.approx(price.macs / price.macs_parts["conv"])
+            assert row["params"] == price.params
+    assert rows[("odconv4x", "fast")]["flop_limit"] > rows[("odconv1x", "fast")]["flop_limit"] > 1

@@ -1,0 +1,150 @@
+"""Every fast path of the dynamic convolutions (kwlab.methods.dynamic, CondConv, DY-Conv, ODConv) against the plain
+per-sample reference path: outputs and the gradients of the input, the kernels, the biases and every attention
+parameter, in float64, in both memory modes and both memory formats; and the path choice."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pytest
+import torch
+
+from kwlab.methods.condconv import CondConv2d
+from kwlab.methods.dynamic import PATH_COSTS, DynamicConv, choose_path
+from kwlab.methods.dyconv import DyConv2d
+from kwlab.methods.kw.fastpath import Geometry
+from kwlab.methods.odconv import ODConv2d
+
+
+@dataclass(frozen=True)
+class Case:
+    """A conv geometry and the input it runs on."""
+
+    in_channels: int
+    out_channels: int
+    input: tuple[int, int, int, int]
+    kernel: int | tuple[int, int] = 3
+    stride: int | tuple[int, int] = 1
+    padding: int | str | tuple[int, int] = 0
+    dilation: int | tuple[int, int] = 1
+    groups: int = 1
+
+    def args(self) -> tuple:
+        return (self.in_channels, self.out_channels, self.kernel, self.stride, self.padding, self.dilation,
+                self.groups)
+
+
+CASES = {
+    "3x3": Case(6, 5, (3, 6, 7, 6), padding=1),
+    "3x3-stride": Case(6, 5, (3, 6, 9, 8), stride=2, padding=1),
+    "rect-dilated": Case(6, 5, (3, 6, 9, 8), kernel=(3, 2), stride=(2, 1), padding=(1, 0), dilation=(1, 2)),
+    "same-even": Case(4, 6, (2, 4, 6, 5), kernel=4, padding="same"),
+    "1x1": Case(6, 5, (3, 6, 4, 5), kernel=1),
+    "1x1-stride": Case(6, 5, (3, 6, 5, 5), kernel=1, stride=2),
+    "grouped": Case(6, 4, (3, 6, 5, 5), padding=1, groups=2),
+    "depthwise": Case(6, 6, (3, 6, 6, 6), stride=2, padding=1, groups=6),
+    "depthwise-1x1": Case(6, 6, (3, 6, 4, 4), kernel=1, groups=6),
+}
+
+
+def make(kind: str, case: Case, bias: bool) -> DynamicConv:
+    """A float64 layer of `kind` with sample-dependent attention (T = 1, biases and BN shifted off zero)."""
+    if kind == "condconv":
+        layer = CondConv2d(*case.args(), bias=bias, experts=3)
+    elif kind == "dyconv":
+        layer = DyConv2d(*case.args(), bias=bias, kernels=3)
+    else:
+        layer = ODConv2d(*case.args(), bias=bias, kernels=int(kind.removeprefix("odconv")))
+    with torch.no_grad():
+        for name, param in layer.named_parameters():
+            if name.endswith("bias") or "norm" in name:
+                param.normal_(0.0, 0.5)
+    return layer.double()
+
+
+def paths_of(layer: DynamicConv) -> list[str]:
+    if layer.groups > 1:
+        paths = ["grouped"]
+    else:
+        paths = ["grouped", "batched", "mixed"]
+    if isinstance(layer, ODConv2d) and layer.kernels == 1 and layer.taps == 1:
+        paths.append("dense")
+    return paths
+
+
+def run(layer: DynamicConv, x: torch.Tensor, path: str) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Output and gradients of a fixed random projection of it (input and every parameter)."""
+    layer.path = path
+    layer.zero_grad(set_to_none=True)
+    x = x.detach().clone().requires_grad_()
+    out = layer(x)
+    weights = torch.linspace(-1, 1, out.numel(), dtype=out.dtype).view(out.shape)
+    (out * weights).sum().backward()
+    grads = {"input": x.grad, **{name: p.grad for name, p in layer.named_parameters()}}
+    return out.detach(), grads
+
+
+@pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths")
+@pytest.mark.parametrize("kind", ["condconv", "dyconv", "odconv1", "odconv3"])
+@pytest.mark.parametrize("case", list(CASES))
+def test_every_path_matches_the_per_sample_reference(kind: str, case: str, generator: torch.Generator) -> None:
+    geometry = CASES[case]
+    layer = make(kind, geometry, bias=case in ("3x3", "1x1", "grouped"))
+    x = torch.randn(geometry.input, generator=generator, dtype=torch.float64)
+    expected, expected_grads = run(layer, x, "reference")
+    for path in paths_of(layer):
+        out, grads = run(layer, x, path)
+        torch.testing.assert_close(out, expected, msg=f"{path}: output")
+        for name, grad in expected_grads.items():
+            assert grads[name] is not None, f"{path}: no gradient for {name}"
+            torch.testing.assert_close(grads[name], grad, msg=f"{path}: gradient of {name}")
+
+
+@pytest.mark.parametrize("kind", ["dyconv", "odconv3"])
+def test_lean_memory_and_channels_last_match(kind: str, generator: torch.Generator) -> None:
+    geometry = CASES["3x3-stride"]
+    layer = make(kind, geometry, bias=False)
+    x = torch.randn(geometry.input, generator=generator, dtype=torch.float64)
+    expected, expected_grads = run(layer, x, "reference")
+    layer.memory = "lean"
+    last = x.to(memory_format=torch.channels_last)
+    for path in ("grouped", "batched", "mixed"):
+        out, grads = run(layer, last, path)
+        torch.testing.assert_close(out, expected, msg=path)
+        for name, grad in expected_grads.items():
+            torch.testing.assert_close(grads[name], grad, msg=f"{path}: gradient of {name}")
+
+
+def test_auto_path_follows_the_shape() -> None:
+    """Large feature maps take the per-sample grouped convolution, 1x1 feature maps the mixed products, and grouped
+    convs always the grouped one."""
+    layer = DyConv2d(64, 64, 3, padding=1, kernels=4)
+    assert layer.path_for(torch.zeros(16, 64, 32, 32, device="meta")) == "grouped"
+    geometry = Geometry(512, 512, 1, (3, 3), (1, 1), (1, 1), ((1, 1), (1, 1)), (512, 512, 3, 3))
+    assert choose_path(geometry, 1, 4, batch=16) == "mixed"
+    depthwise = Geometry(64, 64, 64, (3, 3), (1, 1), (1, 1), ((1, 1), (1, 1)), (64, 1, 3, 3))
+    assert choose_path(depthwise, 1, 4) == "grouped"
+    assert PATH_COSTS.cache_bytes > 0
+    pointwise = ODConv2d(8, 8, 1, kernels=1)
+    assert pointwise.path_for(torch.zeros(2, 8, 4, 4)) == "dense"
+
+
+def test_unknown_path_is_an_error() -> None:
+    layer = CondConv2d(4, 4, 3, experts=2)
+    layer.path = "fastest"
+    with pytest.raises(ValueError, match="fastest"):
+        layer(torch.zeros(1, 4, 5, 5))
+
+
+def test_autocast_runs_in_bfloat16() -> None:
+    """Under CPU autocast the convolution runs in bfloat16 and stays close to the float32 result."""
+    torch.manual_seed(0)
+    for layer in (DyConv2d(8, 8, 3, padding=1, kernels=4), ODConv2d(8, 8, 3, padding=1, kernels=4)):
+        x = torch.randn(2, 8, 6, 6)
+        expected = layer(x)
+        for path in ("grouped", "batched", "mixed"):
+            layer.path = path
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                out = layer(x)
+            assert out.dtype == torch.bfloat16
+            assert (out.float() - expected).abs().max() < 0.05 * expected.abs().max() + 1e-3
