@@ -57,6 +57,14 @@ BAD = {
     "min-hidden-zero": ({"min_hidden": 0}, ["kw.min_hidden"]),
     "spatial-partition-string": ({"spatial_partition": "yes"}, ["kw.spatial_partition", "'yes'"]),
     "negative-basis-ratio": ({"nonlocal_basis_ratio": -0.5}, ["kw.nonlocal_basis_ratio"]),
+    "warehouse-budget": ({"warehouses": {"stage6.*": {"budget": 0}}}, ["kw.warehouses.stage6.*.budget", "positive"]),
+    "warehouse-unknown-key": ({"warehouses": {"stage6.*": {"cells": 4}}}, ["kw.warehouses.stage6.*.cells",
+                                                                          "unknown key", "cell_in_ratio"]),
+    "warehouse-ratio": ({"warehouses": {"x": {"cell_in_ratio": 2}}}, ["kw.warehouses.x.cell_in_ratio", "(0, 1]"]),
+    "warehouses-not-a-mapping": ({"warehouses": ["stage6"]}, ["kw.warehouses", "mapping"]),
+    "static-layers-number": ({"static_layers": [3]}, ["kw.static_layers", "patterns", "[3]"]),
+    "kw-layers-empty": ({"kw_layers": [""]}, ["kw.kw_layers", "patterns"]),
+    "layer-both-ways": ({"static_layers": ["fc"], "kw_layers": ["fc"]}, ["static_layers", "kw_layers", "'fc'"]),
 }
 
 
@@ -100,3 +108,12 @@ def test_from_dict_passes_a_config_through():
 def test_config_is_frozen():
     with pytest.raises(ValidationError, match="frozen"):
         KWConfig().budget = 2  # type: ignore[misc]
+
+
+def test_per_warehouse_settings_and_layer_selections_parse():
+    """YAML gives lists (tuples here) and fractions; unset per-warehouse fields keep the model-wide values."""
+    kw = KWConfig.from_dict({"warehouses": {"classifier": {"budget": "1/2", "cell_in_ratio": 0.025}},
+                             "static_layers": "blocks.1.*.conv_pw", "kw_layers": ["classifier"]})
+    assert kw.warehouses["classifier"].overrides() == {"budget": 0.5, "cell_in_ratio": 0.025}
+    assert (kw.static_layers, kw.kw_layers) == (("blocks.1.*.conv_pw",), ("classifier",))
+    assert KWConfig.from_dict(kw.to_dict()) == kw

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import itertools
+from pathlib import Path
 
 import pytest
 import timm
@@ -241,3 +242,49 @@ def test_whole_kernel_plan_has_spatial_cells():
 def test_model_without_replaceable_layers_is_rejected(layers):
     with pytest.raises(KWLabError, match="no convolution or linear layer"):
         kwlab.plan(nn.Sequential(*layers))
+
+
+# ---- per-warehouse settings and layer selections ----
+
+def test_warehouse_settings_apply_to_matching_warehouses_in_order():
+    kw = {"warehouses": {"stage*": {"budget": 2}, "stage3.*": {"budget": 4, "reduction": 0.125}}}
+    result = kwlab.plan("resnet18", kw)
+    base = kwlab.plan("resnet18", {})
+    assert [w.cells for w in result.warehouses] == [2 * w.cells for w in base.warehouses[:3]] + [4 * 27]
+    assert result.layer("layer4.1.conv2").hidden == 64  # 512 x 0.125
+    assert result.layer("layer3.1.conv2").hidden == 16
+
+
+def test_warehouse_pattern_matching_nothing_is_an_error():
+    with pytest.raises(KWLabError, match=r"kw.warehouses: 'stage9\.\*' matches no warehouse.*stage0.dense"):
+        kwlab.plan("resnet18", {"warehouses": {"stage9.*": {"budget": 2}}})
+
+
+def test_static_layers_and_kw_layers_select_layers_by_name():
+    result = kwlab.plan("resnet18", {"static_layers": ["layer1.*"], "kw_layers": ["fc"]})
+    assert {"conv1", "layer1.0.conv1", "layer1.1.conv2"} <= set(result.static_layers)
+    assert "fc" not in result.static_layers
+    fc = result.layer("fc")
+    assert fc.warehouse == "fc" and result.warehouses[-1].layers == ("fc",)  # a warehouse of its own
+    assert result.warehouses[0].layers == ("layer2.0.conv1", "layer2.0.downsample.0")
+
+
+@pytest.mark.parametrize("key", ["static_layers", "kw_layers"])
+def test_layer_pattern_matching_nothing_is_an_error(key):
+    with pytest.raises(KWLabError, match=f"kw.{key}: 'layer9.*' matches no convolution or linear layer"):
+        kwlab.plan("resnet18", {key: ["layer9.*"]})
+
+
+def test_mobilenetv2_half_budget_builds_like_its_plan():
+    """Static pointwise convs, per-warehouse cells and reduction and a KW classifier in a real model."""
+    import torch
+
+    from kwlab.config import load_yaml
+    from kwlab.methods.kw.layers import KWLinear
+
+    kw = load_yaml(Path(__file__).resolve().parents[1] / "configs/reference/kw1d2x_mobilenetv2_050.yaml")["kw"]
+    model = kwlab.create_model("mobilenetv2_050", kw=kw, num_classes=10)
+    assert _real_params(model) == kwlab.plan("mobilenetv2_050", kw, num_classes=10).params
+    assert isinstance(model.classifier, KWLinear) and model.classifier.attention.fc1.out_features == 40
+    assert type(model.blocks[1][0].conv_pw) is torch.nn.Conv2d
+    assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)

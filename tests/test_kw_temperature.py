@@ -93,3 +93,43 @@ def test_set_temperature_on_a_converted_model():
     model = kwlab.create_model("resnet18", kw={"budget": 1})
     assert set_temperature(model, 0.25) == len(model.kw_plan.layers) == 19
     assert set(taus(model)) == {0.25}
+
+
+def reference_temperature(iteration: int, epoch: int, iter_per_epoch: int, temp_epoch: int,
+                          temp_init_value: float = 1.0, temp_end: float = 0.0) -> float:
+    """tau of the reference implementation, written from its definition (OSVAI/KernelWarehouse engine.py,
+    get_temperature): total = iter_per_epoch x temp_epoch, current = iter_per_epoch x epoch + iteration,
+    tau = temp_end + max(0, (temp_init_value - temp_end) x (total - current) / max(1, total)). train_one_epoch
+    calls it before each forward with iteration = data_iter_step + 1 (data_iter_step counts from 0 in the epoch),
+    the 0-based epoch and iter_per_epoch = len(data_loader); main.py's defaults are temp_init_value 1, temp_end 0."""
+    total = iter_per_epoch * temp_epoch
+    current = iter_per_epoch * epoch + iteration
+    return temp_end + max(0.0, (temp_init_value - temp_end) * ((total - current) / max(1.0, total)))
+
+
+@pytest.mark.parametrize("steps_per_epoch,temp_epochs,start", [(7, 3, 1.0), (5, 2, 0.6), (4, 0, 1.0), (1, 1, 1.0)])
+def test_schedule_equals_the_reference_temperature(steps_per_epoch, temp_epochs, start):
+    """The recipe steps the method's schedule with the update counted from 1 (t = 1 before the first update): tau(t)
+    = start x max(0, (T - t) / T) with T = temperature.epochs x steps per epoch, the reference's value at the same
+    update (and 0 throughout when T = 0)."""
+    from kwlab.methods import METHODS
+    from kwlab.train.config import TrainConfig
+
+    cfg = TrainConfig.from_dict({"temperature": {"epochs": temp_epochs, "start": start}})
+    epochs = temp_epochs + 2
+    schedule = METHODS.get("kw").schedule(cfg, steps_per_epoch, epochs * steps_per_epoch)
+    for epoch in range(epochs):
+        for data_iter_step in range(steps_per_epoch):
+            t = epoch * steps_per_epoch + data_iter_step + 1  # the recipe's global update count
+            expected = reference_temperature(data_iter_step + 1, epoch, steps_per_epoch, temp_epochs, start)
+            assert schedule.value(t) == pytest.approx(expected, abs=1e-12), (epoch, data_iter_step)
+
+
+def test_fresh_model_starts_at_tau_one_and_the_first_update_matches_the_reference():
+    """NOTE (documented departure): a fresh kwlab model holds tau = 1, so a forward before the first update is the
+    static-equivalent model; the reference's attention starts at temp_value = 0 until the first training step sets
+    it. From the first update on both follow the schedule: tau(1) = (T - 1) / T."""
+    model = kwlab.create_model("cifar_resnet8", kw={"budget": 1})
+    assert set(taus(model)) == {1.0}
+    schedule = TemperatureSchedule(steps=20)
+    assert schedule(model, 1) == reference_temperature(1, 0, 10, 2) == pytest.approx(19 / 20)

@@ -127,8 +127,58 @@ def test_pretrained_is_refused(name: str) -> None:
 @pytest.mark.parametrize("name", MODELS)
 def test_unsupported_options_warn(name: str) -> None:
     """timm options these nets cannot honour are accepted with a warning, not silently."""
-    with pytest.warns(UserWarning, match="drop_path_rate"):
-        timm.create_model(name, drop_path_rate=0.1)
+    with pytest.warns(UserWarning, match="drop_block_rate"):
+        timm.create_model(name, drop_block_rate=0.1)
+
+
+def _drop_paths(model: nn.Module) -> list[float]:
+    """The stochastic-depth probability of every block that has a residual branch to drop (0 where none)."""
+    blocks = [m for m in model.modules() if hasattr(m, "drop_path")]
+    return [getattr(b.drop_path, "drop_prob", 0.0) for b in blocks]
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_drop_path_rate_is_accepted_without_warning(name: str) -> None:
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        model = timm.create_model(name, drop_path_rate=0.2)
+    has_skip = any(getattr(m, "has_skip", True) for m in model.modules() if hasattr(m, "drop_path"))
+    assert (max(_drop_paths(model)) > 0) == has_skip  # the tiny MobileNetV2 has no block with a skip
+    assert max(_drop_paths(timm.create_model(name))) == 0
+
+
+def test_drop_path_rates_rise_linearly_like_timm() -> None:
+    """ResNet: rate x i / (N - 1) over all N blocks (timm's resnet); MobileNetV2: rate x i / N, only on blocks with a
+    skip (timm's EfficientNet builder)."""
+    resnet = timm.create_model("cifar_resnet20", drop_path_rate=0.4)  # 9 blocks
+    assert _drop_paths(resnet) == pytest.approx([0.4 * i / 8 for i in range(9)])
+    mobilenet = timm.create_model("cifar_mobilenetv2", drop_path_rate=0.32)  # 17 blocks
+    blocks = [b for group in mobilenet.blocks for b in group]
+    expected = [0.32 * i / 17 if b.has_skip else 0.0 for i, b in enumerate(blocks)]
+    assert _drop_paths(mobilenet) == pytest.approx(expected)
+
+
+@pytest.mark.parametrize("name", ["cifar_resnet8", "cifar_mobilenetv2"])
+def test_drop_path_is_identity_in_eval_and_drops_in_training(name: str) -> None:
+    torch.manual_seed(0)
+    plain = timm.create_model(name, num_classes=5)
+    dropping = timm.create_model(name, num_classes=5, drop_path_rate=0.9)
+    dropping.load_state_dict(plain.state_dict())  # DropPath has no parameters: same weights
+    x = torch.randn(4, 3, 16, 16)
+    plain.eval(), dropping.eval()
+    with torch.no_grad():
+        assert torch.equal(plain(x), dropping(x))
+        block = next(b for b in dropping.modules() if getattr(getattr(b, "drop_path", None), "drop_prob", 0) > 0)
+        block.train()  # one block in training mode: some samples lose its residual branch, the rest are rescaled
+        branch = torch.randn(64, 8, 2, 2)
+        dropped = block.drop_path(branch)
+        kept = dropped.flatten(1).abs().sum(1) > 0
+        assert 0 < kept.sum() < 64
+        assert torch.allclose(dropped[kept], branch[kept] / (1 - block.drop_path.drop_prob))
+        dropping.train(), plain.train()
+        assert not torch.equal(plain(x), dropping(x))
 
 
 @pytest.mark.parametrize("name", MODELS)

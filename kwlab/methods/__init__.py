@@ -19,6 +19,7 @@ from kwlab.models.factory import timm_model
 # importing the built-in methods registers them
 from kwlab.methods import static  # noqa: E402,F401  isort: skip
 from kwlab.methods.kw import method as _kw  # noqa: E402,F401  isort: skip
+from kwlab.methods import condconv, dyconv, odconv  # noqa: E402,F401  isort: skip
 
 
 def settings_of(method: str, settings: Config | dict[str, Any] | None) -> Config | None:
@@ -31,10 +32,22 @@ def settings_of(method: str, settings: Config | dict[str, Any] | None) -> Config
 
 def build_model(name: str, method: str = "static", settings: Config | dict[str, Any] | None = None,
                 init: str = "timm", **timm_kwargs: Any) -> nn.Module:
-    """timm model `name` (kwlab's small models included) converted by `method` with its settings; `init` 'timm'
-    keeps timm's initialisation, 'reference' applies the KW reference's (see kwlab.models.init)."""
+    """A fresh timm model `name` (kwlab's small models included) converted by `method` with its settings; `init`
+    'timm' keeps timm's initialisation (and the converter's: KW cells copy the static weights where b >= 1),
+    'reference' initialises the model like the KW reference code (see kwlab.models.init)."""
+    from kwlab.errors import KWLabError
+    from kwlab.models.init import init_like_reference, reset_dynamic_like_reference
+
+    if init not in ("timm", "reference"):
+        raise KWLabError(f"model.init: {init!r} is not one of 'reference', 'timm'")
     chosen = METHODS.get(method)
-    return chosen.convert(timm_model(name, **timm_kwargs), settings_of(method, settings))
+    model = timm_model(name, **timm_kwargs)
+    if init == "reference":  # the static layers first: a conversion that copies weights copies these
+        init_like_reference(model, kernel_warehouse=method == "kw")
+    model = chosen.convert(model, settings_of(method, settings))
+    if init == "reference":  # then what the method built, e.g. KW cells per own slice (the copies are overwritten)
+        reset_dynamic_like_reference(model)
+    return model
 
 
 def price_model(name: str, method: str, settings: Config | dict[str, Any] | None, input_shape: tuple[int, ...],

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any, ClassVar
 
 import torch
-from timm.layers import BatchNormAct2d, make_divisible
+from timm.layers import BatchNormAct2d, DropPath, make_divisible
 from timm.models import generate_default_cfgs, register_model
 from torch import nn
 
@@ -44,26 +44,29 @@ MOBILENETV2_BLOCK_COUNTS: tuple[int, ...] = (1, 2, 3, 4, 3, 3, 1)
 class DepthwiseSeparableConv(nn.Module):
     """Group-0 block without expansion: 3x3 depthwise conv, BN, ReLU6, linear 1x1 projection, BN."""
 
-    def __init__(self, in_chs: int, out_chs: int, stride: int) -> None:
-        """Block mapping ``in_chs`` to ``out_chs``; identity skip when ``stride`` is 1 and the channels match."""
+    def __init__(self, in_chs: int, out_chs: int, stride: int, drop_path: float = 0.0) -> None:
+        """Block mapping ``in_chs`` to ``out_chs``; identity skip when ``stride`` is 1 and the channels match, its
+        residual branch dropped per sample with probability ``drop_path`` in training."""
         super().__init__()
         self.conv_dw = nn.Conv2d(in_chs, in_chs, kernel_size=3, stride=stride, padding=1, groups=in_chs, bias=False)
         self.bn1 = BatchNormAct2d(in_chs, act_layer=nn.ReLU6)
         self.conv_pw = nn.Conv2d(in_chs, out_chs, kernel_size=1, bias=False)
         self.bn2 = nn.BatchNorm2d(out_chs)
         self.has_skip = stride == 1 and in_chs == out_chs
+        self.drop_path = DropPath(drop_path) if drop_path > 0 and self.has_skip else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Block output, plus the input when ``has_skip``."""
         out = self.bn2(self.conv_pw(self.bn1(self.conv_dw(x))))
-        return out + x if self.has_skip else out
+        return self.drop_path(out) + x if self.has_skip else out
 
 
 class InvertedResidual(nn.Module):
     """Inverted residual: 1x1 expansion, BN, ReLU6, 3x3 depthwise conv, BN, ReLU6, linear 1x1 projection, BN."""
 
-    def __init__(self, in_chs: int, out_chs: int, stride: int, expansion: int) -> None:
-        """Block expanding ``in_chs`` by ``expansion``; identity skip when ``stride`` is 1 and the channels match."""
+    def __init__(self, in_chs: int, out_chs: int, stride: int, expansion: int, drop_path: float = 0.0) -> None:
+        """Block expanding ``in_chs`` by ``expansion``; identity skip when ``stride`` is 1 and the channels match,
+        its residual branch dropped per sample with probability ``drop_path`` in training."""
         super().__init__()
         mid_chs = in_chs * expansion
         self.conv_pw = nn.Conv2d(in_chs, mid_chs, kernel_size=1, bias=False)
@@ -73,12 +76,13 @@ class InvertedResidual(nn.Module):
         self.conv_pwl = nn.Conv2d(mid_chs, out_chs, kernel_size=1, bias=False)
         self.bn3 = nn.BatchNorm2d(out_chs)
         self.has_skip = stride == 1 and in_chs == out_chs
+        self.drop_path = DropPath(drop_path) if drop_path > 0 and self.has_skip else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Block output, plus the input when ``has_skip``."""
         out = self.bn2(self.conv_dw(self.bn1(self.conv_pw(x))))
         out = self.bn3(self.conv_pwl(out))
-        return out + x if self.has_skip else out
+        return self.drop_path(out) + x if self.has_skip else out
 
 
 class CifarMobileNetV2(SmallClassifier):
@@ -94,11 +98,13 @@ class CifarMobileNetV2(SmallClassifier):
         width: float = 1.0,
         drop_rate: float = 0.0,
         block_counts: Sequence[int] = MOBILENETV2_BLOCK_COUNTS,
+        drop_path_rate: float = 0.0,
         **kwargs: Any,
     ) -> None:
         """Build the net with ``block_counts[i]`` blocks in group i; channels are scaled by ``width`` and made
-        divisible by 8, the head has ``1280 * max(1, width)`` channels, and other timm options (e.g.
-        ``drop_path_rate``) are accepted but ignored with a warning: this net has no such layers."""
+        divisible by 8, the head has ``1280 * max(1, width)`` channels; ``drop_path_rate``: stochastic depth of
+        block i (of N) is rate x i / N, on blocks with a skip (timm's EfficientNet builder rule); other timm options
+        are accepted but ignored with a warning: this net has no such layers."""
         super().__init__(num_classes, in_chans, width, drop_rate)
         if len(block_counts) != len(_GROUPS) or min(block_counts) < 1:
             raise KWLabError(f"block_counts: {tuple(block_counts)!r} must be {len(_GROUPS)} counts, each >= 1")
@@ -109,14 +115,16 @@ class CifarMobileNetV2(SmallClassifier):
         self.feature_info: list[dict[str, Any]] = []
         groups: list[nn.Sequential] = []
         in_chs, reduction = stem_chs, 1
+        total = sum(block_counts)
+        rates = iter([drop_path_rate * index / total for index in range(total)])
         for index, ((expansion, chs, stride), count) in enumerate(zip(_GROUPS, block_counts)):
             out_chs = make_divisible(chs * width)
             blocks: list[nn.Module] = []
             for block_stride in [stride] + [1] * (count - 1):
                 if expansion == 1:
-                    blocks.append(DepthwiseSeparableConv(in_chs, out_chs, block_stride))
+                    blocks.append(DepthwiseSeparableConv(in_chs, out_chs, block_stride, next(rates)))
                 else:
-                    blocks.append(InvertedResidual(in_chs, out_chs, block_stride, expansion))
+                    blocks.append(InvertedResidual(in_chs, out_chs, block_stride, expansion, next(rates)))
                 in_chs = out_chs
             groups.append(nn.Sequential(*blocks))
             reduction *= stride

@@ -13,6 +13,7 @@ from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
+from timm.layers import DropPath
 from timm.models import build_model_with_cfg, generate_default_cfgs, register_model
 from torch import nn
 
@@ -109,8 +110,9 @@ class SmallClassifier(nn.Module):
 class BasicBlock(nn.Module):
     """Two 3x3 conv-BN layers plus a shortcut, ReLU after the sum (He et al. 2016, Fig. 2 left)."""
 
-    def __init__(self, in_chs: int, out_chs: int, stride: int) -> None:
-        """Block mapping ``in_chs`` to ``out_chs`` at ``stride``; a 1x1-conv + BN projection if the shape changes."""
+    def __init__(self, in_chs: int, out_chs: int, stride: int, drop_path: float = 0.0) -> None:
+        """Block mapping ``in_chs`` to ``out_chs`` at ``stride``; a 1x1-conv + BN projection if the shape changes;
+        ``drop_path``: probability of dropping the residual branch per sample in training (stochastic depth)."""
         super().__init__()
         self.conv1 = nn.Conv2d(in_chs, out_chs, kernel_size=3, stride=stride, padding=1, bias=False)
         self.bn1 = nn.BatchNorm2d(out_chs)
@@ -126,13 +128,14 @@ class BasicBlock(nn.Module):
             if stride != 1 or in_chs != out_chs
             else None
         )
+        self.drop_path = DropPath(drop_path) if drop_path > 0 else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Residual output ``relu(F(x) + shortcut(x))``."""
         shortcut = x if self.downsample is None else self.downsample(x)
         x = self.act1(self.bn1(self.conv1(x)))
         x = self.bn2(self.conv2(x))
-        return self.act2(x + shortcut)
+        return self.act2(self.drop_path(x) + shortcut)
 
 
 class CifarResNet(SmallClassifier):
@@ -148,14 +151,18 @@ class CifarResNet(SmallClassifier):
         width: float = 1.0,
         drop_rate: float = 0.0,
         depth: int = 20,
+        drop_path_rate: float = 0.0,
         **kwargs: Any,
     ) -> None:
-        """Build the net: ``depth`` must be 6n + 2 and stage widths are ``max(8, int(c * width))`` channels; other
-        timm options (e.g. ``drop_path_rate``) are accepted but ignored with a warning: this net has no such layers."""
+        """Build the net: ``depth`` must be 6n + 2 and stage widths are ``max(8, int(c * width))`` channels;
+        ``drop_path_rate``: stochastic depth rising linearly from 0 at the first block to it at the last (timm's
+        ResNet rule); other timm options are accepted but ignored with a warning: this net has no such layers."""
         super().__init__(num_classes, in_chans, width, drop_rate)
         if depth < 8 or (depth - 2) % 6:
             raise KWLabError(f"depth: {depth!r} is not of the form 6n + 2 with n >= 1")
         blocks_per_stage = (depth - 2) // 6
+        total = 3 * blocks_per_stage
+        rates = iter([drop_path_rate * index / max(total - 1, 1) for index in range(total)])
         widths = [max(8, int(c * width)) for c in (16, 32, 64)]
 
         self.conv1 = nn.Conv2d(in_chans, widths[0], kernel_size=3, padding=1, bias=False)
@@ -164,8 +171,8 @@ class CifarResNet(SmallClassifier):
         self.feature_info: list[dict[str, Any]] = []
         in_chs, reduction = widths[0], 1
         for index, (out_chs, stride) in enumerate(zip(widths, (1, 2, 2)), start=1):
-            blocks = [BasicBlock(in_chs, out_chs, stride)]
-            blocks += [BasicBlock(out_chs, out_chs, 1) for _ in range(blocks_per_stage - 1)]
+            blocks = [BasicBlock(in_chs, out_chs, stride, next(rates))]
+            blocks += [BasicBlock(out_chs, out_chs, 1, next(rates)) for _ in range(blocks_per_stage - 1)]
             self.add_module(f"layer{index}", nn.Sequential(*blocks))
             in_chs, reduction = out_chs, reduction * stride
             self.feature_info.append({"num_chs": out_chs, "reduction": reduction, "module": f"layer{index}"})

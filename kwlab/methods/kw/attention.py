@@ -55,6 +55,8 @@ class KWAttention(nn.Module):
             self.basis = nn.Linear(self.num_basis, cells - own_cells, bias=False)
             self.basis_bias = nn.Parameter(torch.zeros(mixtures, cells + 1))
         self.register_buffer("beta", beta.float())  # (m, n+1) one-hot initial assignment
+        # NOTE: a fresh kwlab layer holds tau = 1 (it computes its static-equivalent kernel); the reference's starts at
+        # temp_value = 0 until its first training step sets (T - 1) / T, so only a forward before training differs
         self.register_buffer("tau", torch.ones(()))  # temperature: alpha = (1 - tau) f(z) + tau beta
         for linear in (self.fc1, self.fc2, self.basis):
             if linear is not None:
@@ -77,5 +79,7 @@ class KWAttention(nn.Module):
         """alpha (B, m, n): the attention function of the logits, blended toward beta, zero cell dropped."""
         alpha = ATTENTION_FUNCTIONS[self.function](self.logits(pooled))
         if self.blend:
+            # NOTE: lerp computes f + tau (beta - f), the reference (1 - tau) f + tau beta: equal up to float32
+            # rounding (about 1e-7 at tau 0.5), exact at tau 0 and 1
             alpha = torch.lerp(alpha, self.beta.to(alpha.dtype), self.tau.to(alpha.dtype))
         return alpha[..., :-1]

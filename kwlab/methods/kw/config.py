@@ -6,7 +6,7 @@ import math
 from fractions import Fraction
 from typing import Any, ClassVar, Literal
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from kwlab.config import Config
 from kwlab.errors import not_one_of
@@ -32,6 +32,35 @@ def parse_number(value: Any) -> float:
     return number
 
 
+class WarehouseSettings(Config):
+    """Settings of the warehouses whose names match one pattern of `kw.warehouses`; unset fields keep the model-wide
+    value (the reference's per-warehouse tuples of cell_num_ratio, cell_inplane_ratio, cell_outplane_ratio and
+    reduction, e.g. in its MobileNetV2 1/2x)."""
+
+    section: ClassVar[str] = "kw.warehouses"
+
+    budget: float | None = None
+    cell_in_ratio: float | None = None
+    cell_out_ratio: float | None = None
+    reduction: float | None = None
+
+    @field_validator("budget", "cell_in_ratio", "cell_out_ratio", "reduction", mode="before")
+    @classmethod
+    def _positive(cls, value: Any) -> float | None:
+        return None if value is None else parse_number(value)
+
+    @field_validator("cell_in_ratio", "cell_out_ratio", "reduction")
+    @classmethod
+    def _at_most_one(cls, value: float | None) -> float | None:
+        if value is not None and value > 1:
+            raise ValueError(f"expected a number in (0, 1], got {value!r}")
+        return value
+
+    def overrides(self) -> dict[str, float]:
+        """The fields that are set, as KWConfig updates."""
+        return {key: value for key, value in self.model_dump().items() if value is not None}
+
+
 class KWConfig(Config):
     """KernelWarehouse settings: budget b, kernel cell size m (via the cell ratios), sharing range l, attention."""
 
@@ -50,6 +79,12 @@ class KWConfig(Config):
     layout: Literal["default", "reference", "auto"] = "default"  # default: reference where one exists, else auto
     attention_norm: Literal["auto", "batch", "layer"] = "auto"  # norm inside the attention (auto: from the layout)
     memory: Literal["fast", "lean"] = "fast"  # fast: backward may keep per-sample kernels | lean: never
+    # Per-warehouse settings: warehouse-name pattern (fnmatch, e.g. "stage6.expansion.*", names as `kwlab info`
+    # prints them) -> WarehouseSettings; every matching pattern applies, in the order given, later ones winning.
+    warehouses: dict[str, WarehouseSettings] = Field(default_factory=dict)
+    static_layers: tuple[str, ...] = ()  # module-name patterns (fnmatch) of layers to keep static torch layers
+    kw_layers: tuple[str, ...] = ()  # patterns of layers the layout keeps static (e.g. "classifier") to make KW layers,
+    #                                 each with a warehouse of its own named after it
 
     @field_validator("budget", "cell_in_ratio", "cell_out_ratio", "reduction", "nonlocal_basis_ratio", mode="before")
     @classmethod
@@ -78,6 +113,31 @@ class KWConfig(Config):
         if value not in SHARING_RANGES:
             raise ValueError(not_one_of(value, allowed))
         return value
+
+    @field_validator("static_layers", "kw_layers", mode="before")
+    @classmethod
+    def _patterns(cls, value: Any) -> tuple[str, ...]:
+        if isinstance(value, str):
+            value = [value]
+        if not isinstance(value, list | tuple) or not all(isinstance(p, str) and p.strip() for p in value):
+            raise ValueError(f"expected a list of module-name patterns such as 'blocks.1.*.conv_pw', got {value!r}")
+        return tuple(value)
+
+    @field_validator("warehouses", mode="before")
+    @classmethod
+    def _warehouse_patterns(cls, value: Any) -> Any:
+        if isinstance(value, dict):
+            for pattern in value:
+                if not isinstance(pattern, str) or not pattern.strip():
+                    raise ValueError(f"expected warehouse-name patterns such as 'stage6.*' as keys, got {pattern!r}")
+        return value
+
+    @model_validator(mode="after")
+    def _not_both(self) -> KWConfig:
+        both = sorted(set(self.static_layers) & set(self.kw_layers))
+        if both:
+            raise ValueError(f"static_layers and kw_layers both name {both[0]!r}; keep it in one of them")
+        return self
 
     @field_validator("attention")
     @classmethod

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fnmatch
 import math
 from typing import Any
 
@@ -9,13 +10,13 @@ import timm
 import torch
 from torch import nn
 
-from kwlab.methods.kw.layouts import REFERENCE_LAYOUTS, Assignment, auto_layout, family_of
+from kwlab.methods.kw.layouts import REFERENCE_LAYOUTS, Assignment, Placement, auto_layout, family_of
 from kwlab.errors import KWLabError
 from kwlab.models.factory import timm_model
 from kwlab.methods.kw.assembly import split_kernel
 from kwlab.methods.kw.config import KWConfig
 from kwlab.methods.kw.layers import KWConv1d, KWConv2d, KWConv3d, KWLayer, KWLinear
-from kwlab.methods.kw.planner import LayerPlan, LayerSpec, Plan, initial_assignment, plan_layers
+from kwlab.methods.kw.planner import LayerPlan, LayerSpec, Plan, initial_assignment, plan_layers, warehouse_settings
 from kwlab.methods.kw.warehouse import Warehouse
 
 MAX_PARAMS = 2_000_000_000  # refuse to allocate a plan this large: it would not fit in memory for training
@@ -35,12 +36,13 @@ def candidates(model: nn.Module) -> dict[str, nn.Module]:
     }
 
 
-def layer_spec(name: str, module: nn.Module, stage: str, role: str) -> LayerSpec:
+def layer_spec(name: str, module: nn.Module, placement: Placement) -> LayerSpec:
     """Describe a torch conv/linear layer for the planner."""
+    where = (placement.stage, placement.role, placement.alone)
     if isinstance(module, nn.Linear):
-        return LayerSpec(name, module.in_features, module.out_features, (), 1, module.bias is not None, stage, role)
+        return LayerSpec(name, module.in_features, module.out_features, (), 1, module.bias is not None, *where)
     return LayerSpec(name, module.in_channels, module.out_channels, tuple(module.kernel_size), module.groups,
-                     module.bias is not None, stage, role)
+                     module.bias is not None, *where)
 
 
 def resolve(model: nn.Module, kw: KWConfig) -> tuple[Assignment, KWConfig]:
@@ -54,7 +56,7 @@ def resolve(model: nn.Module, kw: KWConfig) -> tuple[Assignment, KWConfig]:
     if not found:
         raise KWLabError(f"kw: {type(model).__name__} has no convolution or linear layer that KernelWarehouse "
                          "can replace")
-    assignment = (REFERENCE_LAYOUTS[family] if use_reference else auto_layout)(model, found)
+    assignment = select_layers((REFERENCE_LAYOUTS[family] if use_reference else auto_layout)(model, found), kw)
     norm = kw.attention_norm
     if norm == "auto":  # LayerNorm where the model itself has no BatchNorm (ConvNeXt, ViT), as the reference does
         has_batchnorm = any(isinstance(m, nn.modules.batchnorm._BatchNorm) for m in model.modules())
@@ -62,10 +64,29 @@ def resolve(model: nn.Module, kw: KWConfig) -> tuple[Assignment, KWConfig]:
     return assignment, kw.model_copy(update={"attention_norm": norm})
 
 
+def select_layers(assignment: Assignment, kw: KWConfig) -> Assignment:
+    """Apply `kw.static_layers` (matching layers stay static) and `kw.kw_layers` (matching layers the layout keeps
+    static become KW layers with a warehouse of their own) to a layout's assignment; a pattern matching no
+    candidate layer is an error."""
+    assignment = dict(assignment)
+    for key, patterns in (("static_layers", kw.static_layers), ("kw_layers", kw.kw_layers)):
+        for pattern in patterns:
+            matched = [name for name in assignment if fnmatch.fnmatchcase(name, pattern)]
+            if not matched:
+                raise KWLabError(f"kw.{key}: {pattern!r} matches no convolution or linear layer of this model "
+                                 f"(e.g. {', '.join(list(assignment)[:4])}, ...)")
+            for name in matched:
+                if key == "static_layers":
+                    assignment[name] = None
+                elif assignment[name] is None:
+                    assignment[name] = Placement(name, name, alone=True)
+    return assignment
+
+
 def _plan(model: nn.Module, kw: KWConfig) -> tuple[Plan, KWConfig]:
     assignment, kw = resolve(model, kw)
     found = candidates(model)
-    specs = [layer_spec(name, found[name], p.stage, p.role) for name, p in assignment.items() if p is not None]
+    specs = [layer_spec(name, found[name], p) for name, p in assignment.items() if p is not None]
     replaced = sum(math.prod(spec.weight_shape) for spec in specs)
     other = sum(p.numel() for p in model.parameters()) - replaced
     static = tuple(name for name, p in assignment.items() if p is None)
@@ -101,7 +122,7 @@ def convert(model: nn.Module, kw: KWConfig | dict[str, Any] | None = None) -> nn
     with torch.device(device):  # build on the model's device (meta stays unallocated)
         warehouses = {w.name: Warehouse(w.cells, w.cell_shape) for w in layout_plan.warehouses}
         for layer in layout_plan.layers:
-            _replace(model, layer, warehouses[layer.warehouse], kw)
+            _replace(model, layer, warehouses[layer.warehouse], warehouse_settings(kw, layer.warehouse))
     model.kw_warehouses = nn.ModuleDict(
         {name.replace(".", "_"): w.to(dtype=dtype) for name, w in warehouses.items()}
     )
@@ -132,8 +153,11 @@ def _replace(model: nn.Module, layer: LayerPlan, warehouse: Warehouse, kw: KWCon
 def _fill_own_cells(warehouse: Warehouse, layer: LayerPlan, source: nn.Module, kw: KWConfig) -> None:
     """Initialise a layer's own slice (Kaiming, fan-out) and, for b >= 1 with one-to-one init, copy its weights."""
     weight = source.weight
-    # NOTE: the reference applies Kaiming to a (slice x c_out, c_in, ...) view, i.e. fan_out = slice x c_out; kwlab
-    # uses the replaced layer's own fan-out so that a KW layer at tau = 1 starts at the static layer's scale.
+    # NOTE: with model.init 'timm' (and kwlab.convert) kwlab uses the replaced layer's own fan-out, so that a KW layer
+    # at tau = 1 starts at the static layer's scale; the reference applies Kaiming to the slice viewed as
+    # (slice x c_out, c_in, ...), i.e. fan_out = slice x c_out, which model.init 'reference' applies to fresh models
+    # afterwards (Warehouse.init_slice via KWLayer.reset_like_reference). This std is 0.71x the reference's at ResNet18
+    # 1/4x and 2x at 4x; copied timm weights add up to 31x on MobileNetV2 depthwise warehouses.
     fan_out = weight.shape[0] * math.prod(weight.shape[2:])
     cells = warehouse.cells[layer.own_start : layer.own_start + layer.own_cells]
     cells.normal_(0.0, math.sqrt(2.0 / fan_out))

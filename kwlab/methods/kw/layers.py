@@ -71,6 +71,14 @@ class KWLayer(nn.Module):
         self.attention.tau_is_one = None
         self.attention.register_load_state_dict_post_hook(_forget_temperature)
 
+    @torch.no_grad()
+    def reset_like_reference(self) -> None:
+        """The reference's initialisation of a fresh KW layer: its own warehouse slice (Warehouse.init_slice) and a
+        zero bias; the attention is constructed with the reference's initialisation already."""
+        self.warehouse.init_slice(self.attention.own_start, self.attention.own_cells)
+        if self.bias is not None:
+            self.bias.zero_()
+
     in_channels: int
     groups: int
     geometry: Geometry  # the shape contract the fast paths work from (kwlab.methods.kw.fastpath.Geometry)

@@ -20,6 +20,7 @@ class Placement:
 
     stage: str
     role: str
+    alone: bool = False  # a warehouse of its own whatever the sharing range (e.g. a classifier made KW)
 
 
 # candidate layer name -> its placement, or None where the layer stays a static torch layer

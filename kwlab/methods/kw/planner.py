@@ -6,6 +6,7 @@ Symbols follow Li & Yao (ICML 2024): a layer's kernel is cut into m cells; a war
 
 from __future__ import annotations
 
+import fnmatch
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,6 +30,7 @@ class LayerSpec:
     bias: bool = False
     stage: str = "0"
     role: str = ""
+    alone: bool = False  # a warehouse of its own, named after the layer, whatever the sharing range
 
     @property
     def in_per_group(self) -> int:
@@ -123,7 +125,7 @@ def sharing_key(spec: LayerSpec, sharing: str | int, spatial_partition: bool) ->
     """The warehouse a layer joins under sharing range l, as a tuple key (before chunking for integer k)."""
     # Whole-kernel cells only fit layers with the same kernel; 1x1 cells fit any kernel.
     kernel = () if spatial_partition else (str(spec.kernel_size),)
-    if sharing == "none":
+    if sharing == "none" or spec.alone:
         return (spec.name,)
     if sharing == "role":
         return (f"stage{spec.stage}", spec.role or spec.name, spec.family, *kernel)
@@ -139,7 +141,7 @@ def group_layers(specs: Sequence[LayerSpec], sharing: str | int, spatial_partiti
         groups.setdefault(sharing_key(spec, sharing, spatial_partition), []).append(spec)
     named: dict[str, list[LayerSpec]] = {}
     for key, members in groups.items():
-        if isinstance(sharing, int):  # neighbouring chunks of k compatible layers within a stage
+        if isinstance(sharing, int) and not members[0].alone:  # chunks of k neighbouring layers within a stage
             for chunk in range(0, len(members), sharing):
                 named[".".join((*key, str(chunk // sharing)))] = members[chunk : chunk + sharing]
         else:
@@ -239,6 +241,23 @@ def assembly_macs(n: int, weight_numel: int) -> int:
     return n * weight_numel
 
 
+def warehouse_settings(kw: KWConfig, warehouse: str) -> KWConfig:
+    """The settings of warehouse `warehouse`: `kw` updated by every `kw.warehouses` pattern that matches its name."""
+    updates: dict[str, float] = {}
+    for pattern, settings in kw.warehouses.items():
+        if fnmatch.fnmatchcase(warehouse, pattern):
+            updates.update(settings.overrides())
+    return kw.model_copy(update=updates) if updates else kw
+
+
+def check_warehouse_patterns(kw: KWConfig, names: Sequence[str]) -> None:
+    """Refuse a `kw.warehouses` pattern that matches none of the model's warehouses (a typo would be silent)."""
+    for pattern in kw.warehouses:
+        if not any(fnmatch.fnmatchcase(name, pattern) for name in names):
+            raise KWLabError(f"kw.warehouses: {pattern!r} matches no warehouse of this model; its warehouses: "
+                             f"{', '.join(names)}")
+
+
 def plan_layers(
     specs: Sequence[LayerSpec], kw: KWConfig, *, layer_norm: bool, other_params: int, static_layers: Sequence[str] = ()
 ) -> Plan:
@@ -246,13 +265,16 @@ def plan_layers(
     if not specs:
         raise KWLabError("kw: the model has no convolution or linear layer that KernelWarehouse can replace")
     warehouses, layers = [], []
-    for name, members in group_layers(specs, kw.sharing, kw.spatial_partition).items():
-        cell = cell_shape(members, kw.cell_in_ratio, kw.cell_out_ratio, kw.spatial_partition, name)
+    groups = group_layers(specs, kw.sharing, kw.spatial_partition)
+    check_warehouse_patterns(kw, list(groups))
+    for name, members in groups.items():
+        settings = warehouse_settings(kw, name)
+        cell = cell_shape(members, settings.cell_in_ratio, settings.cell_out_ratio, kw.spatial_partition, name)
         ms = [mixtures(s.weight_shape, cell) for s in members]
-        n = warehouse_size(sum(ms), kw.budget)
+        n = warehouse_size(sum(ms), settings.budget)
         warehouses.append(WarehousePlan(name, cell, n, tuple(s.name for s in members), tuple(ms)))
         for spec, m, (start, own) in zip(members, ms, own_slices(ms, n), strict=True):
-            hidden = attention_hidden(spec.in_channels, kw.reduction, kw.min_hidden)
+            hidden = attention_hidden(spec.in_channels, settings.reduction, kw.min_hidden)
             params = attention_params(spec.in_channels, m, n, own, hidden, layer_norm, kw.nonlocal_basis_ratio)
             layers.append(LayerPlan(spec, name, m, start, own, hidden, params))
     order = {spec.name: i for i, spec in enumerate(specs)}

@@ -42,7 +42,7 @@ class TemperatureSchedule:
         return cls(steps=round(fraction * total_steps), start=start)
 
     def value(self, step: int) -> float:
-        """tau at iteration `step` (0-based)."""
+        """tau at iteration `step`, counted from 1 (the first update); 0 gives `start`, before any update."""
         if self.steps == 0:
             return 0.0
         return self.start * max(0.0, 1.0 - step / self.steps)

@@ -18,6 +18,15 @@ class Warehouse(nn.Module):
         self.cells = nn.Parameter(torch.empty(cells, math.prod(self.cell_shape)))
         nn.init.normal_(self.cells, std=math.sqrt(2.0 / math.prod(self.cell_shape[:1] + self.cell_shape[2:])))
 
+    @torch.no_grad()
+    def init_slice(self, start: int, count: int) -> None:
+        """The reference's initialisation of one layer's own cells [start, start + count): Kaiming normal (fan-out,
+        ReLU gain) on the slice viewed as (count x c_out, c_in, *cell kernel), i.e. std sqrt(2 / fan-out) with
+        fan-out = count x c_out x cell kernel size (the reference's Warehouse_Manager.allocate)."""
+        if count > 0:
+            fan_out = count * self.cell_shape[0] * math.prod(self.cell_shape[2:])
+            self.cells[start : start + count].normal_(0.0, math.sqrt(2.0 / fan_out))
+
     @property
     def num_cells(self) -> int:
         """n, the number of cells."""
