@@ -2,8 +2,10 @@
 
 Modules, one concept each:
 
-- `analysis.stats`: bootstrap intervals, paired differences to a baseline over shared seeds, the paired test and
-  Holm's correction; `summarize(trials, metric)` gives one row per variant.
+- `analysis.stats`: t intervals (and the percentile bootstrap), paired differences to a baseline over shared seeds
+  with the paired t-test, Holm's correction, and when none of that is estimable; `summarize(trials, metric)` gives
+  one row per variant.
+- `analysis.power`: what the seeds can detect (minimal detectable difference, seeds needed) and `kwlab power`.
 - `analysis.sweep`: a results store read for analysis (metric in percent, swept factors, legend labels, status).
 - `analysis.attention`: attention.npz read into per-warehouse matrices with layer boundaries; seed averages.
 - `analysis.style`: paper-column sizes, fonts, colours and saving (PNG and PDF).

@@ -1,8 +1,10 @@
-"""`kwlab report RESULTS_DIR [RESULTS_DIR ...] [--out DIR]`: figures, tables and report.md for sweep results."""
+"""`kwlab report RESULTS_DIR [RESULTS_DIR ...] [--out DIR] [--metric M] [--baseline B] [--effect PP]`: figures,
+tables and report.md for sweep results."""
 
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 from analysis.stats import RESAMPLES, SEED
@@ -16,13 +18,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "also get one combined parameters-vs-accuracy figure")
     parser.add_argument("--out", help="output folder (default: RESULTS_DIR/report; for several stores, "
                                       "report/ next to them with one subfolder per sweep)")
-    parser.add_argument("--metric", help="trials column to compare (default: best_<the spec's metric.name>, "
-                                         "i.e. best_val_top1)")
+    parser.add_argument("--metric", help="trials column to compare (default: test_top1, the final model's test "
+                                         "top-1; best_val_top1 for a store without test metrics), e.g. "
+                                         "best_val_top1, final_val_loss, test_top1_at_best_val")
     parser.add_argument("--baseline", help="variant name or id to compare against (default: the spec's baseline)")
+    parser.add_argument("--effect", type=float, metavar="PP",
+                        help="also give the seeds needed to resolve a difference of this size (in the metric's "
+                             "unit: percentage points for accuracies)")
     parser.add_argument("--trial", action="append", default=[], metavar="TRIAL_ID",
                         help="also draw the attention heatmaps of this single trial (repeatable)")
-    parser.add_argument("--resamples", type=int, default=RESAMPLES, help="bootstrap resamples (default %(default)s)")
-    parser.add_argument("--seed", type=int, default=SEED, help="bootstrap generator seed (default %(default)s)")
+    parser.add_argument("--interval", choices=("t", "bootstrap"), default="t",
+                        help="interval of each variant's mean (default %(default)s; differences always get the "
+                             "paired t interval)")
+    parser.add_argument("--resamples", type=int, default=RESAMPLES,
+                        help="bootstrap resamples, with --interval bootstrap (default %(default)s)")
+    parser.add_argument("--seed", type=int, default=SEED,
+                        help="bootstrap generator seed, with --interval bootstrap (default %(default)s)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -31,10 +42,13 @@ def main(args: argparse.Namespace) -> int:
 
     if args.resamples < 100:
         raise KWLabError(f"--resamples: expected at least 100, got {args.resamples}")
+    if args.effect is not None and not (math.isfinite(args.effect) and args.effect != 0):
+        raise KWLabError(f"--effect: expected a nonzero difference, got {args.effect}")
     for store in args.results:
         if not Path(store).is_dir():
             raise KWLabError(f"{store}: no such results folder; run `kwlab sweep SPEC` first")
-    report = write_report(args.results, args.out, metric=args.metric, baseline=args.baseline,
-                          resamples=args.resamples, seed=args.seed, heatmap_trials=tuple(args.trial))
+    report = write_report(args.results, args.out, metric=args.metric, baseline=args.baseline, interval=args.interval,
+                          effect=args.effect, resamples=args.resamples, seed=args.seed,
+                          heatmap_trials=tuple(args.trial))
     print(f"report written: {report}")
     return 0

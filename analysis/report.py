@@ -1,7 +1,8 @@
 """Write every figure and table of a sweep and a report.md that shows them in order, one sentence each.
 
-Works on a sweep that is still running (on the trials finished so far) and lists the trials that are failed,
-unfinished or missing. Several stores give one report each plus a combined parameters-vs-accuracy figure.
+Works on a sweep that is still running (on the trials finished so far) and lists the trials that are stopped early,
+failed, unfinished or missing. A sweep of several convolution methods also gets accuracy against price coloured by
+method. Several stores give one report each plus a combined parameters-vs-accuracy figure.
 """
 
 from __future__ import annotations
@@ -11,12 +12,13 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from analysis import attention as attn
-from analysis import stats
+from analysis import power, stats
 from analysis.figures import (
     attention_function_comparison,
     attention_heatmaps,
@@ -27,6 +29,7 @@ from analysis.figures import (
 from analysis.style import BASELINE_COLOR, PAGE_WIDTH, human_count, palette, save_figure
 from analysis.sweep import (
     Sweep,
+    describe_metric,
     diff_unit,
     factor_groups,
     format_value,
@@ -36,14 +39,19 @@ from analysis.sweep import (
     load_sweep,
     metric_label,
     progress,
+    resolution,
     short_name,
     variants,
 )
 from analysis.tables import ablation_table, estimate, to_latex, to_markdown
 from kwlab.errors import KWLabError
+from kwlab.store import Store, metric_goal
 
 REFERENCE_ATTENTION = "caf"
-FIGURE_STEMS = ("params_accuracy", "macs_accuracy", "learning_curves", "attention_functions", "attention_values")
+FIGURE_STEMS = ("params_accuracy", "macs_accuracy", "params_accuracy_by_method", "macs_accuracy_by_method",
+                "learning_curves", "attention_functions", "attention_values")
+PRICES = (("params_total", "params_accuracy", "parameter count"),  # (column, figure stem, in words)
+          ("macs_per_image", "macs_accuracy", "MACs per image"))
 
 
 @dataclass
@@ -66,6 +74,8 @@ class Analysis:
     groups: list[list[str]]
     colors: dict[str, str]
     baseline: str | None  # the baseline's variant name
+    interval: str = "t"  # the interval of each variant's mean: "t" or "bootstrap"
+    effect: float | None = None  # the difference whose seeds the table also gives (--effect)
 
     @property
     def points(self) -> pd.DataFrame:
@@ -78,11 +88,20 @@ class Analysis:
         """Legend title: the first varying factor group."""
         return group_title(self.groups[0]) if self.groups else None
 
+    @property
+    def methods(self) -> list[str]:
+        """The convolution methods of a method comparison: every method, when the trials have more than one besides
+        static (a static baseline next to one dynamic method is an ablation, not a comparison); else []."""
+        dynamic = [m for m in self.sweep.methods if m != "static"]
+        return self.sweep.methods if len(dynamic) > 1 else []
 
-def analyse(sweep: Sweep, baseline: str | None = None, *, resamples: int = stats.RESAMPLES,
-            seed: int = stats.SEED) -> Analysis:
-    """The statistics, labels and colours of one sweep."""
-    summary = stats.summarize(sweep.trials, sweep.metric, baseline, resamples=resamples, seed=seed)
+
+def analyse(sweep: Sweep, baseline: str | None = None, *, interval: str = "t", effect: float | None = None,
+            resamples: int = stats.RESAMPLES, seed: int = stats.SEED) -> Analysis:
+    """The statistics (with the power columns of analysis.power), labels and colours of one sweep."""
+    summary = stats.summarize(sweep.trials, sweep.metric, baseline, interval=interval, resamples=resamples,
+                              seed=seed)
+    summary = power.with_power(summary, effect=effect, minimum=stats.MIN_SEEDS)
     table = variants(sweep)
     if not summary.empty:  # another config of a variant with nothing finished is listed in the status only
         empty = set(summary.loc[summary["n_seeds"] == 0, "variant_id"])
@@ -102,7 +121,8 @@ def analyse(sweep: Sweep, baseline: str | None = None, *, resamples: int = stats
     colors = palette(order, ordinal=_ordinal(table, groups))
     if len(base_label):
         colors[base_label.iloc[0]] = BASELINE_COLOR
-    return Analysis(sweep, summary, table, groups, colors, str(base.iloc[0]) if len(base) else None)
+    return Analysis(sweep, summary, table, groups, colors, str(base.iloc[0]) if len(base) else None, interval,
+                    effect)
 
 
 def _ordinal(table: pd.DataFrame, groups: list[list[str]]) -> bool:
@@ -129,12 +149,13 @@ def _figure_links(paths: list[Path], out: Path) -> str:
     return " · ".join(f"[{p.suffix[1:].upper()}]({p.relative_to(out).as_posix()})" for p in paths)
 
 
-def _report_sweep(sweep: Sweep, out: Path, *, baseline: str | None, resamples: int, seed: int,
-                  heatmap_trials: tuple[str, ...]) -> tuple[Analysis, Path]:
+def _report_sweep(sweep: Sweep, out: Path, *, baseline: str | None, interval: str, effect: float | None,
+                  resamples: int, seed: int, heatmap_trials: tuple[str, ...]) -> tuple[Analysis, Path]:
     out.mkdir(parents=True, exist_ok=True)
     _clear_previous(out)
-    result = analyse(sweep, baseline, resamples=resamples, seed=seed)
-    sections = [_table_section(result, out), *_scatter_sections(result, out), _curves_section(result, out),
+    result = analyse(sweep, baseline, interval=interval, effect=effect, resamples=resamples, seed=seed)
+    sections = [_table_section(result, out), *_scatter_sections(result, out), *_method_sections(result, out),
+                _curves_section(result, out),
                 *_heatmap_sections(result, out, heatmap_trials), *_attention_function_sections(result, out)]
     result.summary.to_csv(out / "summary.csv", index=False)
     report = out / "report.md"
@@ -152,37 +173,71 @@ def _clear_previous(out: Path) -> None:
                 path.unlink()
 
 
+def _interval_words(result: Analysis) -> str:
+    return "t interval" if result.interval == "t" else "percentile-bootstrap interval"
+
+
 def _table_section(result: Analysis, out: Path) -> Section:
     sweep = result.sweep
+    base = result.baseline or "the baseline"
     table = ablation_table(result.summary, result.variants, result.groups, metric_label=metric_label(sweep.metric),
-                           diff_unit=diff_unit(sweep.metric), baseline_name=result.baseline or "baseline")
+                           diff_unit=diff_unit(sweep.metric), baseline_name=result.baseline or "baseline",
+                           methods=bool(result.methods) and not any("method" in g for g in result.groups),
+                           effect=result.effect, resolution=resolution(sweep))
     markdown = to_markdown(table)
     (out / "ablation.md").write_text(markdown)
-    caption = (f"{sweep.name}: {metric_label(sweep.metric)} per variant, mean over seeds with 95% bootstrap "
-               f"interval; paired difference to {result.baseline or 'the baseline'} with Holm-corrected paired "
-               f"t-test p-values.")
+    caption = (f"{sweep.name}: {metric_label(sweep.metric)} per variant, mean over seeds with 95% "
+               f"{_interval_words(result)}; paired difference to {base} with its 95% t interval, Holm-corrected "
+               f"paired t-test p-values and the minimal detectable difference (MDD).")
     (out / "ablation.tex").write_text(to_latex(table, caption=caption, label=f"tab:{slug(sweep.name)}"))
     what = " and ".join(group_title(g) for g in result.groups) or "the sweep"
     sentence = (f"Every variant of {what} against the {result.baseline or 'baseline'} model: parameters, MACs per "
-                f"image, mean {metric_label(sweep.metric)} over seeds, and the difference to the baseline paired "
-                f"by seed. Also as [Markdown](ablation.md), [LaTeX](ablation.tex) and [CSV](summary.csv).")
+                f"image, mean {metric_label(sweep.metric)} over seeds, and the difference to the baseline paired by seed, with "
+                f"what those seeds can detect. Also as [Markdown](ablation.md), [LaTeX](ablation.tex) and "
+                f"[CSV](summary.csv).")
     return Section("Ablation table", sentence, text=markdown)
+
+
+def _better(sweep: Sweep) -> str:
+    return "lower is better" if sweep.goal == "minimize" else "higher is better"
 
 
 def _scatter_sections(result: Analysis, out: Path) -> list[Section]:
     sweep, points = result.sweep, result.points
     sections = []
-    for x, stem, what in (("params_total", "params_accuracy", "parameter count"),
-                          ("macs_per_image", "macs_accuracy", "MACs per image")):
+    for x, stem, what in PRICES:
         if x == "macs_per_image" and points.get(x, pd.Series(dtype=float)).isna().all():
             continue
         fig = params_accuracy(points, x=x, hue="label", hue_title=result.hue_title, colors=result.colors,
                               y_label=metric_label(sweep.metric), maximize=sweep.goal != "minimize")
         paths = save_figure(fig, out / stem)
         sections.append(Section(
-            f"Accuracy against {what}", f"Each variant's mean {metric_label(sweep.metric)} (bars: 95% interval over "
-            f"seeds) against its {what}, coloured by {result.hue_title or 'variant'}, with the "
-            f"{result.baseline or 'baseline'} model as a star and the Pareto front dashed.", paths))
+            f"Accuracy against {what}", f"Each variant's mean {metric_label(sweep.metric)} (bars: 95% "
+            f"{_interval_words(result)} over seeds; {_better(sweep)}) against its {what}, coloured by "
+            f"{result.hue_title or 'variant'}, with the {result.baseline or 'baseline'} model as a star and the "
+            f"Pareto front dashed.", paths))
+    return sections
+
+
+def _method_sections(result: Analysis, out: Path) -> list[Section]:
+    """With several convolution methods: accuracy against parameters and MACs, one colour and marker per method."""
+    if not result.methods:
+        return []
+    sweep = result.sweep
+    points = result.points.assign(method=lambda p: p["method"].fillna("—"))
+    colors = palette([m for m in result.methods if m in set(points.loc[~points["is_baseline"], "method"])])
+    sections = []
+    for x, stem, what in PRICES:
+        if points.get(x, pd.Series(dtype=float)).isna().all():
+            continue
+        fig = params_accuracy(points, x=x, hue="method", hue_title="method", colors=colors, markers=True,
+                              y_label=metric_label(sweep.metric), maximize=sweep.goal != "minimize")
+        paths = save_figure(fig, out / f"{stem}_by_method")
+        sections.append(Section(
+            f"Methods: accuracy against {what}", f"The same points coloured by convolution method "
+            f"({', '.join(result.methods)}): each variant's mean {metric_label(sweep.metric)} against its {what}, "
+            f"the {result.baseline or 'baseline'} model as a star; the paired differences to it are in the ablation "
+            f"table.", paths))
     return sections
 
 
@@ -217,10 +272,10 @@ def _heatmap_sections(result: Analysis, out: Path, trial_ids: tuple[str, ...]) -
         stem = stem if stem not in used else f"{stem}_{row['variant_id']}"
         used.add(stem)
         title = f"{sweep.name}: {row['variant']}, mean α over the validation set and {seeds}"
-        paths = save_figure(attention_heatmaps(maps, title=title), out / stem)
+        words = _heatmap_words(row.get("method"))
+        paths = save_figure(attention_heatmaps(maps, title=title, **words["labels"]), out / stem)
         sections.append(Section(f"Attention heatmaps: {row['variant']}",
-                                f"Mean attention α of variant {row['variant']} per warehouse (rows: the mixtures of "
-                                f"its layers, lines between layers; columns: the warehouse's cells), averaged over "
+                                f"Mean attention α of variant {row['variant']} {words['sentence']}, averaged over "
                                 f"{seeds}; red is positive, blue negative, white zero (a sequential scale when "
                                 f"every α is positive).", paths))
     for trial_id in [t for t in trial_ids if t in set(sweep.trials["trial_id"])]:
@@ -231,11 +286,24 @@ def _heatmap_sections(result: Analysis, out: Path, trial_ids: tuple[str, ...]) -
             continue
         meta = sweep.trials.loc[sweep.trials["trial_id"] == trial_id]
         name = f"{meta['variant'].iloc[0]} seed {meta['seed'].iloc[0]}" if len(meta) else trial_id
-        paths = save_figure(attention_heatmaps(maps, title=f"{sweep.name}: {name} [{trial_id}]"),
+        words = _heatmap_words(meta["method"].iloc[0] if "method" in meta and len(meta) else None)
+        paths = save_figure(attention_heatmaps(maps, title=f"{sweep.name}: {name} [{trial_id}]", **words["labels"]),
                             out / f"heatmap_trial_{slug(trial_id)}")
         sections.append(Section(f"Attention heatmaps: trial {trial_id}",
-                                f"Mean attention α per warehouse of the single trial {name}.", paths))
+                                f"Mean attention α of the single trial {name} {words['sentence']}.", paths))
     return sections
+
+
+def _heatmap_words(method: object) -> dict[str, Any]:
+    """Axis labels and the sentence of a heatmap: KW warehouses (mixtures x cells), or another method's routing
+    groups (layers x experts)."""
+    if method is None or (isinstance(method, float) and np.isnan(method)) or method == "kw":
+        return {"labels": {}, "sentence": "per warehouse (rows: the mixtures of its layers, lines between layers; "
+                                          "columns: the warehouse's cells)"}
+    return {"labels": {"row_label": "layer", "column_label": "expert (kernel) k",
+                       "column_noun": "experts"},
+            "sentence": f"per {method} routing group (rows: its layers, or their mixtures; columns: the experts, "
+                        f"i.e. the kernels a layer mixes)"}
 
 
 def _attention_group(result: Analysis) -> str | None:
@@ -257,7 +325,7 @@ def _attention_function_sections(result: Analysis, out: Path) -> list[Section]:
         reference = kw[kw[key] == REFERENCE_ATTENTION]
     reference_id = str(reference["variant_id"].iloc[0]) if len(reference) else None
     trials = sweep.trials[sweep.trials["variant_id"].isin(kw["variant_id"])]
-    versus = stats.summarize(trials, sweep.metric, reference_id)
+    versus = stats.summarize(trials, sweep.metric, reference_id, interval=result.interval)
     versus = kw[["variant_id", "label"]].merge(versus, on="variant_id")  # sweep order
     versus = pd.concat([versus[versus["variant_id"] == reference_id], versus[versus["variant_id"] != reference_id]])
     reference_label = str(reference["label"].iloc[0]) if len(reference) else REFERENCE_ATTENTION
@@ -267,8 +335,9 @@ def _attention_function_sections(result: Analysis, out: Path) -> list[Section]:
         baseline_mean=float(base["mean"].iloc[0]) if len(base) else None, baseline_label=result.baseline or "baseline",
         colors=result.colors)
     sections = [Section("Attention functions", f"Mean {metric_label(sweep.metric)} per attention function and the "
-                        f"difference of each to {reference_label}, paired by seed (Holm-corrected paired t-test "
-                        f"across the functions), with the {result.baseline or 'baseline'} model dotted.",
+                        f"difference of each to {reference_label}, paired by seed (95% t interval, Holm-corrected "
+                        f"paired t-test across the functions), with the {result.baseline or 'baseline'} model "
+                        f"dotted.",
                         save_figure(fig, out / "attention_functions"))]
     finished = sweep.finished
     maps = {}
@@ -295,8 +364,8 @@ def _status_lines(sweep: Sweep, order: list[str]) -> list[str]:
         ["_rank", "seed"], kind="stable")
     total = len(sweep.trials)
     counts = state.counts
-    lines = [f"{counts['finished']} of {total} trials finished, {counts['failed']} failed, "
-             f"{counts['running']} running, {counts['pending']} pending."]
+    lines = [f"{counts['finished']} of {total} trials finished, {counts['stopped']} stopped early, "
+             f"{counts['failed']} failed, {counts['running']} running, {counts['pending']} pending."]
     if counts["finished"] < total or state.missing:
         lines[0] += " Every number below uses the finished trials only."
     trials = sweep.trials
@@ -305,6 +374,12 @@ def _status_lines(sweep: Sweep, order: list[str]) -> list[str]:
         lines[0] += (f" {_plural(len(stale), 'trial')} of the store belong to another config of a variant (same "
                      f"name, different variant_id: shown as 'name [variant_id]'), e.g. from an earlier run with "
                      f"other settings.")
+    if len(state.stopped):
+        lines += ["", "Stopped early by the scheduler (left out of the statistics, which pair finished seeds only):",
+                  ""]
+        for row in state.stopped.to_dict("records"):
+            after = f" after epoch {int(row['epoch'])}" if row["epoch"] is not None else ""
+            lines.append(f"- `{row['trial_id']}` {row['variant']}, seed {row['seed']}: {row['reason']}{after}")
     if len(state.failed):
         lines += ["", "Failed trials:", ""]
         for row in state.failed.to_dict("records"):
@@ -342,11 +417,41 @@ def _provenance(sweep: Sweep) -> str:
     return ", ".join(parts)
 
 
-def _markdown(result: Analysis, sections: list[Section], out: Path, resamples: int, seed: int) -> str:
+def _method_text(result: Analysis, resamples: int, seed: int) -> str:
+    """The Method paragraph: metric, direction, resolution, intervals, test, correction, MDD, what is not
+    estimable."""
     sweep = result.sweep
     compared = int(result.summary["p"].notna().sum()) if not result.summary.empty else 0
+    unit = diff_unit(sweep.metric) or "the metric's unit"
+    found = resolution(sweep)
+    interval = ("a 95% t interval (mean ± t(n−1, 0.975)·sd/√n)" if result.interval == "t" else
+                f"a 95% percentile-bootstrap interval ({resamples:,} resamples, generator seed {seed}; with three "
+                f"seeds it is the range of the seeds)")
+    scaled = " The store holds it as fractions; it is shown in percent." if sweep.scaled_to_percent else ""
+    text = (f"{sweep.metric_note}{scaled} For {metric_label(sweep.metric)} {_better(sweep)}"
+            f"{', so a negative difference is an improvement' if sweep.goal == 'minimize' else ''}. "
+            + (f"Resolution: {found}; a difference smaller than that is within one image. " if found else "")
+            + f"Each variant's mean over its seeds comes with {interval}. Differences to the baseline "
+            f"({result.baseline or 'none'}) are taken seed by seed on the seeds both finished (stopped and failed "
+            f"trials are left out), with the paired 95% t interval and the two-sided paired t-test on the same t, "
+            f"so a difference is *resolved* exactly when its interval excludes 0 (unadjusted p < 0.05); p (Holm) is "
+            f"Holm-corrected across the variants tested against the baseline ({compared} so far). With fewer than "
+            f"{stats.MIN_SEEDS} paired seeds, or paired differences identical on every seed, there is no estimate "
+            f"of the seed-to-seed noise: the interval, p and MDD are not estimable and shown as a dash with a "
+            f"footnote. MDD is the minimal detectable difference: the smallest true difference (in {unit}) that "
+            f"the paired seeds detect with {power.POWER:.0%} power at α = {power.ALPHA:g} (two-sided), from the "
+            f"observed sd of the paired differences (noncentral t); for an unresolved difference, 'seeds for Δ' "
+            f"is how many paired seeds would resolve the observed difference with that power (`kwlab power` "
+            f"prints the same for any effect).")
     fixed = fixed_factors(result.variants, sweep.factors) if not result.variants.empty else {}
     fixed = {k: v for k, v in fixed.items() if short_name(k) != "kw"}
+    if fixed:
+        text += " Fixed wherever set: " + ", ".join(f"{short_name(k)} = {v}" for k, v in fixed.items()) + "."
+    return text
+
+
+def _markdown(result: Analysis, sections: list[Section], out: Path, resamples: int, seed: int) -> str:
+    sweep = result.sweep
     lines = [f"# {sweep.name}", ""]
     if sweep.description:
         lines += [sweep.description, ""]
@@ -355,16 +460,7 @@ def _markdown(result: Analysis, sections: list[Section], out: Path, resamples: i
     lines += ["## Status", "", *_status_lines(sweep, list(result.variants.get("variant", []))), ""]
     notes = result.summary.loc[result.summary["note"].astype(bool), ["variant", "note"]] \
         if not result.summary.empty else pd.DataFrame()
-    lines += ["## Method", "",
-              f"Metric: {metric_label(sweep.metric)} per trial (`{sweep.metric}`"
-              f"{', stored as fractions and shown in percent' if sweep.scaled_to_percent else ''}). "
-              f"Each variant's mean over its seeds comes with a 95% percentile-bootstrap interval ({resamples:,} "
-              f"resamples, generator seed {seed}; with three seeds it is the range of the seeds). Differences to the "
-              f"baseline ({result.baseline or 'none'}) are taken seed by seed on the seeds both finished; p comes "
-              f"from a two-sided paired t-test, Holm-corrected across the variants tested against the baseline "
-              f"({compared} so far)."]
-    if fixed:
-        lines[-1] += " Fixed wherever set: " + ", ".join(f"{short_name(k)} = {v}" for k, v in fixed.items()) + "."
+    lines += ["## Method", "", _method_text(result, resamples, seed)]
     if len(notes):
         lines += ["", "Numbers left out, and why:", ""]
         lines += [f"- {row['variant']}: {row['note']}" for row in notes.to_dict("records")]
@@ -385,12 +481,18 @@ def write_report(
     *,
     metric: str | None = None,
     baseline: str | None = None,
+    interval: str = "t",
+    effect: float | None = None,
     resamples: int = stats.RESAMPLES,
     seed: int = stats.SEED,
     heatmap_trials: tuple[str, ...] = (),
 ) -> Path:
     """One store: its report (in `out`, default STORE/report). Several: each in OUT/<name>/ and a combined
-    report.md with one parameters-vs-accuracy figure over all of them (OUT defaults to the stores' parent/report)."""
+    report.md with one parameters-vs-accuracy figure over all of them (OUT defaults to the stores' parent/report).
+
+    `metric` defaults to test_top1 (best_val_top1 for a store without test metrics); `interval` is the interval of
+    each variant's mean ("t" or "bootstrap", with `resamples` and `seed`); `effect` adds the seeds needed to
+    resolve a difference of that size."""
     if heatmap_trials:
         known = set().union(*(_trial_ids(Path(store)) for store in stores))
         unknown = [t for t in heatmap_trials if t not in known]
@@ -399,7 +501,8 @@ def write_report(
     if len(stores) == 1:
         sweep = load_sweep(stores[0], metric)
         return _report_sweep(sweep, Path(out) if out is not None else sweep.path / "report", baseline=baseline,
-                             resamples=resamples, seed=seed, heatmap_trials=heatmap_trials)[1]
+                             interval=interval, effect=effect, resamples=resamples, seed=seed,
+                             heatmap_trials=heatmap_trials)[1]
     paths = [Path(s) for s in stores]
     out = Path(out) if out is not None else _common_parent(paths) / "report"
     out.mkdir(parents=True, exist_ok=True)
@@ -408,15 +511,15 @@ def write_report(
         sweep = load_sweep(path, metric)
         name = sweep.name if sweep.name not in used else f"{sweep.name}_{len(used)}"
         used.add(name)
-        result, report = _report_sweep(sweep, out / name, baseline=baseline, resamples=resamples, seed=seed,
-                                       heatmap_trials=heatmap_trials)
+        result, report = _report_sweep(sweep, out / name, baseline=baseline, interval=interval, effect=effect,
+                                       resamples=resamples, seed=seed, heatmap_trials=heatmap_trials)
         results.append((name, result))
         reports.append((name, report))
     return _write_combined(results, reports, out)
 
 
 def _trial_ids(store: Path) -> set[str]:
-    return {p.name for p in (store / "trials").glob("*/")} if (store / "trials").is_dir() else set()
+    return {trial.name for trial in Store(store).trials()} if Store(store).exists() else set()
 
 
 def _common_parent(paths: list[Path]) -> Path:
@@ -433,12 +536,15 @@ def _write_combined(results: list[tuple[str, Analysis]], reports: list[tuple[str
     metric = next(iter(metrics)) if len(metrics) == 1 else "metric"
     lines = ["# Sweeps compared", "", "Reports: " + ", ".join(
         f"[{name}]({path.relative_to(out).as_posix()})" for name, path in reports) + ".", ""]
-    for x, stem, what in (("params_total", "params_accuracy", "parameter count"),
-                          ("macs_per_image", "macs_accuracy", "MACs per image")):
+    if len(metrics) > 1:
+        lines += ["The sweeps compare different metrics (" + "; ".join(
+            f"{name}: {describe_metric(r.sweep.metric)}" for name, r in results) + "), so the figures below put "
+            "different numbers on one axis; rerun with `--metric` to compare them.", ""]
+    for x, stem, what in PRICES:
         if points.empty or x not in points or points[x].isna().all():
             continue
         fig = params_accuracy(points, x=x, hue="sweep", hue_title="sweep", markers=True, y_label=metric_label(metric),
-                              width=PAGE_WIDTH / 1.6, height=3.0)
+                              maximize=metric_goal(metric) != "minimize", width=PAGE_WIDTH / 1.6, height=3.0)
         paths = save_figure(fig, out / stem)
         lines += [f"## Accuracy against {what}", "",
                   f"Every variant of the sweeps {', '.join(n for n, _ in results)}: mean {metric_label(metric)} "

@@ -16,11 +16,13 @@ import numpy as np
 import pandas as pd
 
 from kwlab.errors import KWLabError
-from kwlab.store import TRIAL_COLUMNS, Store, load
+from kwlab.store import STATUSES, TRIAL_COLUMNS, Store, is_metric, load, metric_goal
 
 SUMMARY_FIELDS = ["params_total", "params_warehouse", "params_attention", "params_other", "macs_per_image",
-                  "best_val_top1", "final_val_top1", "epochs", "wall_time_s", "device", "epochs_done"]
-DEFAULT_METRIC = "best_val_top1"
+                  "best_val_top1", "final_val_top1", "test_top1", "epochs", "wall_time_s", "device", "epochs_done",
+                  "stopped_epoch", "method", "train_images", "val_images", "test_images"]
+DEFAULT_METRIC = "test_top1"  # the final model on the official test split, evaluated once at the end of training
+SPLITS = ("test", "val", "train")  # a metric's split, by the first of these words in its name
 
 
 @dataclass
@@ -35,13 +37,21 @@ class Sweep:
     trials: pd.DataFrame  # one row per trial; top-k accuracies in percent
     epochs: pd.DataFrame  # one row per trial and epoch; top-k accuracies in percent
     metric: str
-    goal: str  # "maximize" | "minimize"
+    goal: str  # "maximize" | "minimize", the metric's direction (kwlab.store.metric_goal)
     factors: list[str] = field(default_factory=list)  # swept columns, dotted names
     scaled_to_percent: bool = False  # the store held fractions in [0, 1]
+    metric_note: str = ""  # one sentence: which metric the report compares and why
 
     def trial_dir(self, trial_id: str) -> Path:
         """The directory of one trial."""
-        return self.path / "trials" / trial_id
+        return Store(self.path).trial(trial_id).path
+
+    @property
+    def methods(self) -> list[str]:
+        """The convolution methods of the trials (static, kw, condconv, ...), in order of appearance."""
+        if "method" not in self.trials:
+            return []
+        return [str(m) for m in dict.fromkeys(self.trials["method"].dropna())]
 
     @property
     def finished(self) -> pd.DataFrame:
@@ -66,11 +76,41 @@ def load_sweep(path: str | Path, metric: str | None = None, refresh: bool = True
             for column in _topk_columns(table):
                 table[column] = pd.to_numeric(table[column], errors="coerce") * 100
     name = str(spec.get("name") or results.path.name)
-    spec_metric = (spec.get("metric") or {}).get("name", "val_top1")
-    chosen = resolve_metric(metric or f"best_{spec_metric}", trials, explicit=metric is not None)
-    goal = (spec.get("metric") or {}).get("goal", "maximize")
+    if metric is not None:
+        chosen = resolve_metric(metric, trials, explicit=True)
+        note = f"The metric is {describe_metric(chosen)} (`--metric {metric}`)."
+    else:
+        chosen, note = default_metric(trials, spec)
     return Sweep(results.path, name, str(spec.get("description") or ""), spec, results.manifest, trials, epochs,
-                 chosen, goal, swept_factors(trials, spec), scaled)
+                 chosen, metric_goal(chosen), swept_factors(trials, spec), scaled, note)
+
+
+def default_metric(trials: pd.DataFrame, spec: dict[str, Any]) -> tuple[str, str]:
+    """`test_top1` and a sentence saying what it is; for a store whose finished trials have no test metrics (written
+    before kwlab evaluated the test split), best_<the spec's metric> and a sentence saying so."""
+    finished = trials[trials["status"] == "finished"]
+    tested = DEFAULT_METRIC in finished and pd.to_numeric(finished[DEFAULT_METRIC], errors="coerce").notna().any()
+    if tested or finished.empty:
+        return DEFAULT_METRIC, (f"The metric is {describe_metric(DEFAULT_METRIC)} (the default; `--metric` chooses "
+                                f"another, e.g. best_val_top1 or final_val_loss).")
+    fallback = resolve_metric(f"best_{(spec.get('metric') or {}).get('name', 'val_top1')}", trials)
+    return fallback, (f"The finished trials have no test metrics (a store written before kwlab evaluated the test "
+                      f"split, or data without one), so the metric falls back to {describe_metric(fallback)}; that "
+                      f"picks the best epoch on the split it reports, an optimistic number.")
+
+
+def describe_metric(metric: str) -> str:
+    """A metric in words with its column, e.g. "the final model's test top-1 (`test_top1`), measured once on the
+    official test split after the last epoch"."""
+    words = metric_label(metric).removesuffix(" (%)")
+    if metric in ("test_top1", "test_top5", "test_loss"):
+        return (f"the final model's {words} (`{metric}`), measured once on the official test split after the last "
+                f"epoch")
+    if metric.endswith("_at_best_val"):
+        return f"the {words.removesuffix(' at best val')} of the weights of the best validation epoch (`{metric}`)"
+    if metric.startswith("best_"):
+        return f"the {words} over epochs (`{metric}`)"
+    return f"the {words} (`{metric}`)"
 
 
 def disambiguate(trials: pd.DataFrame, epochs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
@@ -113,14 +153,45 @@ def _fractions(trials: pd.DataFrame, epochs: pd.DataFrame) -> bool:
 
 
 def resolve_metric(metric: str, trials: pd.DataFrame, explicit: bool = False) -> str:
-    """The trials column to compare: `metric` itself or `best_<metric>`; an unknown explicit name is an error."""
-    for candidate in (metric, f"best_{metric}"):
+    """The trials column to compare: `metric` itself or `best_<metric>` (a validation or training metric only: the
+    test split is evaluated once, so there is no best or final over its epochs); an unknown explicit name is an
+    error."""
+    if split_of(metric) == "test" and metric.startswith(("best_", "final_")):
+        raise KWLabError(f"--metric: {metric!r}: the test split is evaluated once, after training, so there is no "
+                         f"best or final over epochs; use {metric.split('_', 1)[1]}")
+    candidates = (metric,) if split_of(metric) == "test" else (metric, f"best_{metric}")
+    for candidate in candidates:
         if candidate in trials.columns:
             return candidate
     if explicit and (trials["status"] == "finished").any():
-        numeric = [c for c in trials.columns if c in SUMMARY_FIELDS and c != "device"]
-        raise KWLabError(f"--metric: {metric!r} is not a column of the trials table; try one of {', '.join(numeric)}")
+        names = [c for c in trials.columns if is_metric(c.removesuffix("_at_best_val"))]
+        raise KWLabError(f"--metric: {metric!r} is not a column of the trials table; try one of {', '.join(names)}")
     return metric
+
+
+def split_of(metric: str) -> str | None:
+    """The split a metric is measured on ('test', 'val', 'train'), from its name; None when it names none."""
+    words = metric.split("_")
+    return next((split for split in words if split in SPLITS), None)
+
+
+def resolution(sweep: Sweep) -> str | None:
+    """The smallest step of an accuracy metric on one trial, 100 / (images of its split) percentage points, as a
+    phrase: 'one test image = 0.28 pp (360 test images)'. None for a loss; a phrase saying it is unknown when the
+    store does not record the split's size."""
+    split = split_of(sweep.metric)
+    if not is_accuracy(sweep.metric) or split is None:
+        return None
+    column = f"{split}_images"
+    finished = sweep.finished
+    sizes = pd.to_numeric(finished[column], errors="coerce").dropna() if column in finished else pd.Series(dtype=float)
+    sizes = sizes[sizes > 0].astype(int)
+    if sizes.empty:
+        return f"unknown (the store does not record the {split} split's size)"
+    low, high = int(sizes.min()), int(sizes.max())
+    if low == high:
+        return f"one {split} image = {100 / low:.2g} pp ({low:,} {split} images)"
+    return f"one {split} image = {100 / high:.2g} to {100 / low:.2g} pp ({low:,} to {high:,} {split} images)"
 
 
 def is_accuracy(metric: str) -> bool:
@@ -130,7 +201,8 @@ def is_accuracy(metric: str) -> bool:
 
 def metric_label(metric: str) -> str:
     """Axis label of a metric with its unit, e.g. 'best val. top-1 (%)'."""
-    words = metric.replace("val_", "val. ").replace("top1", "top-1").replace("top5", "top-5").replace("_", " ")
+    words = (metric.replace("_at_best_val", " at best val").replace("val_", "val. ").replace("top1", "top-1")
+             .replace("top5", "top-5").replace("_", " "))
     return f"{words} (%)" if is_accuracy(metric) else words
 
 
@@ -146,8 +218,9 @@ def swept_factors(trials: pd.DataFrame, spec: dict[str, Any]) -> list[str]:
         keys += [k for case in spec.get("cases") or [] for k in (case.get("set") or {}) if k not in keys]
     else:
         known = set(TRIAL_COLUMNS) | set(SUMMARY_FIELDS) | {"seed", "status"}
-        keys = [c for c in trials.columns if c not in known]
-    return [k for k in keys if k in trials.columns]
+        keys = [c for c in trials.columns if c not in known and not is_metric(c.removesuffix("_at_best_val"))
+                and not c.startswith(("params_", "macs_", "best_", "final_"))]
+    return [k for k in dict.fromkeys(keys) if k in trials.columns]  # several cases may set the same key
 
 
 def short_name(key: str) -> str:
@@ -174,15 +247,20 @@ def format_value(value: Any) -> str:
 
 def variants(sweep: Sweep) -> pd.DataFrame:
     """One row per variant in sweep order (baseline first): ids, name, is_baseline, is_case, stale (another config
-    of a variant's name, see `disambiguate`), the factor values, params_total and macs_per_image (from finished
-    trials) and `label`, a short legend label."""
+    of a variant's name, see `disambiguate`), the factor values, `method` (the first one recorded by its trials),
+    params_total and macs_per_image (from finished trials) and `label`, a short legend label."""
     trials = sweep.trials
     if trials.empty:
         flags = ("is_baseline", "is_case", "stale")
-        columns = ["variant_id", "variant", *flags, *sweep.factors, "params_total", "macs_per_image", "label"]
+        columns = ["variant_id", "variant", *flags, *sweep.factors, "method", "params_total", "macs_per_image",
+                   "label"]
         return pd.DataFrame({c: pd.Series(dtype=bool if c in flags else object) for c in columns})
     first = trials.drop_duplicates("variant_id")
     table = first[["variant_id", "variant", "is_baseline", *sweep.factors]].copy()
+    recorded = trials.dropna(subset=["method"]).drop_duplicates("variant_id") if "method" in trials else None
+    recorded = (table["variant_id"].map(recorded.set_index("variant_id")["method"]) if recorded is not None
+                else pd.Series(None, index=table.index, dtype=object))
+    table["method"] = table["method"].where(table["method"].notna(), recorded) if "method" in table else recorded
     cases = {c.get("name") for c in sweep.spec.get("cases") or []} if sweep.spec else set()
     table["is_case"] = table["variant"].isin(cases) if cases else ~table["variant"].str.contains("=", regex=False)
     finished = sweep.finished
@@ -280,13 +358,18 @@ class Progress:
     failed: pd.DataFrame  # trial_id, variant, seed, error
     unfinished: pd.DataFrame  # trial_id, variant, seed, status (running or pending)
     missing: list[tuple[str, int]]  # (variant, seed) the spec lists but the store has no trial for
+    stopped: pd.DataFrame = field(default_factory=pd.DataFrame)  # trial_id, variant, seed, epoch, reason
 
 
 def progress(sweep: Sweep) -> Progress:
-    """Count the trials by status and list the failed, unfinished and missing ones."""
+    """Count the trials by status and list the stopped, failed, unfinished and missing ones."""
     trials = sweep.trials
-    counts = {s: int((trials["status"] == s).sum()) for s in ("finished", "failed", "running", "pending")}
+    counts = {s: int((trials["status"] == s).sum()) for s in STATUSES}
     failed = trials.loc[trials["status"] == "failed", ["trial_id", "variant", "seed", "error"]]
+    stopped = trials.loc[trials["status"] == "stopped", ["trial_id", "variant", "seed"]].copy()
+    records = [Store(sweep.path).trial(t).stopped() or {} for t in stopped["trial_id"]]
+    stopped["epoch"] = [r.get("epoch") for r in records]
+    stopped["reason"] = [r.get("reason") or "stopped early" for r in records]
     unfinished = trials.loc[trials["status"].isin(["running", "pending"]),
                             ["trial_id", "variant", "seed", "status", "epochs_done"]
                             if "epochs_done" in trials else ["trial_id", "variant", "seed", "status"]]
@@ -295,4 +378,5 @@ def progress(sweep: Sweep) -> Progress:
     for variant, group in trials.groupby("variant", sort=False):
         present = set(pd.to_numeric(group["seed"], errors="coerce").dropna().astype(int))
         missing += [(str(variant), s) for s in seeds if s not in present]
-    return Progress(counts, failed.reset_index(drop=True), unfinished.reset_index(drop=True), missing)
+    return Progress(counts, failed.reset_index(drop=True), unfinished.reset_index(drop=True), missing,
+                    stopped.reset_index(drop=True))

@@ -66,9 +66,13 @@ def attention_heatmaps(
     width: float = PAGE_WIDTH,
     panel_height: float = 2.3,
     limit: float | None = None,
+    row_label: str = "mixture i (grouped by layer)",
+    column_label: str = "cell j of the warehouse",
+    column_noun: str = "cells",
 ) -> Figure:
-    """One panel per warehouse: rows = mixtures grouped by layer (lines at layer boundaries), columns = cells, colour =
-    mean alpha per panel scale; diverging and white at zero when alpha takes negative values, else sequential."""
+    """One panel per group (a KW warehouse, or a method's routing group): rows = mixtures grouped by layer (lines at
+    layer boundaries; one row per layer for routing), columns = cells (or experts), colour = mean alpha per panel
+    scale; diverging and white at zero when alpha takes negative values, else sequential."""
     items = list(warehouses.values()) if isinstance(warehouses, Mapping) else list(warehouses)
     with paper_style():
         if not items:
@@ -85,23 +89,25 @@ def attention_heatmaps(
             n_rows, n_cells = w.shape
             norm, cmap, extend = _norm(w.alpha, signed, limit)
             image = ax.imshow(w.alpha, aspect="auto", interpolation="auto", cmap=cmap, norm=norm)
-            for _, start, _ in w.blocks()[1:]:
+            one_row_per_layer = len(w.blocks()) == n_rows  # e.g. a routing group: no boundaries to draw
+            for _, start, _ in [] if one_row_per_layer else w.blocks()[1:]:
                 ax.axhline(start - 0.5, color="black", linewidth=0.5)
             points_per_row = panel_height * 72 * 0.72 / n_rows  # roughly the axes' share of the panel height
             ticks, names = _layer_ticks(w, points_per_row)
             ax.set_yticks(ticks, names, fontsize=LAYER_FONT)
             ax.tick_params(axis="y", length=0, pad=2)
             ax.xaxis.set_major_locator(MaxNLocator(nbins=6, integer=True))
-            ax.set_xlabel("cell j of the warehouse")
+            ax.set_xlabel(column_label)
             ax.grid(False)
-            ax.set_title(f"{w.name}: {n_rows} mixtures × {n_cells} cells", loc="left")
+            rows_noun = "layers" if one_row_per_layer else "mixtures"
+            ax.set_title(f"{w.name}: {n_rows} {rows_noun} × {n_cells} {column_noun}", loc="left")
             colorbar = fig.colorbar(image, ax=ax, pad=0.02, aspect=25, extend=extend)
             colorbar.set_label("mean attention α", labelpad=2)
             colorbar.ax.tick_params(labelsize=6)
         for ax in axes.flat[len(items):]:
             ax.set_axis_off()
         for ax in axes[:, 0]:
-            ax.set_ylabel("mixture i (grouped by layer)")
+            ax.set_ylabel(row_label)
         if title:
             fig.suptitle(title, x=0.0, ha="left")
         return fig

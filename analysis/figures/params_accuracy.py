@@ -9,6 +9,7 @@ from matplotlib.figure import Figure
 from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
+from analysis.stats import MIN_SEEDS
 from analysis.style import BASELINE_COLOR, COLUMN_WIDTH, count_scale, new_figure, palette, paper_style, row_major
 
 X_LABELS = {"params_total": "parameters", "macs_per_image": "MACs per image"}
@@ -43,9 +44,10 @@ def params_accuracy(
 ) -> Figure:
     """Mean metric per variant against `x` (params_total or macs_per_image) with the interval as error bar.
 
-    `points`: one row per variant with `x`, mean, ci_low, ci_high, `hue`, label, is_baseline and n_seeds. The
-    baseline is a dark star; hollow markers had fewer than two seeds; the dashed staircase is the Pareto front (no
-    other variant is as small and at least as accurate). Variants of equal size are spread apart a little.
+    `points`: one row per variant with `x`, mean, ci_low, ci_high, `hue`, label and is_baseline. The baseline is a
+    dark star; hollow markers have no interval (fewer than analysis.stats.MIN_SEEDS seeds); the dashed staircase is
+    the Pareto front (no other variant is as small and at least as good, in the metric's direction: `maximize`).
+    Variants of equal size are spread apart a little.
     """
     with paper_style():
         fig, axes = new_figure(width, height)
@@ -68,7 +70,7 @@ def params_accuracy(
         for i, row in data.iterrows():
             lower, upper = row["mean"] - row["ci_low"], row["ci_high"] - row["mean"]
             has_ci = np.isfinite(lower) and np.isfinite(upper)
-            filled = int(row.get("n_seeds", 2)) >= 2
+            filled = has_ci
             if baseline[i]:
                 color, marker, size, name = BASELINE_COLOR, "*", 9, f"{row['label']} (baseline)"
             else:
@@ -95,8 +97,8 @@ def params_accuracy(
             ax.xaxis.set_minor_formatter(NullFormatter())
         ax.set_xlabel(f"{X_LABELS.get(x, x)} ({unit})" if unit else X_LABELS.get(x, x))
         ax.margins(x=0.08, y=0.12)
-        if (~data["n_seeds"].fillna(0).ge(2)).any() if "n_seeds" in data else False:
-            handles["< 2 seeds (no interval)"] = Line2D([], [], marker="o", color="0.3", linestyle="none",
+        if not (np.isfinite(data["ci_low"]) & np.isfinite(data["ci_high"])).all():
+            handles[f"< {MIN_SEEDS} seeds (no interval)"] = Line2D([], [], marker="o", color="0.3", linestyle="none",
                                                         markersize=5, markerfacecolor="white")
         ncols = min(3, len(handles))
         names = row_major(list(handles), ncols)
