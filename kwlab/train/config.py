@@ -98,6 +98,7 @@ class RuntimeConfig(Config):
     channels_last: bool | str = "auto"  # auto (on CUDA) | true | false
     compile: bool = False  # torch.compile the model for training and evaluation
     threads: int | None = Field(None, ge=1)  # torch intra-op CPU threads (set for the whole process); None: default
+    sync_bn: bool = False  # several workers: BatchNorms normalise over the global batch (SyncBatchNorm)
 
     @field_validator("channels_last", mode="before")
     @classmethod

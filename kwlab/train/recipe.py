@@ -42,6 +42,7 @@ from kwlab.methods.protocol import Schedule
 from kwlab.provenance import describe_device, git_state, peak_memory_mb, versions
 from kwlab.train import checkpoint
 from kwlab.train.config import RuntimeConfig, TrainConfig
+from kwlab.train.distributed import SINGLE, Distributed
 from kwlab.train.optim import build_optimizer, build_scheduler, scaled_lr
 
 EPOCH_METRICS = ("train_loss", "train_top1", "val_loss", "val_top1", "val_top5")  # plus ema_val_* with EMA
@@ -63,14 +64,16 @@ class Runtime:
     memory_format: torch.memory_format
 
     @classmethod
-    def resolve(cls, cfg: RuntimeConfig) -> Runtime:
-        """Turn the 'auto' settings into concrete ones (CUDA: bf16 autocast and channels_last)."""
+    def resolve(cls, cfg: RuntimeConfig, assigned: torch.device | None = None) -> Runtime:
+        """Turn the 'auto' settings into concrete ones (CUDA: bf16 autocast and channels_last); `assigned` is the
+        GPU a launcher gave this worker."""
         if cfg.device == "cuda" and not torch.cuda.is_available():
             raise KWLabError("runtime.device: 'cuda' was asked for but torch sees no CUDA device")
         cuda = cfg.device == "cuda" or (cfg.device == "auto" and torch.cuda.is_available())
         bf16 = cfg.precision == "bf16" or (cfg.precision == "auto" and cuda)
         channels_last = cuda if cfg.channels_last == "auto" else cfg.channels_last
-        return cls(torch.device("cuda" if cuda else "cpu"), torch.bfloat16 if bf16 else None,
+        device = (assigned or torch.device("cuda")) if cuda else torch.device("cpu")
+        return cls(device, torch.bfloat16 if bf16 else None,
                    torch.channels_last if channels_last else torch.contiguous_format)
 
     def autocast(self) -> AbstractContextManager:
@@ -89,19 +92,28 @@ def epoch_order(size: int, seed: int, epoch: int) -> torch.Tensor:
 
 
 def batches(
-    dataset: Dataset, order: torch.Tensor, batch_size: int, runtime: Runtime, workers: int = 1, seed: int = 0
+    dataset: Dataset, order: torch.Tensor, batch_size: int, runtime: Runtime, workers: int = 1, seed: int = 0,
+    dist: Distributed = SINGLE,
 ) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-    """(images, labels) of `dataset` in `order` on the device: in-memory sets are sliced, others go via a DataLoader
-    with `workers` processes (at least one), whose random transforms are seeded from `seed`."""
+    """(images, labels) of `dataset` in `order`, `batch_size` at a time, on the device: this worker's share of each
+    batch (all of it in a one-worker trial). In-memory sets are sliced; others go via a DataLoader with `workers`
+    processes (at least one), whose random transforms are seeded from `seed`."""
+    # every worker takes the same number of steps: a last batch with fewer samples than workers is left out
+    shares = [dist.share(chunk) for chunk in order.split(batch_size) if len(chunk) >= dist.world]
     if isinstance(dataset, TensorDataset):
         images, labels = dataset.tensors
-        parts = ((images[chunk], labels[chunk]) for chunk in order.to(images.device).split(batch_size))
+        parts = ((images[share.to(images.device)], labels[share.to(images.device)]) for share in shares)
     else:  # lazily decoded sets (imagefolder): torch seeds each worker's torch and `random` from the generator
-        parts = DataLoader(dataset, batch_size, sampler=order.tolist(), num_workers=max(1, workers),
+        parts = DataLoader(dataset, batch_sampler=[share.tolist() for share in shares], num_workers=max(1, workers),
                            pin_memory=runtime.device.type == "cuda", generator=torch.Generator().manual_seed(seed))
     for x, y in parts:
         yield (x.to(runtime.device, non_blocking=True, memory_format=runtime.memory_format),
                y.to(runtime.device, non_blocking=True))
+
+
+def steps_per_epoch(size: int, batch_size: int, world: int = 1) -> int:
+    """Updates per epoch: the batches of `size` samples, less a last one too small to share among `world`."""
+    return size // batch_size + (size % batch_size >= max(world, 1) if size % batch_size else 0)
 
 
 def on_device(dataset: Dataset | None, device: torch.device) -> Dataset | None:
@@ -131,20 +143,23 @@ class Training:
     mixup: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None
     ema: nn.Module | None  # timm ModelEmaV3
     steps_per_epoch: int
+    dist: Distributed = SINGLE
     workers: int = 1
     step: int = 0  # updates done so far
 
     def train_epoch(self, dataset: Dataset, epoch: int, progress: bool) -> dict[str, Any]:
-        """One epoch of updates; raises KWLabError on a non-finite loss."""
-        cfg = self.cfg
+        """One epoch of updates (this worker's share of each batch); raises KWLabError on a non-finite loss."""
+        cfg, dist = self.cfg, self.dist
         self.model.train()
         order = epoch_order(len(dataset), cfg.seed, epoch)
-        parts = batches(dataset, order, cfg.batch_size, self.runtime, self.workers, seed_for(cfg.seed, epoch, 1))
+        stream = 1 + 3 * dist.rank  # each worker draws its own augmentation and mixing
+        parts = batches(dataset, order, cfg.batch_size, self.runtime, self.workers, seed_for(cfg.seed, epoch, stream),
+                        dist)
         if progress:
             parts = track(parts, total=self.steps_per_epoch, description=f"epoch {epoch}/{cfg.epochs}", transient=True)
-        generator = torch.Generator(self.runtime.device).manual_seed(seed_for(cfg.seed, epoch, 1))
-        np.random.seed(seed_for(cfg.seed, epoch, 2) % 2**32)  # timm's Mixup draws from numpy's global generator
-        loss_sum = correct = torch.zeros((), device=self.runtime.device)
+        generator = torch.Generator(self.runtime.device).manual_seed(seed_for(cfg.seed, epoch, stream))
+        np.random.seed(seed_for(cfg.seed, epoch, stream + 1) % 2**32)  # timm's Mixup draws from numpy's generator
+        loss_sum = correct = seen = torch.zeros((), device=self.runtime.device)
         tau = None
         for index, (images, labels) in enumerate(parts, start=1):
             self.step += 1
@@ -159,7 +174,7 @@ class Training:
             with self.runtime.autocast():
                 logits = self.forward(images)
                 loss = self._loss(logits.float(), targets)
-            if not math.isfinite(value := loss.item()):
+            if not math.isfinite(value := dist.sum(loss.detach()).item()):  # every worker stops together
                 raise KWLabError(
                     f"non-finite loss at epoch {epoch} step {index}: {value} (lr {self._lr():.3g}); "
                     "lower optim.lr or set optim.grad_clip"
@@ -173,8 +188,9 @@ class Training:
                 self.ema.update(self.model, step=self.step)
             loss_sum = loss_sum + loss.detach() * len(labels)
             correct = correct + (logits.argmax(1) == labels).sum()
-        return {"train_loss": loss_sum.item() / len(dataset), "train_top1": 100 * correct.item() / len(dataset),
-                "lr": self._lr(), "tau": tau}
+            seen = seen + len(labels)
+        loss_sum, correct, seen = (dist.sum(t).item() for t in (loss_sum, correct, seen))
+        return {"train_loss": loss_sum / seen, "train_top1": 100 * correct / seen, "lr": self._lr(), "tau": tau}
 
     def _loss(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         if targets.dim() == 2:  # soft targets from mixup/cutmix (label smoothing is folded in)
@@ -182,11 +198,14 @@ class Training:
         return F.cross_entropy(logits, targets, label_smoothing=self.cfg.optim.label_smoothing)
 
     @torch.no_grad()
-    def evaluate(self, dataset: Dataset, prefix: str, model: nn.Module | None = None) -> dict[str, float]:
-        """`<prefix>_loss` (plain cross-entropy, as the reference), `<prefix>_top1` and `_top5` (%) in eval mode."""
+    def evaluate(self, dataset: Dataset, prefix: str, model: nn.Module | None = None,
+                 dist: Distributed | None = None) -> dict[str, float]:
+        """`<prefix>_loss` (plain cross-entropy, as the reference), `<prefix>_top1` and `_top5` (%) in eval mode,
+        over the workers of `dist` (the trial's by default), each scoring its share of the samples."""
+        dist = self.dist if dist is None else dist
         forward = self.forward if model is None else model
         (self.model if model is None else model).eval()
-        order = torch.arange(len(dataset))
+        order = dist.eval_indices(len(dataset))  # every sample scored once, by one worker
         loss_sum = top1 = top5 = torch.zeros((), device=self.runtime.device)
         for images, labels in batches(dataset, order, self.cfg.eval_batch_size, self.runtime, self.workers):
             with self.runtime.autocast():
@@ -196,8 +215,9 @@ class Training:
             hits = ranked == labels[:, None]
             top1, top5 = top1 + hits[:, 0].sum(), top5 + hits.any(1).sum()
         size = len(dataset)
-        return {f"{prefix}_loss": loss_sum.item() / size, f"{prefix}_top1": 100 * top1.item() / size,
-                f"{prefix}_top5": 100 * top5.item() / size}
+        loss_sum, top1, top5 = (dist.sum(t).item() for t in (loss_sum, top1, top5))
+        return {f"{prefix}_loss": loss_sum / size, f"{prefix}_top1": 100 * top1 / size,
+                f"{prefix}_top5": 100 * top5 / size}
 
     def _lr(self) -> float:
         return self.optimizer.param_groups[0]["lr"]
@@ -214,35 +234,40 @@ def _mixup(cfg: TrainConfig, num_classes: int) -> Callable | None:
                  num_classes=num_classes)
 
 
-def build_training(cfg: TrainConfig, splits: kwdata.Splits, runtime: Runtime) -> Training:
-    """Seeded model (converted by the config's method), optimizer, LR and temperature schedules, EMA."""
+def build_training(cfg: TrainConfig, splits: kwdata.Splits, runtime: Runtime, dist: Distributed = SINGLE) -> Training:
+    """Seeded model (converted by the config's method), optimizer, LR and temperature schedules, EMA; with several
+    workers, SyncBatchNorm (when `runtime.sync_bn`) and the launcher's DDP wrapper."""
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model.name, cfg.method, cfg.settings, init=cfg.model.init, **model_kwargs(cfg, splits))
     if cfg.model.init_from_reference is not None:  # a resumed trial then loads its own checkpoint over it
         from kwlab.methods.kw.reference_checkpoint import load_reference_checkpoint
 
         load_reference_checkpoint(model, cfg.model.init_from_reference)
+    if dist.world > 1 and cfg.runtime.sync_bn:
+        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
     model.to(device=runtime.device, memory_format=runtime.memory_format)
-    steps_per_epoch = math.ceil(len(splits.train) / cfg.batch_size)
-    total_steps = cfg.epochs * steps_per_epoch
+    per_epoch = steps_per_epoch(len(splits.train), cfg.batch_size, dist.world)
+    total_steps = cfg.epochs * per_epoch
     optimizer = build_optimizer(model, cfg.optim, scaled_lr(cfg.optim, cfg.batch_size))
     ema = None
     if cfg.optim.ema_decay:
         from timm.utils import ModelEmaV3
 
         ema = ModelEmaV3(model, decay=cfg.optim.ema_decay)
+    forward = dist.wrap(model)
     return Training(
         cfg=cfg,
         runtime=runtime,
         model=model,
-        forward=torch.compile(model) if cfg.runtime.compile else model,
+        forward=torch.compile(forward) if cfg.runtime.compile else forward,
         optimizer=optimizer,
-        scheduler=build_scheduler(optimizer, cfg.optim, steps_per_epoch, total_steps),
-        temperature=METHODS.get(cfg.method).schedule(cfg, steps_per_epoch, total_steps),
+        scheduler=build_scheduler(optimizer, cfg.optim, per_epoch, total_steps),
+        temperature=METHODS.get(cfg.method).schedule(cfg, per_epoch, total_steps),
         augment=splits.augment,
         mixup=_mixup(cfg, splits.num_classes),
         ema=ema,
-        steps_per_epoch=steps_per_epoch,
+        steps_per_epoch=per_epoch,
+        dist=dist,
         workers=loader_workers(cfg.runtime.threads),
     )
 
@@ -261,22 +286,27 @@ def price(cfg: TrainConfig, num_classes: int, in_chans: int, image_size: int) ->
                        num_classes=num_classes, in_chans=in_chans, **extra, **cfg.model.kwargs)
 
 
-def run(cfg: TrainConfig, trial_dir: str | Path | None = None, progress: bool = False) -> Iterator[dict[str, Any]]:
+def run(cfg: TrainConfig, trial_dir: str | Path | None = None, progress: bool = False,
+        dist: Distributed = SINGLE) -> Iterator[dict[str, Any]]:
     """Train one trial, yielding each finished epoch's metrics (keys: EPOCH_METRICS, lr, tau and timings).
 
     With `trial_dir`, the trial directory's files are written as epochs finish (see kwlab.store) and a checkpoint
     there from an interrupted run is resumed: only the remaining epochs are yielded. `progress` shows a per-batch
-    progress bar.
+    progress bar. `dist` places this process among the workers of a data-parallel trial (see
+    kwlab.train.distributed): every worker runs this generator; rank 0 writes the files.
     """
     started = time.perf_counter()
     trial = store.TrialDir(Path(trial_dir)) if trial_dir is not None else None
-    runtime = Runtime.resolve(cfg.runtime)
+    if cfg.batch_size % dist.world:
+        raise KWLabError(f"batch_size: {cfg.batch_size} does not divide among {dist.world} workers (batch_size is "
+                         "the global batch)")
+    runtime = Runtime.resolve(cfg.runtime, dist.device)
     keep_freed_memory()
     if cfg.runtime.threads is not None:
         torch.set_num_threads(cfg.runtime.threads)
     splits = kwdata.load(cfg.data, seed=cfg.seed)
     train_set, val_set = on_device(splits.train, runtime.device), on_device(splits.val, runtime.device)
-    training = build_training(cfg, splits, runtime)
+    training = build_training(cfg, splits, runtime, dist)
     history: list[dict[str, Any]] = []
     previous_time = 0.0  # wall time of earlier sessions of this trial
     if trial is not None:
@@ -284,9 +314,10 @@ def run(cfg: TrainConfig, trial_dir: str | Path | None = None, progress: bool = 
         if state is not None:
             checkpoint.restore(state, training)
             history, previous_time = state["history"], state["wall_time_s"]
-        trial.path.mkdir(parents=True, exist_ok=True)
-        trial.write_config(cfg.to_dict())
-        trial.write_metrics(history)
+        if dist.main:
+            trial.path.mkdir(parents=True, exist_ok=True)
+            trial.write_config(cfg.to_dict())
+            trial.write_metrics(history)
 
     for epoch in range(len(history) + 1, cfg.epochs + 1):
         if runtime.device.type == "cuda":
@@ -304,12 +335,13 @@ def run(cfg: TrainConfig, trial_dir: str | Path | None = None, progress: bool = 
         }
         improved = not history or metrics["val_top1"] > max(m["val_top1"] for m in history)
         history.append(metrics)
-        if trial is not None:  # record before yielding: a consumer may stop at any yield
+        if trial is not None and dist.main:  # record before yielding: a consumer may stop at any yield
             if improved:
                 checkpoint.save_best(trial, training.model)
             checkpoint.save(trial, cfg=cfg, training=training, history=history,
                             wall_time_s=previous_time + time.perf_counter() - started)
             trial.write_metrics(history)
+        dist.barrier()  # the other workers may read best.pt next
         yield metrics
 
     if trial is not None:
@@ -330,17 +362,22 @@ def finish(training: Training, trial: store.TrialDir, splits: kwdata.Splits, his
         tested |= {f"{k}_at_best_val": v for k, v in training.evaluate(test_set, "test", model=best_model).items()}
     if training.ema is not None and test_set is not None:
         tested |= training.evaluate(test_set, "ema_test", model=training.ema.module)
+    if not training.dist.main:
+        return tested
     recorder = METHODS.get(cfg.method).recorder(model)
-    if recorder is not None:
+    if recorder is not None:  # rank 0 alone, on the plain module (hooks do not fire in a compiled graph)
         with recorder:
-            training.evaluate(val_set, "val", model=model)  # hooks fire on the plain module, not a compiled graph
+            training.evaluate(val_set, "val", model=model, dist=SINGLE)
         trial.write_attention(recorder.arrays())
     priced = price(cfg, splits.num_classes, splits.in_chans, splits.image_size)
+    workers = training.dist.world
     summary = {
         "status": "finished", "method": cfg.method, **priced.to_dict(), "epochs": len(history), "seed": cfg.seed,
-        "train_images": len(splits.train), "val_images": len(splits.val), "test_images": len(splits.test) if splits.test is not None else 0,
-        **store.summarize_epochs(history), **tested, "wall_time_s": round(wall_time_s, 3),
-        "device": describe_device(training.runtime.device), "versions": versions(), "git": git_state(),
+        "train_images": len(splits.train), "val_images": len(splits.val),
+        "test_images": len(splits.test) if splits.test is not None else 0, **store.summarize_epochs(history),
+        **tested, "wall_time_s": round(wall_time_s, 3), "workers": workers,
+        "device": describe_device(training.runtime.device) + (f" x {workers} workers" if workers > 1 else ""),
+        "versions": versions(), "git": git_state(),
     }
     trial.write_summary(summary)
     return summary
