@@ -106,6 +106,9 @@ class TrialDir:
 
     path: Path
 
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
+
     @property
     def name(self) -> str:
         """The trial id (the directory's name)."""
@@ -268,6 +271,9 @@ class Store:
     """A results folder."""
 
     path: Path
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "path", Path(self.path))
 
     def trial(self, trial_id: str) -> TrialDir:
         """The directory of one trial."""

@@ -86,6 +86,9 @@ def check_trial_configs(spec: SweepSpec, configs: list[dict[str, Any]], source: 
                              f"use one of {', '.join(recorded)}")
         if spec.metric.goal != metric_goal(name):
             raise KWLabError(f"{source}: metric.goal: {name} is to {metric_goal(name)}, not to {spec.metric.goal}")
+        if cfg.batch_size % spec.resources.workers:
+            raise KWLabError(f"{source}: batch_size: {cfg.batch_size} does not divide among resources.workers = "
+                             f"{spec.resources.workers} (batch_size is the global batch)")
         if cfg.runtime.device == "cuda" and spec.resources.gpu == 0:
             raise KWLabError(f"{source}: resources.gpu: the trials ask for runtime.device 'cuda' but resources.gpu "
                              "is 0, so Ray would give them no GPU; set resources.gpu (e.g. 1, or 0.5 to share one)")

@@ -68,7 +68,39 @@ def train_variant(config: dict[str, Any]) -> None:
         seeds = [describe_trial(trial, Path(job["store"])) for trial in trials]
     else:
         seeds = job["trials"]
-    _train_seeds(seeds, job["metric"], job["goal"], job["threads"], tune.report)
+    if job["workers"] == 1:
+        _train_seeds(seeds, job, tune.report)
+    else:
+        _train_data_parallel(seeds, job)
+
+
+def _train_data_parallel(seeds: list[dict[str, Any]], job: dict[str, Any]) -> None:
+    """Train a Tune trial's seeds on `workers` data-parallel processes: Ray Train's TorchTrainer (DDP over gloo on
+    CPUs, nccl on GPUs), whose rank-0 reports reach Tune through TuneReportCallback."""
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchConfig, TorchTrainer
+    from ray.tune.integration.ray_train import TuneReportCallback
+
+    gpu = job["gpu"]
+    TorchTrainer(
+        _train_worker, train_loop_config={"seeds": seeds, "job": job},
+        scaling_config=ScalingConfig(num_workers=job["workers"], use_gpu=gpu > 0,
+                                     resources_per_worker={"CPU": job["cpu"], **({"GPU": gpu} if gpu else {})}),
+        torch_config=TorchConfig(backend="nccl" if gpu > 0 else "gloo"),
+        run_config=RunConfig(name=f"trial-{Path(seeds[0]['dir']).name}", storage_path=job["train_storage"],
+                             callbacks=[TuneReportCallback()]),
+    ).fit()
+
+
+def _train_worker(config: dict[str, Any]) -> None:
+    """One data-parallel worker of a Tune trial (runs in a Ray Train worker process)."""
+    import ray.train
+
+    from kwlab.train.distributed import from_ray_train
+
+    job = config["job"]
+    plugins.load(job["imports"])
+    _train_seeds(config["seeds"], job, ray.train.report, from_ray_train())
 
 
 def suggested_variant(config: dict[str, Any]) -> Variant:
@@ -77,12 +109,17 @@ def suggested_variant(config: dict[str, Any]) -> Variant:
     return Variant(label(point), point)
 
 
-def _train_seeds(seeds: list[dict[str, Any]], metric: str, goal: str, threads: int, report: Any) -> None:
+def _train_seeds(seeds: list[dict[str, Any]], job: dict[str, Any], report: Any, dist: Any = None) -> None:
+    """Train the seeds' trials an epoch of each in turn (in every worker of a data-parallel trial), reporting per
+    round the epoch and the mean over seeds of each seed's best metric so far."""
     import torch
 
     from kwlab.train import TrainConfig, run
+    from kwlab.train.distributed import SINGLE
 
-    torch.set_num_threads(threads)
+    dist = dist or SINGLE
+    metric, goal = job["metric"], job["goal"]
+    torch.set_num_threads(job["threads"])
     best: dict[int, float] = {}
     runs: dict[int, Iterator[dict[str, Any]]] = {}
     for seed in seeds:
@@ -91,10 +128,12 @@ def _train_seeds(seeds: list[dict[str, Any]], metric: str, goal: str, threads: i
         if trial.is_done():
             best[seed["seed"]] = _best([m[metric] for m in history], goal) if history else math.nan
             continue
-        trial.clear_outcome()
+        if dist.main:
+            trial.clear_outcome()
         if history:  # resuming: the metric so far counts for ASHA's rungs
             best[seed["seed"]] = _best([m[metric] for m in history], goal)
-        runs[seed["seed"]] = _logged(trial, run(TrainConfig.from_dict(seed["config"]), trial.path))
+        epochs = run(TrainConfig.from_dict(seed["config"]), trial.path, dist=dist)
+        runs[seed["seed"]] = _logged(trial, epochs) if dist.main else epochs
     epoch = 0
     while runs:
         for seed, epochs in list(runs.items()):
@@ -106,7 +145,7 @@ def _train_seeds(seeds: list[dict[str, Any]], metric: str, goal: str, threads: i
             best[seed] = _best([best.get(seed, metrics[metric]), metrics[metric]], goal)
         if runs:
             report({"epoch": epoch, SCORE: _mean(best.values()), "seeds": len(best)})
-    report({"epoch": epoch, SCORE: _mean(best.values()), "seeds": len(best), "done": True})
+    report({"epoch": epoch, SCORE: _mean(best.values()), "seeds": len(best), "final": True})
 
 
 def _mean(values: Any) -> float:
@@ -184,7 +223,7 @@ class TrialEvents(Callback):
         self.printer.say(f"started   {self.printer.name(trial)}")
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        if result.get("done") or "epoch" not in result:
+        if result.get("final") or "epoch" not in result:
             return
         value = result.get(SCORE)
         mean = "mean over seeds of " if result.get("seeds", 1) > 1 else ""
@@ -256,6 +295,16 @@ class Outcome:
     interrupted: bool
 
 
+def trials_that_fit(spec: SweepSpec) -> int:
+    """How many trials the Ray cluster can run at once (at least one: check_capacity refused the rest)."""
+    import ray
+
+    total = ray.cluster_resources()
+    fits = [total.get(key, 0) // (need * spec.resources.workers)
+            for key, need in (("CPU", spec.resources.cpu), ("GPU", spec.resources.gpu)) if need > 0]
+    return max(1, int(min(fits)))
+
+
 def check_capacity(spec: SweepSpec) -> None:
     """Refuse, in one line, a trial that the Ray cluster cannot place at all (instead of Tune waiting forever)."""
     import ray
@@ -264,7 +313,7 @@ def check_capacity(spec: SweepSpec) -> None:
     asked = {"CPU": resources.cpu, "GPU": resources.gpu}
     total = ray.cluster_resources()
     nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
-    workers = f" x {resources.workers} workers" if resources.workers > 1 else ""
+    workers = f" x {resources.workers} workers" if resources.workers > 1 else ""  # each worker asks for `need`
     for key, noun in (("CPU", "CPU"), ("GPU", "GPU")):
         need = asked[key]
         if need <= 0:
@@ -309,8 +358,10 @@ def run_trials(
             groups = _groups(spec, pending)
             task = progress.add_task(spec.name, total=len(groups) + searches)
             callback = TrialEvents(EventPrinter(results, console, progress, task, spec.metric.name))
+            resources = spec.resources
             job = {"imports": list(imports), "metric": spec.metric.name, "goal": spec.metric.goal,
-                   "threads": max(1, int(spec.resources.cpu))}
+                   "threads": max(1, int(resources.cpu)), "workers": resources.workers, "cpu": resources.cpu,
+                   "gpu": resources.gpu, "train_storage": str((store_path / "ray" / "train").resolve())}
             if groups:
                 space = [{**job, "trials": [describe_trial(t, store_path) for t in group]} for group in groups]
                 _fit(spec, store_path, {"job": _grid(space)}, callback, max_concurrent, _asha(spec))
@@ -363,15 +414,23 @@ def _fit(spec: SweepSpec, store_path: Path, space: dict[str, Any], callback: Any
          scheduler: Any, **tune_options: Any) -> None:
     from ray import tune
 
-    resources = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
+    if spec.resources.workers == 1:
+        resources = {"cpu": spec.resources.cpu, "gpu": spec.resources.gpu}
+    else:
+        # NOTE: the trial's own actor only waits on its TorchTrainer, whose workers hold the CPUs and GPUs: it asks
+        # for next to nothing (Ray refuses an empty request), and Tune starts no more trials than the cluster can
+        # give workers, so trainers never wait on each other.
+        resources = {"memory": 1}
+        max_concurrent = min(max_concurrent or spec.max_concurrent_trials or 10**6, trials_that_fit(spec))
     tune.Tuner(
         tune.with_resources(train_variant, resources),
         param_space=space,
         # reuse_actors: a finished trial's worker process takes the next trial; a fresh worker spends ~7 s importing
-        # torch and kwlab on a 2-core CPU, a tenth of a small sweep's wall time (measured on cell_size)
+        # torch and kwlab on a 2-core CPU, a tenth of a small sweep's wall time (measured on cell_size). A trial
+        # actor that launched a TorchTrainer is not reused: its Tune session ends with it.
         tune_config=tune.TuneConfig(scheduler=scheduler,
                                     max_concurrent_trials=max_concurrent or spec.max_concurrent_trials,
-                                    reuse_actors=True, **tune_options),
+                                    reuse_actors=spec.resources.workers == 1, **tune_options),
         run_config=tune.RunConfig(
             name=spec.name, storage_path=str((store_path / "ray").resolve()),
             failure_config=tune.FailureConfig(max_failures=spec.failure.max_retries), verbose=0,

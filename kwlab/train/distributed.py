@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 from torch import nn
 
 
@@ -57,6 +58,50 @@ class Distributed:
 
 
 SINGLE = Distributed()
+
+
+class GlobalBatchNorm(nn.modules.batchnorm._BatchNorm):
+    """BatchNorm whose training statistics are those of the global batch of all workers, on any backend.
+
+    NOTE: torch's SyncBatchNorm does this on CUDA only; kwlab uses it there and this module on CPU workers (gloo).
+    The statistics are all-reduced with torch.distributed.nn's differentiable all_reduce (mean first, then the
+    centred second moment), so gradients flow through them as through torch's.
+    """
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, C, ...) normalised per channel over every worker's samples and positions."""
+        from torch.distributed.nn.functional import all_reduce
+
+        if not self.training:
+            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
+        dims = [0, *range(2, x.dim())]
+        shape = [1, -1, *([1] * (x.dim() - 2))]
+        count = all_reduce(x.new_tensor([x.numel() / x.shape[1]]))
+        mean = all_reduce(x.sum(dims)) / count  # (C,)
+        centred = x - mean.view(shape)
+        var = all_reduce((centred * centred).sum(dims)) / count  # biased, as BatchNorm normalises
+        if self.track_running_stats:
+            with torch.no_grad():
+                self.num_batches_tracked += 1
+                momentum = 1 / float(self.num_batches_tracked) if self.momentum is None else self.momentum
+                self.running_mean.lerp_(mean, momentum)
+                self.running_var.lerp_(var * count / (count - 1).clamp_min(1), momentum)  # unbiased, as torch
+        y = centred * torch.rsqrt(var + self.eps).view(shape)
+        return y * self.weight.view(shape) + self.bias.view(shape) if self.affine else y
+
+
+def global_batchnorm(model: nn.Module, device: torch.device) -> nn.Module:
+    """`model` with every BatchNorm normalising over the global batch: torch's SyncBatchNorm on CUDA, kwlab's
+    GlobalBatchNorm elsewhere."""
+    if device.type == "cuda":
+        return nn.SyncBatchNorm.convert_sync_batchnorm(model)
+    for name, module in list(model.named_modules()):
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and not isinstance(module, GlobalBatchNorm):
+            replacement = GlobalBatchNorm(module.num_features, module.eps, module.momentum, module.affine,
+                                          module.track_running_stats)
+            replacement.load_state_dict(module.state_dict())
+            model.set_submodule(name, replacement.to(next(module.buffers(), torch.zeros(())).device))
+    return model
 
 
 def from_ray_train() -> Distributed:

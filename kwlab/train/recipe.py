@@ -42,7 +42,7 @@ from kwlab.methods.protocol import Schedule
 from kwlab.provenance import describe_device, git_state, peak_memory_mb, versions
 from kwlab.train import checkpoint
 from kwlab.train.config import RuntimeConfig, TrainConfig
-from kwlab.train.distributed import SINGLE, Distributed
+from kwlab.train.distributed import SINGLE, Distributed, global_batchnorm
 from kwlab.train.optim import build_optimizer, build_scheduler, scaled_lr
 
 EPOCH_METRICS = ("train_loss", "train_top1", "val_loss", "val_top1", "val_top5")  # plus ema_val_* with EMA
@@ -244,7 +244,7 @@ def build_training(cfg: TrainConfig, splits: kwdata.Splits, runtime: Runtime, di
 
         load_reference_checkpoint(model, cfg.model.init_from_reference)
     if dist.world > 1 and cfg.runtime.sync_bn:
-        model = nn.SyncBatchNorm.convert_sync_batchnorm(model)
+        model = global_batchnorm(model, runtime.device)
     model.to(device=runtime.device, memory_format=runtime.memory_format)
     per_epoch = steps_per_epoch(len(splits.train), cfg.batch_size, dist.world)
     total_steps = cfg.epochs * per_epoch
