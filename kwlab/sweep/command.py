@@ -43,6 +43,7 @@ class Plan:
     trials: list[Trial]
     priced: pd.DataFrame
     base: dict[str, Any]
+    probe: dict[str, Any] | None = None  # bayes: the config of one suggestion, for checks and estimates
 
     @property
     def spec(self) -> SweepSpec:
@@ -56,17 +57,18 @@ def plan_sweep(path: str, profile: str | None, sets: list[str]) -> Plan:
     spec = resolved.spec
     base = base_config(spec, path, resolved.config_overrides)
     trials = expand(spec, base, path)
-    if spec.method == "bayes":  # the fixed part (cases) plus one point, to check what the suggestions will build
+    probe = None
+    if spec.method == "bayes":  # one point, to check (and time) what the suggestions will build
         from kwlab.sweep.expand import random_variants, resolve
 
-        probe = random_variants(spec.model_copy(update={"num_samples": 1}))[0]
-        check_trial_configs(spec, [resolve(base, probe, spec.seeds[0], path)], path)
+        probe = resolve(base, random_variants(spec.model_copy(update={"num_samples": 1}))[0], spec.seeds[0], path)
+        check_trial_configs(spec, [probe], path)
     check_trial_configs(spec, [t.config for t in trials], path)
     priced = price(trials, path)
     if spec.constraints:
         trials = apply_constraints(trials, priced, spec.constraints, path)
     kept = {t.variant_id for t in trials}
-    return Plan(resolved, trials, priced[priced["variant_id"].isin(kept)].reset_index(drop=True), base)
+    return Plan(resolved, trials, priced[priced["variant_id"].isin(kept)].reset_index(drop=True), base, probe)
 
 
 def check_trial_configs(spec: SweepSpec, configs: list[dict[str, Any]], source: str) -> None:
@@ -94,27 +96,44 @@ def check_trial_configs(spec: SweepSpec, configs: list[dict[str, Any]], source: 
                              "is 0, so Ray would give them no GPU; set resources.gpu (e.g. 1, or 0.5 to share one)")
 
 
-def print_plan(plan: Plan) -> None:
-    """The dry-run table: variants with parameters and MACs, and the trial total."""
+def print_plan(plan: Plan, max_concurrent: int | None) -> None:
+    """The dry-run table: variants with parameters, MACs and estimated trial time, then the trial total and the
+    sweep's estimated wall time on this machine."""
     from rich.console import Console
     from rich.table import Table
 
+    from kwlab.sweep.estimate import estimate
+
     spec, priced = plan.spec, plan.priced
+    extra = [plan.probe] * (spec.num_samples * len(spec.seeds)) if plan.probe is not None else []
+    timed = estimate(spec, plan.trials, max_concurrent, extra)
     table = Table(title=f"{spec.name}: {spec.method} sweep", title_justify="left")
-    for column in ("variant", "baseline", "seeds", "params", "attention", "MACs/image"):
+    for column in ("variant", "baseline", "seeds", "params", "attention", "MACs/image", "est. trial"):
         table.add_column(column, justify="left" if column in ("variant", "baseline") else "right")
     baseline = {t.variant_id for t in plan.trials if t.variant.is_baseline}
     for row in priced.to_dict("records"):
         attention = row.get("params_attention")
         table.add_row(row["variant"], "yes" if row["variant_id"] in baseline else "", ",".join(map(str, spec.seeds)),
-                      f"{row['params_total']:,}", f"{attention:,}" if isinstance(attention, int) else "",
-                      f"{row['macs_per_image']:,}")
+                      f"{row['params_total']:,}", f"{int(attention):,}" if pd.notna(attention) else "",
+                      f"{row['macs_per_image']:,}", duration(timed.trial_s[row["variant_id"]]))
     console = Console()
     console.print(table)
     console.print(f"{len(priced)} variants x {len(spec.seeds)} seeds = {len(plan.trials)} trials")
     if spec.method == "bayes":
         console.print(f"then {spec.num_samples} Optuna TPE suggestions (seed {spec.sampler_seed}) over "
                       f"{', '.join(spec.parameters)}, each trained at seeds {spec.seeds}")
+    console.print(f"estimated wall time on this machine: {duration(timed.total_s)} at {timed.slots} trial"
+                  f"{'s' if timed.slots > 1 else ''} at a time (each variant timed on 3 training steps and one "
+                  f"evaluation batch, scaled to its epochs)")
+
+
+def duration(seconds: float) -> str:
+    """'45 s', '12.5 min', '1 h 42 min'."""
+    if seconds < 100:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60):02d} min"
 
 
 def store_folder(args: argparse.Namespace, plan: Plan) -> Path:
@@ -142,7 +161,7 @@ def main(args: argparse.Namespace) -> int:
     """Run (or dry-run) the sweep; see the module doc for the exit codes."""
     plan = plan_sweep(args.spec, args.profile, args.set)
     if args.dry_run:
-        print_plan(plan)
+        print_plan(plan, args.max_concurrent)
         return 0
     spec = plan.spec
     folder = store_folder(args, plan)

@@ -15,6 +15,7 @@ same metrics as an uninterrupted one (bit-exact on CPU; CUDA kernels need not be
 from __future__ import annotations
 
 import copy
+import itertools
 import math
 import os
 import time
@@ -31,7 +32,7 @@ from rich.progress import track
 from timm.scheduler import CosineLRScheduler
 from torch import nn
 from torch.optim import Optimizer
-from torch.utils.data import DataLoader, Dataset, TensorDataset
+from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 from kwlab import data as kwdata
 from kwlab import store
@@ -147,14 +148,17 @@ class Training:
     workers: int = 1
     step: int = 0  # updates done so far
 
-    def train_epoch(self, dataset: Dataset, epoch: int, progress: bool) -> dict[str, Any]:
-        """One epoch of updates (this worker's share of each batch); raises KWLabError on a non-finite loss."""
+    def train_epoch(self, dataset: Dataset, epoch: int, progress: bool, max_steps: int | None = None) -> dict[str, Any]:
+        """One epoch of updates (this worker's share of each batch), or its first `max_steps`; raises KWLabError on
+        a non-finite loss."""
         cfg, dist = self.cfg, self.dist
         self.model.train()
         order = epoch_order(len(dataset), cfg.seed, epoch)
         stream = 1 + 3 * dist.rank  # each worker draws its own augmentation and mixing
         parts = batches(dataset, order, cfg.batch_size, self.runtime, self.workers, seed_for(cfg.seed, epoch, stream),
                         dist)
+        if max_steps is not None:
+            parts = itertools.islice(parts, max_steps)
         if progress:
             parts = track(parts, total=self.steps_per_epoch, description=f"epoch {epoch}/{cfg.epochs}", transient=True)
         generator = torch.Generator(self.runtime.device).manual_seed(seed_for(cfg.seed, epoch, stream))
@@ -346,6 +350,50 @@ def run(cfg: TrainConfig, trial_dir: str | Path | None = None, progress: bool = 
 
     if trial is not None:
         finish(training, trial, splits, history, previous_time + time.perf_counter() - started)
+
+
+@dataclass(frozen=True)
+class Timing:
+    """What one trial of a config costs on this machine, measured on a few steps (see `time_trial`)."""
+
+    setup_s: float  # loading the data and building the model, once per trial
+    step_s: float  # one training update
+    eval_image_s: float  # scoring one image in eval mode
+    steps_per_epoch: int
+    val_images: int
+    test_images: int
+    epochs: int
+
+    @property
+    def trial_s(self) -> float:
+        """Estimated wall time of the whole trial: every epoch's updates and validation, then the test."""
+        per_epoch = self.steps_per_epoch * self.step_s + self.val_images * self.eval_image_s
+        return self.setup_s + self.epochs * per_epoch + 2 * self.test_images * self.eval_image_s
+
+
+def time_trial(cfg: TrainConfig, steps: int = 3) -> Timing:
+    """Time `steps` training updates (after one untimed) and one evaluation batch of `cfg` at its threads, as a
+    sweep's trial would run them; nothing is written."""
+    started = time.perf_counter()
+    runtime = Runtime.resolve(cfg.runtime)
+    if cfg.runtime.threads is not None:
+        torch.set_num_threads(cfg.runtime.threads)
+    splits = kwdata.load(cfg.data, seed=cfg.seed)
+    train_set, val_set = on_device(splits.train, runtime.device), on_device(splits.val, runtime.device)
+    training = build_training(cfg, splits, runtime)
+    setup = time.perf_counter() - started
+    training.train_epoch(train_set, 1, progress=False, max_steps=1)  # warm-up: first-call allocations, paths
+    began = time.perf_counter()
+    training.train_epoch(train_set, 1, progress=False, max_steps=steps)
+    step = (time.perf_counter() - began) / max(1, min(steps, training.steps_per_epoch))
+    size = min(len(val_set), cfg.eval_batch_size)
+    sample = (TensorDataset(*(t[:size] for t in val_set.tensors)) if isinstance(val_set, TensorDataset)
+              else Subset(val_set, range(size)))
+    began = time.perf_counter()
+    training.evaluate(sample, "val")
+    eval_image = (time.perf_counter() - began) / max(1, len(sample))
+    return Timing(setup, step, eval_image, training.steps_per_epoch, len(splits.val),
+                  len(splits.test) if splits.test is not None else 0, cfg.epochs)
 
 
 def finish(training: Training, trial: store.TrialDir, splits: kwdata.Splits, history: list[dict[str, Any]],

@@ -1,0 +1,40 @@
+"""The dry run's wall-time estimate: a few timed steps per variant, scaled by epochs, packed onto the slots."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import pytest
+
+from kwlab.cli import main
+from kwlab.sweep.estimate import RAY_FIXED_S, makespan
+from kwlab.train import TrainConfig, run
+from kwlab.train.recipe import time_trial
+
+
+@pytest.mark.parametrize(("durations", "slots", "expected"), [
+    ([5, 3, 3], 2, 6), ([5, 3, 3], 1, 11), ([4, 4, 4, 4], 2, 8), ([10, 1, 1, 1], 2, 10), ([2], 4, 2), ([], 2, 0),
+])
+def test_makespan_packs_the_dearest_first(durations: list[float], slots: int, expected: float) -> None:
+    assert makespan(durations, slots) == expected
+
+
+def test_a_trial_estimate_is_close_to_the_trial(tmp_path: Path) -> None:
+    """The estimate of a 4-epoch digits trial against its measured wall time (the study's dry run is compared with
+    its real wall time in its README): within a factor of two either way on a shared machine."""
+    cfg = TrainConfig.from_dict({"data": {"name": "digits", "train_size": 400}, "epochs": 4,
+                                 "model": {"kwargs": {"width": 0.5}}, "runtime": {"threads": 1}})
+    estimated = time_trial(cfg).trial_s
+    started = time.perf_counter()
+    list(run(cfg, tmp_path))
+    measured = time.perf_counter() - started
+    assert measured / 2 < estimated < measured * 2
+
+
+def test_dry_run_prints_each_variants_estimate_and_the_total(capsys: pytest.CaptureFixture) -> None:
+    assert main(["sweep", "sweeps/smoke.yaml", "--dry-run"]) == 0
+    out = capsys.readouterr().out
+    assert "est. trial" in out and "estimated wall time on this machine:" in out
+    total = out.split("estimated wall time on this machine:")[1].split(" at ")[0].strip()
+    assert total.endswith(" s") and float(total[:-2]) >= RAY_FIXED_S
