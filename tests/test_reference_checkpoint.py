@@ -93,7 +93,6 @@ def write_reference_state(static: nn.Module, layers: list[RefLayer], static_key,
         for lay, weight, shape, layer_tiles, groups_ in zip(members, weights, kernel_shapes, tiles, groups):
             kernel, m = weight.reshape(shape), len(layer_tiles)
             at_tau_one = torch.zeros(shape)
-            first = start
             for i, tile in enumerate(layer_tiles):
                 if ratio >= 1:
                     cells[start + i * int(ratio)] = kernel[tile]
@@ -105,7 +104,6 @@ def write_reference_state(static: nn.Module, layers: list[RefLayer], static_key,
             if ratio >= 1:
                 start += m * int(ratio)
             kernels[lay.name] = at_tau_one.reshape(weight.shape)
-            own = start - first
             in_channels = weight.shape[1] * groups_
             hidden = max(int(in_channels * reduction), 16)
             prefix = f"{lay.ref}.attention"

@@ -24,7 +24,7 @@ import math
 import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, ClassVar, Literal
+from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
@@ -38,8 +38,6 @@ from kwlab.methods.kw.fastpath import Geometry, kw_conv, resolve_padding
 from kwlab.methods.pricing import static_macs
 from kwlab.methods.protocol import MeanRecorder, Method, Price, Schedule
 
-if TYPE_CHECKING:
-    from kwlab.train.config import TrainConfig
 
 PATHS = ("auto", "reference", "grouped", "batched", "mixed")
 MemoryMode = Literal["fast", "lean"]
@@ -156,10 +154,10 @@ def select_layers(model: nn.Module, keep_static: Callable[[str, str | None], boo
     convolutions that run. Static: the first that reads the image, those whose output has a single position
     (squeeze-excite gates and heads on pooled features), a conv classifier, and subclasses of nn.Conv2d that compute
     something else (timm's Conv2dSame, StdConv2d) or pad other than with zeros. Linear layers (the classifier) stay
-    static. `keep_static(name, family)` adds a method's own rule (family as kwlab.methods.kw.layouts.family_of says,
+    static. `keep_static(name, family)` adds a method's own rule (family as kwlab.models.families.family_of says,
     e.g. 'resnet').
     """
-    from kwlab.methods.kw.layouts import family_of
+    from kwlab.models.families import family_of
 
     if any(isinstance(m, DynamicConv) for m in model.modules()):
         raise KWLabError(f"{type(model).__name__} already has dynamic convolutions; convert a static model")
@@ -513,10 +511,10 @@ class DynamicMethod(Method):
         """The submodule whose output is the layer's (B, K) mixture weights."""
         raise NotImplementedError
 
-    def schedule(self, cfg: TrainConfig, steps_per_epoch: int, total_steps: int) -> Schedule | None:
-        """T from `temperature` in the method's section, for methods that have one; None otherwise."""
-        settings = self.resolve(cfg.settings if cfg.method == self.name else None)
-        temperature = getattr(settings, "temperature", None)
+    def schedule(self, settings: Config | None, temperature: Config, steps_per_epoch: int,
+                 total_steps: int) -> Schedule | None:
+        """T from `temperature` in the method's own section, for methods that have one; None otherwise."""
+        temperature = getattr(self.resolve(settings), "temperature", None)
         if temperature is None:
             return None
         return TemperatureAnnealing(round(temperature.epochs * steps_per_epoch), temperature.start, temperature.end)

@@ -14,7 +14,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ClassVar
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -22,9 +22,6 @@ from torch import nn
 
 from kwlab.config import Config
 from kwlab.registry import Registry
-
-if TYPE_CHECKING:
-    from kwlab.train.config import TrainConfig
 
 
 @dataclass(frozen=True)
@@ -124,8 +121,10 @@ class Method:
         """A recorder of per-layer statistics of a converted model, or None when the method has none."""
         return None
 
-    def schedule(self, cfg: TrainConfig, steps_per_epoch: int, total_steps: int) -> Schedule | None:
-        """The temperature schedule the recipe steps every iteration, or None."""
+    def schedule(self, settings: Config | None, temperature: Config, steps_per_epoch: int,
+                 total_steps: int) -> Schedule | None:
+        """The temperature schedule the recipe steps every iteration, or None; `temperature` is the trial config's
+        `temperature:` section (KernelWarehouse's tau: other methods keep their temperature in their settings)."""
         return None
 
     def describe(self, settings: Config | None) -> str:

@@ -22,7 +22,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from kwlab.methods.kw.layouts import family_of
+from kwlab.models.families import family_of
 
 NORMS = (nn.modules.batchnorm._BatchNorm, nn.LayerNorm, nn.GroupNorm)
 CONVS = (nn.Conv1d, nn.Conv2d, nn.Conv3d)

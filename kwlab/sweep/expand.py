@@ -19,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from kwlab.config import load_yaml
-from kwlab.errors import KWLabError, choice_error
+from kwlab.errors import KWLabError
 from kwlab.overrides import set_dotted
 from kwlab.sweep.spec import Parameter, SweepSpec
 from kwlab.train.config import TrainConfig

@@ -13,7 +13,6 @@ single seeds, and paired comparisons keep every seed of the variants that go on.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import math
 import os

@@ -8,18 +8,30 @@ order, augmentation and mixup need no state: they are drawn from generators seed
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import Any
 
 import torch
+from timm.scheduler.scheduler import Scheduler
 from torch import nn
+from torch.optim import Optimizer
 
 from kwlab import store
 from kwlab.errors import KWLabError
 from kwlab.files import atomic_path
 from kwlab.train.config import TrainConfig
 
-if TYPE_CHECKING:
-    from kwlab.train.recipe import Training
+
+@dataclass
+class Resumable:
+    """The live state a checkpoint saves and restores: the model, its EMA, the optimizer, the LR schedule and the
+    number of updates done."""
+
+    model: nn.Module
+    ema: nn.Module | None
+    optimizer: Optimizer
+    scheduler: Scheduler
+    step: int = 0
 
 
 def _identity(cfg: TrainConfig) -> dict[str, Any]:
@@ -40,16 +52,16 @@ def _save(path: Any, state: dict[str, Any]) -> None:
         torch.save(state, tmp)
 
 
-def save(trial: store.TrialDir, *, cfg: TrainConfig, training: Training, history: list[dict[str, Any]],
+def save(trial: store.TrialDir, *, cfg: TrainConfig, state: Resumable, history: list[dict[str, Any]],
          wall_time_s: float) -> None:
     """Write checkpoint.pt atomically after a finished epoch."""
     _save(trial.file(store.CHECKPOINT), {
         "config": _identity(cfg),
-        "model": training.model.state_dict(),
-        "ema": training.ema.state_dict() if training.ema is not None else None,
-        "optimizer": training.optimizer.state_dict(),
-        "scheduler": training.scheduler.state_dict(),
-        "step": training.step,
+        "model": state.model.state_dict(),
+        "ema": state.ema.state_dict() if state.ema is not None else None,
+        "optimizer": state.optimizer.state_dict(),
+        "scheduler": state.scheduler.state_dict(),
+        "step": state.step,
         "history": history,
         "wall_time_s": wall_time_s,
         "rng_cpu": torch.get_rng_state(),
@@ -72,17 +84,17 @@ def load(trial: store.TrialDir, cfg: TrainConfig) -> dict[str, Any] | None:
     return state
 
 
-def restore(state: dict[str, Any], training: Training) -> None:
-    """Load a checkpoint's model, EMA, optimizer, scheduler, step and RNG states into `training` in place."""
-    training.model.load_state_dict(state["model"])
-    if training.ema is not None and state.get("ema") is not None:
-        training.ema.load_state_dict(state["ema"])
-    training.optimizer.load_state_dict(state["optimizer"])
-    training.scheduler.load_state_dict(state["scheduler"])
-    training.step = state["step"]
-    torch.set_rng_state(state["rng_cpu"])
-    if state["rng_cuda"] and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["rng_cuda"])
+def restore(saved: dict[str, Any], state: Resumable) -> None:
+    """Load a checkpoint's model, EMA, optimizer, scheduler, step and RNG states into `state` in place."""
+    state.model.load_state_dict(saved["model"])
+    if state.ema is not None and saved.get("ema") is not None:
+        state.ema.load_state_dict(saved["ema"])
+    state.optimizer.load_state_dict(saved["optimizer"])
+    state.scheduler.load_state_dict(saved["scheduler"])
+    state.step = saved["step"]
+    torch.set_rng_state(saved["rng_cpu"])
+    if saved["rng_cuda"] and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(saved["rng_cuda"])
 
 
 def save_best(trial: store.TrialDir, model: nn.Module) -> None:

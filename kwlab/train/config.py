@@ -17,7 +17,7 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 from kwlab.config import Config, ConfigError, load_yaml
 from kwlab.data import DataSpec
 from kwlab.errors import KWLabError, not_one_of
-from kwlab.methods.kw.config import KWConfig
+from kwlab.methods.kw.config import KWConfig, TemperatureConfig
 from kwlab.overrides import apply_overrides
 
 # timm arguments the recipe sets itself from the data and the other sections
@@ -76,18 +76,6 @@ class OptimConfig(Config):
         if self.min_lr > self.lr:
             raise ValueError(f"min_lr: expected a number <= optim.lr ({self.lr}), got {self.min_lr!r}")
         return self
-
-
-class TemperatureConfig(Config):
-    """The KW temperature tau: falls linearly, per iteration, from `start` to 0 over `epochs` epochs (the reference's
-    rule) or, when `epochs` is null, over `fraction` of all training steps; then stays 0."""
-
-    # NOTE: the reference anneals over 20 of 300 epochs (about 7%); on kwlab's 10-30 epoch runs that is one or two
-    # epochs, too short for the attention to learn before the initial one-to-one blend is gone, so kwlab's default
-    # anneals over 30% of training; `epochs: 20` gives the reference's rule.
-    fraction: float = Field(0.3, ge=0, le=1)
-    epochs: float | None = Field(None, ge=0)
-    start: float = Field(1.0, ge=0, le=1)
 
 
 class RuntimeConfig(Config):

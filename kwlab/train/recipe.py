@@ -29,9 +29,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from rich.progress import track
-from timm.scheduler import CosineLRScheduler
 from torch import nn
-from torch.optim import Optimizer
 from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 
 from kwlab import data as kwdata
@@ -129,24 +127,20 @@ def loader_workers(threads: int | None) -> int:
     return max(1, min(threads or os.cpu_count() or 1, os.cpu_count() or 1))
 
 
-@dataclass
-class Training:
-    """The live objects of a trial and its passes: training, evaluation and the end-of-trial test."""
+@dataclass(kw_only=True)
+class Training(checkpoint.Resumable):
+    """The live objects of a trial (model, EMA, optimizer, LR schedule and step are what a checkpoint holds) and its
+    passes: training, evaluation and the end-of-trial test."""
 
     cfg: TrainConfig
     runtime: Runtime
-    model: nn.Module
-    forward: nn.Module  # the model, or its torch.compile wrapper
-    optimizer: Optimizer
-    scheduler: CosineLRScheduler
+    forward: nn.Module  # the model, or its DDP / torch.compile wrapper
     temperature: Schedule | None  # the method's schedule (KW's tau, DY-Conv's and ODConv's T), if it has one
     augment: Callable[[torch.Tensor, torch.Generator], torch.Tensor] | None  # batched, on the device
     mixup: Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]] | None
-    ema: nn.Module | None  # timm ModelEmaV3
     steps_per_epoch: int
     dist: Distributed = SINGLE
     workers: int = 1
-    step: int = 0  # updates done so far
 
     def train_epoch(self, dataset: Dataset, epoch: int, progress: bool, max_steps: int | None = None) -> dict[str, Any]:
         """One epoch of updates (this worker's share of each batch), or its first `max_steps`; raises KWLabError on
@@ -266,7 +260,7 @@ def build_training(cfg: TrainConfig, splits: kwdata.Splits, runtime: Runtime, di
         forward=torch.compile(forward) if cfg.runtime.compile else forward,
         optimizer=optimizer,
         scheduler=build_scheduler(optimizer, cfg.optim, per_epoch, total_steps),
-        temperature=METHODS.get(cfg.method).schedule(cfg, per_epoch, total_steps),
+        temperature=METHODS.get(cfg.method).schedule(cfg.settings, cfg.temperature, per_epoch, total_steps),
         augment=splits.augment,
         mixup=_mixup(cfg, splits.num_classes),
         ema=ema,
@@ -342,7 +336,7 @@ def run(cfg: TrainConfig, trial_dir: str | Path | None = None, progress: bool = 
         if trial is not None and dist.main:  # record before yielding: a consumer may stop at any yield
             if improved:
                 checkpoint.save_best(trial, training.model)
-            checkpoint.save(trial, cfg=cfg, training=training, history=history,
+            checkpoint.save(trial, cfg=cfg, state=training, history=history,
                             wall_time_s=previous_time + time.perf_counter() - started)
             trial.write_metrics(history)
         dist.barrier()  # the other workers may read best.pt next

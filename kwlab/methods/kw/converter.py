@@ -10,7 +10,8 @@ import timm
 import torch
 from torch import nn
 
-from kwlab.methods.kw.layouts import REFERENCE_LAYOUTS, Assignment, Placement, auto_layout, family_of
+from kwlab.methods.kw.layouts import REFERENCE_LAYOUTS, Assignment, Placement, auto_layout
+from kwlab.models.families import family_of
 from kwlab.errors import KWLabError
 from kwlab.models.factory import timm_model
 from kwlab.methods.kw.assembly import split_kernel

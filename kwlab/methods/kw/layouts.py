@@ -39,23 +39,6 @@ def reference_layout(name: str) -> Callable[[Layout], Layout]:
     return add
 
 
-def family_of(model: nn.Module) -> str | None:
-    """The reference family of a model (`kw_layout` attribute, or timm's ResNet/MobileNetV2/ConvNeXt), else None."""
-    declared = getattr(model, "kw_layout", None)
-    if declared:
-        return declared
-    from timm.models import ConvNeXt, EfficientNet, ResNet
-
-    architecture = str(getattr(model, "pretrained_cfg", {}).get("architecture", ""))
-    if isinstance(model, ResNet):
-        return "resnet"
-    if isinstance(model, ConvNeXt):
-        return "convnext"
-    if isinstance(model, EfficientNet) and architecture.startswith("mobilenetv2"):
-        return "mobilenetv2"
-    return None
-
-
 def _strided(module: nn.Module) -> bool:
     return any(s > 1 for s in getattr(module, "stride", (1,)))
 

@@ -4,19 +4,14 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import TYPE_CHECKING
-
 from torch import nn
 
-from kwlab.methods.kw.config import KWConfig
+from kwlab.methods.kw.config import KWConfig, TemperatureConfig
 from kwlab.methods.kw.converter import convert, plan
 from kwlab.methods.kw.planner import assembly_macs, attention_macs
 from kwlab.methods.kw.temperature import TemperatureSchedule
 from kwlab.methods.pricing import static_macs
 from kwlab.methods.protocol import MeanRecorder, Method, Price, Schedule, register_method
-
-if TYPE_CHECKING:
-    from kwlab.train.config import TrainConfig
 
 
 @register_method("kw")
@@ -51,10 +46,10 @@ class KernelWarehouse(Method):
         return MeanRecorder({w.name: [(name, model.get_submodule(name).attention) for name in w.layers]
                              for w in model.kw_plan.warehouses})
 
-    def schedule(self, cfg: TrainConfig, steps_per_epoch: int, total_steps: int) -> Schedule:
+    def schedule(self, settings: KWConfig | None, temperature: TemperatureConfig, steps_per_epoch: int,
+                 total_steps: int) -> Schedule:
         """tau falls linearly from `temperature.start` to 0 over `temperature.epochs` epochs, or over `fraction` of
-        all steps (see TrainConfig.temperature)."""
-        temperature = cfg.temperature
+        all steps (see TemperatureConfig)."""
         if temperature.epochs is not None:
             return TemperatureSchedule(round(temperature.epochs * steps_per_epoch), temperature.start)
         return TemperatureSchedule.over_fraction(temperature.fraction, total_steps, temperature.start)

@@ -27,7 +27,7 @@ from torch import nn
 
 from kwlab.errors import KWLabError
 from kwlab.methods.kw.layers import KWLayer
-from kwlab.methods.kw.layouts import family_of
+from kwlab.models.families import family_of
 from kwlab.methods.kw.temperature import set_temperature
 
 # kwlab attention tensor (under <layer>.attention.) -> the reference's
