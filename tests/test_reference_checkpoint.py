@@ -349,3 +349,31 @@ def test_mismatches_name_the_first_tensor_that_does_not_fit(mixture_tiles, gener
         load_reference_checkpoint(model, save(extra, tmp_path))
     with pytest.raises(KWLabError, match="no such file"):
         load_reference_checkpoint(model, tmp_path / "absent.pth")
+
+
+def test_kwlab_train_starts_from_an_authors_checkpoint(mixture_tiles, generator, tmp_path):
+    """`kwlab train --init-from-reference PATH`: the trial's model starts from the reference checkpoint (a learning
+    rate of 1e-12 leaves the loaded warehouse where it was), and the trial runs to its end."""
+    import yaml
+
+    from kwlab import store
+    from kwlab.cli import main
+
+    static = randomise(timm.create_model("resnet18", num_classes=10), generator)
+    state, _ = write_reference_state(static, resnet18_layers(static), lambda k, v: (k, v), [(1, 1, 1)] * 4,
+                                     mixture_tiles, generator)
+    config = tmp_path / "trial.yaml"
+    config.write_text(yaml.safe_dump({
+        "model": {"name": "resnet18", "kwargs": {}, "init": "timm"}, "kw": {"budget": 1},
+        "data": {"name": "synthetic", "shape": [3, 32, 32], "num_classes": 10, "length": 60},
+        "optim": {"lr": 1e-12, "warmup_epochs": 0, "weight_decay": 0.0}, "epochs": 1, "batch_size": 8,
+        "runtime": {"device": "cpu"}}))
+    out = tmp_path / "trial"
+    assert main(["train", str(config), "--init-from-reference", save(state, tmp_path), "--out", str(out)]) == 0
+    trial = store.TrialDir(out)
+    assert trial.status() == "finished"
+    assert trial.config()["model"]["init_from_reference"].endswith(".pth")
+    weights = torch.load(trial.file(store.CHECKPOINT), weights_only=True)["model"]
+    for s in range(4):
+        torch.testing.assert_close(weights[f"kw_warehouses.stage{s}_dense.cells"],
+                                   state[f"warehouse_manager.weights.{s}"].flatten(1), rtol=0, atol=1e-6)

@@ -193,21 +193,35 @@ def test_a_gpu_trial_on_a_cluster_with_a_logical_gpu(tmp_path: Path) -> None:
 
 
 PLUGIN = '''
-"""A user's own attention function, registered the kwlab way."""
+"""A user's own attention function, dataset and method, registered the kwlab way."""
 import torch
 from kwlab import register_attention
+from kwlab.data import DataSpec, load, register
+from kwlab.methods import register_method
+from kwlab.methods.static import Static
 
 
 @register_attention("tanh_gate")
 def tanh_gate(logits: torch.Tensor) -> torch.Tensor:
     return torch.tanh(logits) / logits.shape[-1]
+
+
+@register("few_digits")
+def few_digits(spec: DataSpec, seed: int):
+    return load(DataSpec(name="digits", train_size=300), seed)
+
+
+@register_method("plain")
+class Plain(Static):
+    """The static model under a name of the user's."""
 '''
 
 
 def test_feature_matrix_random_zip_cases_constraints_fixed_profile_set_and_plugins(tmp_path: Path) -> None:
     """One sweep over the spec keys a study combines: a random search over a registered plugin attention function and
-    zipped cell ratios, cases, a constraint, fixed values, a profile that sets spec keys, --set on the spec and on the
-    config. Before: a plugin's attention function never reached the Ray workers."""
+    zipped cell ratios, on a plugin dataset, with a plugin method among the cases, a constraint, fixed values, a
+    profile that sets spec keys, --set on the spec and on the config. Before: a plugin's attention function never
+    reached the Ray workers."""
     (tmp_path / "plugins").mkdir()
     (tmp_path / "plugins" / "gate.py").write_text(PLUGIN)
     spec = write_spec(
@@ -215,9 +229,10 @@ def test_feature_matrix_random_zip_cases_constraints_fixed_profile_set_and_plugi
         parameters={"kw.attention": {"values": ["caf", "tanh_gate"]}, "kw.cell_in_ratio": {"values": [1, 0.5]},
                     "kw.cell_out_ratio": {"values": [1, 0.5]}},
         zip=[["kw.cell_in_ratio", "kw.cell_out_ratio"]],
-        cases=[{"name": "static", "set": {"kw": None}}, {"name": "huge", "set": {"kw.budget": 16}}],
+        cases=[{"name": "static", "set": {"kw": None}}, {"name": "huge", "set": {"kw.budget": 16}},
+               {"name": "plain", "set": {"method": "plain"}}],
         baseline="static", constraints=["params < 800_000"],
-        fixed={"optim.label_smoothing": 0.0, "batch_size": 32},
+        fixed={"optim.label_smoothing": 0.0, "batch_size": 32, "data.name": "few_digits", "data.train_size": None},
         profiles={"default": {}, "quick": {"seeds": [3], "max_concurrent_trials": 1, "optim.lr": 0.2}})
     result = kwlab_cli("sweep", str(spec), "--profile", "quick", "--set", "optim.lr=0.05", "--set",
                        "failure.max_retries=0", "--results", str(tmp_path))
@@ -226,8 +241,10 @@ def test_feature_matrix_random_zip_cases_constraints_fixed_profile_set_and_plugi
     trials = kwlab.results.load(folder).trials
     assert (trials["status"] == "finished").all() and set(trials["seed"]) == {3}
     assert "huge" not in set(trials["variant"])  # priced above the cap: never trained
-    assert len(trials) == 5 and set(trials["kw.attention"].dropna()) == {"caf", "tanh_gate"}
-    kw_rows = trials[trials["variant"] != "static"]
+    assert len(trials) == 6 and set(trials["kw.attention"].dropna()) == {"caf", "tanh_gate"}
+    assert trials.set_index("variant").loc["plain", "method"] == "plain"  # the plugin method reached the workers
+    assert (trials["train_images"] == 300).all()  # and so did the plugin dataset
+    kw_rows = trials[~trials["variant"].isin(["static", "plain"])]
     assert (kw_rows["kw.cell_in_ratio"] == kw_rows["kw.cell_out_ratio"]).all()  # zipped: lock-step
     for trial in store.Store(folder).trials():
         config = trial.config()

@@ -152,3 +152,15 @@ def test_trials_run_costliest_first_with_seeds_in_order() -> None:
     # 40 static epochs > 2 epochs of half-size cells (more MACs per image) > 2 of whole cells > 2 static
     names = ["long", "cell_in_ratio=0.5,cell_out_ratio=0.5", "cell_in_ratio=1,cell_out_ratio=1", "static"]
     assert ordered == [(name, seed) for name in names for seed in (0, 1)]
+
+
+def test_a_variant_drawn_twice_is_one_trial() -> None:
+    """Random draws may repeat a point (sampler seed 0 draws attention=caf with whole cells twice): it is one trial
+    per seed, under its first name."""
+    spec = parse_spec(spec_tree(method="random", num_samples=4, sampler_seed=0, parameters={
+        "kw.attention": {"values": ["caf", "softmax"]}, "kw.cell_in_ratio": {"values": [1, 0.5]},
+        "kw.cell_out_ratio": {"values": [1, 0.5]}}, zip=[["kw.cell_in_ratio", "kw.cell_out_ratio"]]), "s")
+    drawn = [v.name for v in random_variants(spec)]
+    assert len(set(drawn)) < len(drawn)
+    trials = expand(spec, {"model": {"kwargs": {"width": 0.5}}}, "s")
+    assert len({t.trial_id for t in trials}) == len(trials) == 2 * len(set(drawn))

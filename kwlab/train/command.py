@@ -19,6 +19,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("config", help="trial config YAML, e.g. configs/default.yaml")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a config value by dotted key, e.g. optim.lr=0.05 or kw=null (repeatable)")
+    parser.add_argument("--init-from-reference", metavar="CHECKPOINT",
+                        help="start from a checkpoint saved by the KernelWarehouse reference code "
+                             "(sets model.init_from_reference)")
     parser.add_argument("--out", type=Path, default=None,
                         help=f"trial directory (default: {DEFAULT_ROOT}/<time>-<config hash>); "
                              "one holding a checkpoint of the same config is resumed")
@@ -33,7 +36,8 @@ def main(args: argparse.Namespace) -> int:
     """Load the config, run the trial with a progress display, print the trial directory."""
     from rich.console import Console
 
-    cfg = load_config(args.config, args.set)
+    sets = [*args.set, *([f"model.init_from_reference={args.init_from_reference}"] if args.init_from_reference else [])]
+    cfg = load_config(args.config, sets)
     out = args.out or default_out(cfg)
     console = Console(highlight=False)
     model = f"{cfg.model.name} {METHODS.get(cfg.method).describe(cfg.settings)}"
