@@ -44,6 +44,7 @@ from analysis.sweep import (
     variants,
 )
 from analysis.tables import ablation_table, estimate, to_latex, to_markdown
+from kwlab import store
 from kwlab.errors import KWLabError
 from kwlab.store import Store, metric_goal
 
@@ -282,7 +283,7 @@ def _heatmap_sections(result: Analysis, out: Path, trial_ids: tuple[str, ...]) -
         maps = attn.trial_attention(sweep.trial_dir(trial_id))
         if maps is None:
             sections.append(Section(f"Attention heatmaps: trial {trial_id}",
-                                    f"Trial {trial_id} has no attention.npz (a static or unfinished trial)."))
+                                    f"Trial {trial_id} has no {store.ATTENTION} (a static or unfinished trial)."))
             continue
         meta = sweep.trials.loc[sweep.trials["trial_id"] == trial_id]
         name = f"{meta['variant'].iloc[0]} seed {meta['seed'].iloc[0]}" if len(meta) else trial_id
@@ -407,7 +408,7 @@ def _provenance(sweep: Sweep) -> str:
     git = manifest.get("git") or {}
     commit = git.get("commit")
     version = (manifest.get("versions") or {}).get("kwlab")
-    parts = [f"kwlab {version}"] if version else ["no manifest.json"] if not manifest else []
+    parts = [f"kwlab {version}"] if version else [f"no {store.MANIFEST}"] if not manifest else []
     if commit:
         parts.append(f"git {commit[:10]}{' (dirty)' if git.get('dirty') else ''}")
     if manifest.get("command"):

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import json
 import os
 import signal
 import subprocess
@@ -11,41 +10,28 @@ import time
 from pathlib import Path
 
 import pytest
-import yaml
 
 import kwlab.results
+from kwlab import store
 from kwlab.cli import main
 from kwlab.errors import KWLabError
-
-ROOT = Path(__file__).parents[1]
-# A trial of a few seconds: 300 digits, cifar_resnet8, no warm-up.
-TINY = {"epochs": 1, "data": {"name": "digits", "train_size": 300}, "optim": {"warmup_epochs": 0}}
-
-
-def kwlab_cli(*args: str, cwd: Path = ROOT, env: dict[str, str] | None = None) -> subprocess.CompletedProcess:
-    """Run the installed CLI in a fresh process, as a user would."""
-    return subprocess.run([sys.executable, "-m", "kwlab.cli", *args], cwd=cwd, capture_output=True, text=True,
-                          timeout=600, env=env)
-
-
-def write_spec(tmp_path: Path, name: str, **spec: object) -> Path:
-    path = tmp_path / f"{name}.yaml"
-    path.write_text(yaml.safe_dump({"name": name, "base": TINY, "seeds": [0], **spec}))
-    return path
+from sweep_helpers import ROOT, kwlab_cli, write_spec
 
 
 def test_smoke_sweep_runs_through_ray_and_resumes_as_a_no_op(tmp_path: Path) -> None:
     first = kwlab_cli("sweep", "sweeps/smoke.yaml", "--results", str(tmp_path))
     assert first.returncode == 0, first.stderr
-    store = kwlab.results.load(tmp_path / "smoke")
-    assert sorted(store.trials["variant"]) == ["budget=1", "static"]
-    assert (store.trials["status"] == "finished").all()
-    assert store.trials["is_baseline"].sum() == 1 and store.trials.loc[store.trials.is_baseline, "variant"].item() == "static"
-    assert len(store.epochs) == 2 and {"val_top1", "tau", "images_per_s"} <= set(store.epochs.columns)
-    assert store.manifest["versions"]["ray"] and "commit" in store.manifest["git"]
-    assert (tmp_path / "smoke" / "spec.yaml").exists()
-    kw_trial = store.trials.loc[~store.trials.is_baseline, "trial_id"].item()
-    assert (store.trial_dir(kw_trial) / "attention.npz").exists()
+    results = kwlab.results.load(tmp_path / "smoke")
+    trials = results.trials
+    assert sorted(trials["variant"]) == ["budget=1", "static"]
+    assert (trials["status"] == "finished").all()
+    assert trials["is_baseline"].sum() == 1 and trials.loc[trials.is_baseline, "variant"].item() == "static"
+    assert len(results.epochs) == 2 and {"val_top1", "tau", "images_per_s"} <= set(results.epochs.columns)
+    assert results.manifest["versions"]["ray"] and "commit" in results.manifest["git"]
+    assert store.Store(tmp_path / "smoke").spec()["name"] == "smoke"
+    kw_trial = trials.loc[~trials.is_baseline, "trial_id"].item()
+    assert (results.trial_dir(kw_trial) / store.ATTENTION).exists()
+    assert (trials["test_images"] == 360).all() and trials["test_top1"].between(0, 100).all()
     # one line per trial event, Ray's own status tables off
     assert first.stdout.count("started") == 2 and first.stdout.count("finished") >= 2
     assert "Trial status" not in first.stdout + first.stderr and "Current time" not in first.stdout
@@ -59,22 +45,23 @@ def test_resume_after_the_runner_is_killed(tmp_path: Path) -> None:
                       profiles={"default": {"epochs": 2}})
     runner = subprocess.Popen([sys.executable, "-m", "kwlab.cli", "sweep", str(spec), "--results", str(tmp_path)],
                               cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    trials = tmp_path / "killed" / "trials"
+    trials = tmp_path / "killed" / store.TRIALS
     deadline = time.time() + 300
-    while not list(trials.glob("*/summary.json")) and time.time() < deadline:
+    while not list(trials.glob(f"*/{store.SUMMARY}")) and time.time() < deadline:
         time.sleep(0.5)
     os.kill(runner.pid, signal.SIGKILL)  # kill -9 the runner itself mid-sweep
     runner.wait()
-    done_before = {p.parent.name: p.stat().st_mtime_ns for p in trials.glob("*/summary.json")}
+    done_before = {p.parent.name: p.stat().st_mtime_ns for p in trials.glob(f"*/{store.SUMMARY}")}
     assert 1 <= len(done_before) < 3
     resumed = kwlab_cli("sweep", str(spec), "--results", str(tmp_path))
     assert resumed.returncode == 0, resumed.stderr
-    store = kwlab.results.load(tmp_path / "killed")
-    assert len(store.trials) == 3 and (store.trials["status"] == "finished").all()
+    assert f"took over a stale lock of pid {runner.pid}" in resumed.stderr  # its process is gone from this host
+    results = kwlab.results.load(tmp_path / "killed")
+    assert len(results.trials) == 3 and (results.trials["status"] == "finished").all()
     for trial_id, mtime in done_before.items():  # finished trials were skipped, not run again
-        assert (trials / trial_id / "summary.json").stat().st_mtime_ns == mtime
+        assert (trials / trial_id / store.SUMMARY).stat().st_mtime_ns == mtime
         assert trial_id not in resumed.stdout
-    assert store.epochs.groupby("trial_id").size().eq(2).all()  # every epoch recorded exactly once
+    assert results.epochs.groupby("trial_id").size().eq(2).all()  # every epoch recorded exactly once
 
 
 def test_a_failing_trial_is_retried_recorded_and_the_sweep_goes_on(tmp_path: Path) -> None:
@@ -136,7 +123,8 @@ def test_cluster_address_path(tmp_path: Path) -> None:
 def test_results_load_refuses_a_folder_that_is_not_a_store(tmp_path: Path) -> None:
     with pytest.raises(KWLabError, match="not a kwlab results store"):
         kwlab.results.load(tmp_path)
-    (tmp_path / "trials" / "t1").mkdir(parents=True)
-    (tmp_path / "trials" / "t1" / "sweep.json").write_text(json.dumps(
-        {"trial_id": "t1", "variant_id": "v", "variant": "a", "is_baseline": False, "seed": 0, "parameters": {}}))
+    trial = store.Store(tmp_path).trial("t1")
+    trial.path.mkdir(parents=True)
+    trial.write_sweep_meta({"trial_id": "t1", "variant_id": "v", "variant": "a", "is_baseline": False, "seed": 0,
+                            "parameters": {}})
     assert kwlab.results.load(tmp_path).trials["status"].tolist() == ["pending"]

@@ -105,7 +105,7 @@ def test_cases_alone_make_the_variants() -> None:
 
 def test_precedence_base_fixed_profile_set(tmp_path: Path) -> None:
     (tmp_path / "base.yaml").write_text(yaml.safe_dump({"epochs": 3, "optim": {"lr": 0.1}, "batch_size": 8}))
-    spec_path = tmp_path / "spec.yaml"
+    spec_path = tmp_path / "study.yaml"
     spec_path.write_text(yaml.safe_dump(spec_tree(
         base="base.yaml", fixed={"batch_size": 16, "epochs": 4},
         profiles={"default": {"epochs": 5}, "fast": {"epochs": 1, "seeds": [7], "resources.cpu": 2}})))

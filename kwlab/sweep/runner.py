@@ -266,7 +266,7 @@ def _ray_error(trial: Any) -> str:
 
 def _errors(dirs: list[store.TrialDir]) -> str:
     errors = [e for d in dirs if (e := d.error())]
-    return "; ".join(dict.fromkeys(errors)) or "see the trials' log.txt"
+    return "; ".join(dict.fromkeys(errors)) or f"see the trials' {store.LOG}"
 
 
 def prepare(store_path: Path, trials: list[Trial], prices: dict[str, dict[str, Any]]) -> list[Trial]:
