@@ -75,3 +75,12 @@ def test_missing_model_is_a_one_line_error(capsys):
     code, out, err = run(capsys, "info")
     assert code == 2 and out == ""
     assert err == "kwlab info: error: give a MODEL name or --config FILE\n"
+
+
+def test_info_prices_a_preset_config(capsys):
+    code, out, err = run(capsys, "info", "--config", "configs/reference/kw1x_resnet18.yaml", "--json")
+    assert (code, err) == (0, "")
+    result = json.loads(out)
+    assert result["params"] == 11_932_148 and result["model"] == "resnet18" and result["macs"] > 1.8e9
+    code, out, _ = run(capsys, "info", "--config", "configs/reference/kw1d2x_mobilenetv2_100.yaml")
+    assert code == 0 and "2,654,396" in out

@@ -7,7 +7,8 @@ from pydantic import ValidationError
 
 from kwlab.errors import KWLabError
 from kwlab.methods.kw.attention import ATTENTION_FUNCTIONS
-from kwlab.methods.kw.config import INIT_STRATEGIES, LAYOUTS, SHARING_RANGES, KWConfig
+from kwlab.methods.kw.config import INIT_STRATEGIES, LAYOUTS, KWConfig
+from kwlab.methods.kw.sharing import SHARING_RULES
 
 
 def test_defaults_are_the_papers():
@@ -25,7 +26,7 @@ def test_budget_accepts_numbers_and_fractions(value, expected):
     assert KWConfig(budget=value).budget == expected
 
 
-@pytest.mark.parametrize("value,expected", [("2", 2), (3, 3), (" 4 ", 4), *((s, s) for s in SHARING_RANGES)])
+@pytest.mark.parametrize("value,expected", [("2", 2), (3, 3), (" 4 ", 4), *((s, s) for s in SHARING_RULES)])
 def test_sharing_accepts_ranges_and_group_sizes(value, expected):
     assert KWConfig(sharing=value).sharing == expected
 

@@ -288,3 +288,22 @@ def test_mobilenetv2_half_budget_builds_like_its_plan():
     assert isinstance(model.classifier, KWLinear) and model.classifier.attention.fc1.out_features == 40
     assert type(model.blocks[1][0].conv_pw) is torch.nn.Conv2d
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 10)
+
+
+def test_a_registered_sharing_range_is_planned_and_an_unknown_one_named():
+    """Sharing ranges are a registry like the attention functions: a user's rule is accepted by KWConfig and
+    planned; an unknown name is one line listing the known ones."""
+    from kwlab.errors import KWLabError
+    from kwlab.methods.kw.config import KWConfig
+    from kwlab.methods.kw.sharing import SHARING_RULES, register_sharing
+
+    register_sharing("role_everywhere")(lambda layer: ("all", layer.role or layer.name, layer.family))
+    try:
+        by_role = kwlab.plan("resnet18", {"sharing": "role_everywhere"})
+        roles = kwlab.plan("resnet18", {"sharing": "role"})
+        assert len(by_role.warehouses) < len(roles.warehouses)  # one warehouse per role across the stages
+        assert {w.name.split(".")[1] for w in by_role.warehouses} == {"conv1", "conv2"}  # downsamples are conv1s
+    finally:
+        del SHARING_RULES["role_everywhere"]
+    with pytest.raises(KWLabError, match=r"kw\.sharing: 'role_everywhere' is not one of 'network', 'none'"):
+        KWConfig(sharing="role_everywhere")

@@ -17,7 +17,7 @@ from kwlab.errors import KWLabError
 from kwlab.methods.kw.attention import KWAttention
 from kwlab.train import TrainConfig, load_config, run
 from kwlab.train.config import OptimConfig
-from kwlab.train.optim import build_scheduler, param_groups
+from kwlab.train.optim import build_optimizer, build_scheduler, param_groups, scaled_lr
 from kwlab import store
 
 TIMING = ("epoch_time_s", "images_per_s", "peak_memory_mb")
@@ -208,3 +208,18 @@ def test_augmented_mixed_trial_resumes_exactly_and_is_tested_once(tmp_path: Path
     assert summary["test_images"] == 24 and 0 <= summary["test_top1"] <= 100
     assert {"test_loss", "test_top5", "test_top1_at_best_val"} <= set(summary)
     assert not any(key.startswith(("best_test", "final_test")) for key in summary)  # never a max over test epochs
+
+
+def test_ema_is_evaluated_beside_the_model_and_the_lr_scales_to_the_batch(tmp_path: Path) -> None:
+    """optim.ema_decay keeps a timm ModelEmaV3 evaluated on val every epoch and on test at the end; optim.lr given at
+    optim.reference_batch is scaled linearly to the batch used."""
+    history = list(run(tiny(optim={"lr": 0.2, "reference_batch": 128, "warmup_epochs": 0, "ema_decay": 0.9}),
+                       tmp_path))
+    assert {"ema_val_loss", "ema_val_top1", "ema_val_top5"} <= set(history[0])
+    summary = store.TrialDir(tmp_path).summary()
+    assert {"ema_test_top1", "best_ema_val_top1", "final_ema_val_loss"} <= set(summary)
+    assert history[0]["ema_val_top1"] != history[0]["val_top1"] or history[0]["ema_val_loss"] != history[0]["val_loss"]
+    optimizer = build_optimizer(torch.nn.Linear(2, 2), OptimConfig(lr=0.2, reference_batch=128),
+                                scaled_lr(OptimConfig(lr=0.2, reference_batch=128), 32))
+    assert optimizer.param_groups[0]["lr"] == pytest.approx(0.05)  # 0.2 at 128, so 0.05 at the trial's 32
+    assert scaled_lr(OptimConfig(lr=0.2), 32) == 0.2

@@ -11,8 +11,8 @@ from pydantic import Field, field_validator, model_validator
 from kwlab.config import Config
 from kwlab.errors import not_one_of
 from kwlab.methods.kw.functions import ATTENTION_FUNCTIONS
+from kwlab.methods.kw.sharing import SHARING_RULES
 
-SHARING_RANGES = ("none", "role", "stage", "network")
 INIT_STRATEGIES = ("one_to_one", "none")
 LAYOUTS = ("default", "reference", "auto")
 ATTENTION_NORMS = ("auto", "batch", "layer")
@@ -101,7 +101,7 @@ class KWConfig(Config):
     @field_validator("sharing", mode="before")
     @classmethod
     def _sharing(cls, value: Any) -> str | int:
-        allowed = [*SHARING_RANGES, "a positive integer k"]
+        allowed = [*SHARING_RULES.names(), "a positive integer k"]
         if isinstance(value, bool):
             raise ValueError(not_one_of(value, allowed))
         if isinstance(value, str) and value.strip().isdigit():
@@ -110,7 +110,7 @@ class KWConfig(Config):
             if value < 1:
                 raise ValueError(f"a group size k must be a positive integer, got {value}")
             return value
-        if value not in SHARING_RANGES:
+        if value not in SHARING_RULES:
             raise ValueError(not_one_of(value, allowed))
         return value
 

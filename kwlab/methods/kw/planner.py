@@ -16,6 +16,7 @@ from typing import Any
 
 from kwlab.errors import KWLabError
 from kwlab.methods.kw.config import KWConfig
+from kwlab.methods.kw.sharing import SHARING_RULES
 
 
 @dataclass(frozen=True)
@@ -125,13 +126,10 @@ def sharing_key(spec: LayerSpec, sharing: str | int, spatial_partition: bool) ->
     """The warehouse a layer joins under sharing range l, as a tuple key (before chunking for integer k)."""
     # Whole-kernel cells only fit layers with the same kernel; 1x1 cells fit any kernel.
     kernel = () if spatial_partition else (str(spec.kernel_size),)
-    if sharing == "none" or spec.alone:
+    if spec.alone:
         return (spec.name,)
-    if sharing == "role":
-        return (f"stage{spec.stage}", spec.role or spec.name, spec.family, *kernel)
-    if sharing == "network":
-        return ("network", spec.family, *kernel)
-    return (f"stage{spec.stage}", spec.family, *kernel)  # "stage", and the groups an integer k chunks
+    rule = SHARING_RULES.get("stage" if isinstance(sharing, int) else sharing)  # k chunks the stage's groups
+    return (*rule(spec), *kernel)
 
 
 def group_layers(specs: Sequence[LayerSpec], sharing: str | int, spatial_partition: bool) -> dict[str, list[LayerSpec]]:
