@@ -34,9 +34,10 @@ from torch.nn.modules.utils import _pair
 
 from kwlab.config import Config
 from kwlab.errors import KWLabError
-from kwlab.methods.kw.fastpath import Geometry, kw_conv, resolve_padding
+from kwlab.methods.kw.fastpath import Geometry, compute_dtype, kw_conv, resolve_padding
 from kwlab.methods.pricing import static_macs
 from kwlab.methods.protocol import MeanRecorder, Method, Price, Schedule
+from kwlab.methods.temperature import LinearAnneal
 
 
 PATHS = ("auto", "reference", "grouped", "batched", "mixed")
@@ -86,25 +87,16 @@ def set_temperature(model: nn.Module, temperature: float) -> int:
 
 
 @dataclass(frozen=True)
-class TemperatureAnnealing:
-    """T(t) = end + (start - end) * max(0, (S - t) / S) at iteration t counted from 1, S = epochs x steps per epoch
-    (ODConv's `get_temperature`; DY-Conv anneals the same way); S = 0 keeps T = end."""
+class TemperatureAnnealing(LinearAnneal):
+    """T from `start` to `end` over S iterations (ODConv's `get_temperature`; DY-Conv anneals the same way)."""
 
     steps: int
     start: float = 30.0
     end: float = 1.0
 
-    def value(self, iteration: int) -> float:
-        """T at iteration `iteration` (counted from 1)."""
-        if self.steps <= 0:
-            return self.end
-        return self.end + (self.start - self.end) * max(0.0, (self.steps - iteration) / self.steps)
-
-    def __call__(self, model: nn.Module, iteration: int) -> float:
-        """Set the model's T for iteration `iteration` and return it."""
-        temperature = self.value(iteration)
-        set_temperature(model, temperature)
-        return temperature
+    def apply(self, model: nn.Module, value: float) -> None:
+        """Set T in every tempered attention."""
+        set_temperature(model, value)
 
 
 def init_attention(module: nn.Module) -> None:
@@ -273,14 +265,6 @@ def choose_path(geometry: Geometry, positions: int, kernels: int, batch: int = 1
 # ------------------------------------------------------------------------------------------------- the layers
 
 
-def compute_dtype(x: torch.Tensor) -> torch.dtype:
-    """The dtype a convolution runs in: autocast's for x's device when it is on, else x's."""
-    kind = x.device.type
-    if kind != "meta" and x.is_floating_point() and torch.is_autocast_enabled(kind):
-        return torch.get_autocast_dtype(kind)
-    return x.dtype
-
-
 def per_sample_conv(x: torch.Tensor, kernels: torch.Tensor, bias: torch.Tensor | None, stride: tuple[int, int],
                     padding: str | tuple[int, int], dilation: tuple[int, int], groups: int) -> torch.Tensor:
     """The plain computation: y_b = conv(x_b, W_b) + b_b, one convolution per sample (kernels (B, C_out, C_in/g, k, k),
@@ -288,21 +272,6 @@ def per_sample_conv(x: torch.Tensor, kernels: torch.Tensor, bias: torch.Tensor |
     outputs = [F.conv2d(x[b : b + 1], kernels[b], None if bias is None else bias[b], stride, padding, dilation, groups)
                for b in range(x.shape[0])]
     return torch.cat(outputs)
-
-
-def grouped_conv(x: torch.Tensor, kernels: torch.Tensor, geometry: Geometry) -> torch.Tensor:
-    """y_b = conv(x_b, W_b) as one convolution with groups = B x groups: x (B, C_in, H, W), kernels in conv layout
-    (B, C_out, C_in/g, k, k) -> (B, C_out, H', W')."""
-    batch = x.shape[0]
-    pads = geometry.padding
-    if any(lo != hi for lo, hi in pads):  # 'same' with an even kernel: pad explicitly, torch takes one value per side
-        x, padding = F.pad(x, [p for pair in reversed(pads) for p in pair]), (0, 0)
-    else:
-        padding = tuple(lo for lo, _ in pads)
-    out = F.conv2d(x.reshape(1, -1, *x.shape[2:]),  # (1, B*C_in, H, W)
-                   kernels.reshape(-1, *kernels.shape[2:]),  # (B*C_out, C_in/g, k, k)
-                   None, geometry.stride, padding, geometry.dilation, batch * geometry.groups)
-    return out.view(batch, geometry.out_channels, *out.shape[2:])
 
 
 class DynamicConv(nn.Module):

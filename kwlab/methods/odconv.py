@@ -47,10 +47,10 @@ from torch import nn
 
 from kwlab.config import Config
 from kwlab.methods.dynamic import (DynamicConv, DynamicMethod, MemoryMode, Pair, TemperatureSettings,
-                                   TemperedAttention, choose_path, compute_dtype, grouped_conv, hidden_width,
-                                   init_attention, per_sample_conv, resnet_projection)
+                                   TemperedAttention, choose_path, hidden_width, init_attention, per_sample_conv,
+                                   resnet_projection)
 from kwlab.methods.kw.attention import BatchNorm1dAnyBatch
-from kwlab.methods.kw.fastpath import Geometry, kw_conv
+from kwlab.methods.kw.fastpath import Geometry, compute_dtype, grouped_apply, kw_conv
 from kwlab.methods.protocol import MeanRecorder, register_method
 
 
@@ -171,7 +171,7 @@ class ODConv2d(DynamicConv):
             out = F.conv2d(x, self.weight.to(dtype).view(*self.weight_shape), None, self.stride, self.padding,
                            self.dilation, self.groups)
         elif path == "grouped":
-            out = grouped_conv(x, self.sample_kernels(att, dtype), self.geometry)
+            out = grouped_apply(x, self.sample_kernels(att, dtype), self.geometry)
         else:  # batched and mixed cast the cells a block at a time
             cells = self.weight.view(self.kernels * self.taps, -1)  # (K*k*k, C_out*C_in/g)
             out = kw_conv(x, self.tap_mixture(att).to(dtype), cells, self.geometry, path, self.memory)

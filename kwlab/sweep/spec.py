@@ -20,6 +20,7 @@ from kwlab import plugins
 from kwlab.errors import KWLabError, not_one_of
 from kwlab.overrides import parse_assignment, set_dotted
 
+Distribution = Literal["uniform", "log_uniform_values", "normal", "int_uniform", "q_uniform", "categorical"]
 CONTINUOUS = ("uniform", "log_uniform_values", "normal")
 DISCRETE = ("int_uniform", "q_uniform", "categorical")
 
@@ -33,8 +34,7 @@ class Parameter(Strict):
 
     value: Any = None
     values: list[Any] | None = None
-    distribution: Literal["uniform", "log_uniform_values", "normal", "int_uniform", "q_uniform", "categorical"] | None
-    distribution = None
+    distribution: Distribution | None = None
     min: float | None = None
     max: float | None = None
     q: float | None = None

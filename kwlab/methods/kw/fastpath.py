@@ -661,6 +661,14 @@ def _conv_layout_kernels(alpha: torch.Tensor, cells: torch.Tensor, geometry: Geo
     return kernels.reshape(batch, geometry.out_channels, c_in, *geometry.kernel)
 
 
+def compute_dtype(x: torch.Tensor) -> torch.dtype:
+    """The dtype a convolution runs in: autocast's for x's device when it is on, else x's."""
+    kind = x.device.type
+    if kind != "meta" and x.is_floating_point() and torch.is_autocast_enabled(kind):
+        return torch.get_autocast_dtype(kind)
+    return x.dtype
+
+
 def _block_input(x: torch.Tensor, geometry: Geometry, block: int) -> torch.Tensor:
     """The channels of input block g_i in every group, as one (1, B*groups*c_in, *L) tensor for a grouped conv."""
     batch, groups, c_in = x.shape[0], geometry.groups, geometry.cell[1]
@@ -669,8 +677,9 @@ def _block_input(x: torch.Tensor, geometry: Geometry, block: int) -> torch.Tenso
     return x.reshape(1, batch * groups * c_in, *x.shape[-len(geometry.kernel):])
 
 
-def _grouped_apply(x: torch.Tensor, kernels: torch.Tensor, geometry: Geometry, block: int) -> torch.Tensor:
-    """One grouped convolution over the batch: (B, C_in, *L) with (B, C_out, c_in, *k) -> (B*C_out, *L')."""
+def grouped_apply(x: torch.Tensor, kernels: torch.Tensor, geometry: Geometry, block: int = 0) -> torch.Tensor:
+    """y_b = conv(x_b, W_b) as one convolution with groups = B x groups, for input block `block`: x (B, C_in, *L),
+    per-sample kernels (B, C_out, c_in, *k) -> (B, C_out, *L')."""
     batch = x.shape[0]
     x, padding = _conv_padding(x, geometry)
     out = CONV_BY_DIMS[len(geometry.kernel)](
@@ -686,7 +695,7 @@ def grouped_conv(x: torch.Tensor, alpha: torch.Tensor, cells: torch.Tensor, geom
     the kernels: the `fast` memory mode)."""
     y = None
     for block in range(geometry.blocks_in):
-        out = _grouped_apply(x, _conv_layout_kernels(alpha, cells, geometry, block), geometry, block)
+        out = grouped_apply(x, _conv_layout_kernels(alpha, cells, geometry, block), geometry, block)
         y = out if y is None else y + out
     return y
 

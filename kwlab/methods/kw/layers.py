@@ -16,7 +16,8 @@ from torch.nn.modules.utils import _ntuple
 from kwlab.methods.kw.assembly import assemble, merge_kernel
 from kwlab.methods.kw.attention import KWAttention
 from kwlab.methods.kw.config import KWConfig
-from kwlab.methods.kw.fastpath import CONV_BY_DIMS, PATHS, Geometry, choose_path, kw_conv, resolve_padding, shared_conv
+from kwlab.methods.kw.fastpath import (CONV_BY_DIMS, PATHS, Geometry, choose_path, compute_dtype, kw_conv,
+                                       resolve_padding, shared_conv)
 from kwlab.methods.kw.planner import attention_hidden, initial_assignment, layer_cell_shape, mixtures, num_basis
 from kwlab.methods.kw.warehouse import Warehouse
 
@@ -118,12 +119,12 @@ class KWLayer(nn.Module):
     def path_for(self, x: torch.Tensor) -> str:
         """The path the forward takes for x in conv layout, (B, C_in, *L) (a linear layer's tokens as (B, C_in, T))."""
         positions = math.prod(self.geometry.out_size(tuple(x.shape[2:])))
-        return self.select_path(positions, x.shape[0], _compute_dtype(x))
+        return self.select_path(positions, x.shape[0], compute_dtype(x))
 
     def _mix(self, x: torch.Tensor, alpha: torch.Tensor, padding: str | tuple[int, ...]) -> torch.Tensor:
         """Convolve x (B, C_in, *L) with every sample's kernel (alpha (B, m, n)) along the selected path, with bias."""
         path = self.path_for(x)
-        dtype = _compute_dtype(x)
+        dtype = compute_dtype(x)
         x, alpha, cells = x.to(dtype), alpha.to(dtype), self.warehouse.cells
         if path == "shared":
             out = shared_conv(x, alpha, cells.to(dtype), self.geometry, self.weight_shape, padding)
@@ -140,13 +141,6 @@ def _forget_temperature(module: nn.Module, _incompatible: object) -> None:
     """After load_state_dict tau may be anything: use the sample-dependent paths until set_temperature says."""
     module.tau_is_one = None
 
-
-def _compute_dtype(x: torch.Tensor) -> torch.dtype:
-    """The dtype the convolution runs in: autocast's for x's device when it is on, else x's."""
-    kind = x.device.type
-    if x.is_floating_point() and torch.is_autocast_enabled(kind):
-        return torch.get_autocast_dtype(kind)
-    return x.dtype
 
 
 class KWConvNd(KWLayer):

@@ -8,6 +8,7 @@ from dataclasses import dataclass
 from torch import nn
 
 from kwlab.errors import KWLabError
+from kwlab.methods.temperature import LinearAnneal
 from kwlab.methods.kw.attention import KWAttention
 
 
@@ -24,14 +25,15 @@ def set_temperature(model: nn.Module, tau: float) -> int:
 
 
 @dataclass(frozen=True)
-class TemperatureSchedule:
+class TemperatureSchedule(LinearAnneal):
     """tau falls linearly from `start` to 0 over `steps` iterations, then stays 0 (the paper's schedule)."""
 
     steps: int
     start: float = 1.0
+    end: float = 0.0
 
     def __post_init__(self) -> None:
-        if self.steps < 0 or not math.isfinite(self.start) or not 0 <= self.start <= 1:
+        if self.steps < 0 or not math.isfinite(self.start) or not 0 <= self.start <= 1 or self.end != 0:
             raise KWLabError(f"temperature schedule: expected steps >= 0 and start in [0, 1], got {self}")
 
     @classmethod
@@ -41,14 +43,6 @@ class TemperatureSchedule:
             raise KWLabError(f"temperature fraction: expected a number in [0, 1], got {fraction!r}")
         return cls(steps=round(fraction * total_steps), start=start)
 
-    def value(self, step: int) -> float:
-        """tau at iteration `step`, counted from 1 (the first update); 0 gives `start`, before any update."""
-        if self.steps == 0:
-            return 0.0
-        return self.start * max(0.0, 1.0 - step / self.steps)
-
-    def __call__(self, model: nn.Module, step: int) -> float:
-        """Set the model's tau for iteration `step` and return it."""
-        tau = self.value(step)
-        set_temperature(model, tau)
-        return tau
+    def apply(self, model: nn.Module, value: float) -> None:
+        """Set tau in every KW attention."""
+        set_temperature(model, value)
