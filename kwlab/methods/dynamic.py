@@ -28,7 +28,7 @@ from typing import Any, ClassVar, Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field, field_validator
+from pydantic import Field
 from torch import nn
 from torch.nn.modules.utils import _pair
 
@@ -37,8 +37,7 @@ from kwlab.errors import KWLabError
 from kwlab.methods.kw.fastpath import Geometry, compute_dtype, kw_conv, resolve_padding
 from kwlab.methods.pricing import static_macs
 from kwlab.methods.protocol import MeanRecorder, Method, Price, Schedule
-from kwlab.methods.temperature import LinearAnneal
-
+from kwlab.methods.temperature import AnnealLength, LinearAnneal
 
 PATHS = ("auto", "reference", "grouped", "batched", "mixed")
 MemoryMode = Literal["fast", "lean"]
@@ -48,23 +47,15 @@ Pair = int | tuple[int, int]  # a size per spatial dim, or one for both
 # ------------------------------------------------------------------------------------------------- temperature
 
 
-def _finite(value: float) -> float:
-    if not math.isfinite(value):
-        raise ValueError(f"expected a finite number, got {value!r}")
-    return value
-
-
-class TemperatureSettings(Config):
+class TemperatureSettings(AnnealLength):
     """The attention temperature T of DY-Conv and ODConv: logits are divided by T. T falls linearly, per iteration,
-    from `start` to `end` over `epochs` epochs, then stays `end` (both papers: 30 -> 1 over 10 epochs)."""
+    from `start` to `end` over the anneal's length (`epochs`, both papers' rule with 10, or `fraction` of training),
+    then stays `end`."""
 
     section: ClassVar[str] = "temperature"
 
-    start: float = Field(30.0, gt=0)
-    end: float = Field(1.0, gt=0)
-    epochs: float = Field(10.0, ge=0)
-
-    _finite_values = field_validator("start", "end", "epochs")(lambda value: _finite(value))
+    start: float = Field(30.0, gt=0, allow_inf_nan=False)
+    end: float = Field(1.0, gt=0, allow_inf_nan=False)
 
 
 class TemperedAttention(nn.Module):
@@ -486,4 +477,4 @@ class DynamicMethod(Method):
         temperature = getattr(self.resolve(settings), "temperature", None)
         if temperature is None:
             return None
-        return TemperatureAnnealing(round(temperature.epochs * steps_per_epoch), temperature.start, temperature.end)
+        return TemperatureAnnealing(temperature.steps(steps_per_epoch, total_steps), temperature.start, temperature.end)

@@ -69,6 +69,18 @@ def test_schedule_anneals_30_to_1_over_the_epochs() -> None:
     assert TemperatureAnnealing(steps=0).value(1) == 1.0
 
 
+def test_default_anneal_is_30_percent_of_training_like_kw() -> None:
+    """DY-Conv's and ODConv's T anneal over the same share of training as KW's tau unless `epochs` is set."""
+    from kwlab.train.config import TrainConfig
+
+    for method in ("dyconv", "odconv"):
+        cfg = TrainConfig.from_dict({"method": method})
+        schedule = METHODS.get(method).schedule(cfg.settings, cfg.temperature, steps_per_epoch=10, total_steps=100)
+        kw = METHODS.get("kw").schedule(None, cfg.temperature, steps_per_epoch=10, total_steps=100)
+        assert schedule.steps == kw.steps == 30
+        assert schedule.value(15) == pytest.approx(15.5) and schedule.value(30) == 1.0
+
+
 def test_method_schedule_sets_every_layer(generator: torch.Generator) -> None:
     from kwlab.train.config import TrainConfig
 
@@ -87,8 +99,10 @@ def test_settings_errors() -> None:
     assert DyConvSettings().temperature.start == 30.0 and DyConvSettings().kernels == 4
     with pytest.raises(KWLabError, match="dyconv.reduction"):
         DyConvSettings(reduction=0)
-    with pytest.raises(KWLabError, match="dyconv.temperature.epochs"):
-        DyConvSettings(temperature={"epochs": -1})
+    for bad in ({"epochs": -1}, {"epochs": float("inf")}, {"fraction": 1.5}, {"start": float("nan")}):
+        key = next(iter(bad))
+        with pytest.raises(KWLabError, match=f"dyconv.temperature.{key}"):
+            DyConvSettings(temperature=bad)
     with pytest.raises(KWLabError, match="dyconv.temperature"):
         DyConvSettings(temperature={"stop": 1})
 

@@ -12,6 +12,7 @@ from kwlab.config import Config
 from kwlab.errors import not_one_of
 from kwlab.methods.kw.functions import ATTENTION_FUNCTIONS
 from kwlab.methods.kw.sharing import SHARING_RULES
+from kwlab.methods.temperature import AnnealLength
 
 INIT_STRATEGIES = ("one_to_one", "none")
 LAYOUTS = ("default", "reference", "auto")
@@ -147,15 +148,11 @@ class KWConfig(Config):
         return value
 
 
-class TemperatureConfig(Config):
-    """The trial config's `temperature:` section, KernelWarehouse's tau: falls linearly, per iteration, from `start` to 0 over `epochs` epochs (the reference's
-    rule) or, when `epochs` is null, over `fraction` of all training steps; then stays 0."""
+class TemperatureConfig(AnnealLength):
+    """The trial config's `temperature:` section, KernelWarehouse's tau: falls linearly, per iteration, from `start` to
+    0 over `epochs` epochs (the reference's rule) or, when `epochs` is null, over `fraction` of all training steps;
+    then stays 0."""
 
     section: ClassVar[str] = "temperature"
 
-    # NOTE: the reference anneals over 20 of 300 epochs (about 7%); on kwlab's 10-30 epoch runs that is one or two
-    # epochs, too short for the attention to learn before the initial one-to-one blend is gone, so kwlab's default
-    # anneals over 30% of training; `epochs: 20` gives the reference's rule.
-    fraction: float = Field(0.3, ge=0, le=1)
-    epochs: float | None = Field(None, ge=0)
     start: float = Field(1.0, ge=0, le=1)

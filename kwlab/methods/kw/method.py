@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
+
 from torch import nn
 
 from kwlab.methods.kw.config import KWConfig, TemperatureConfig
@@ -48,11 +49,8 @@ class KernelWarehouse(Method):
 
     def schedule(self, settings: KWConfig | None, temperature: TemperatureConfig, steps_per_epoch: int,
                  total_steps: int) -> Schedule:
-        """tau falls linearly from `temperature.start` to 0 over `temperature.epochs` epochs, or over `fraction` of
-        all steps (see TemperatureConfig)."""
-        if temperature.epochs is not None:
-            return TemperatureSchedule(round(temperature.epochs * steps_per_epoch), temperature.start)
-        return TemperatureSchedule.over_fraction(temperature.fraction, total_steps, temperature.start)
+        """tau falls linearly from `temperature.start` to 0 over the anneal's length (see TemperatureConfig)."""
+        return TemperatureSchedule(temperature.steps(steps_per_epoch, total_steps), temperature.start)
 
     def describe(self, settings: KWConfig | None) -> str:
         """'KW 1x stage'."""

@@ -8,8 +8,8 @@ from dataclasses import dataclass
 from torch import nn
 
 from kwlab.errors import KWLabError
-from kwlab.methods.temperature import LinearAnneal
 from kwlab.methods.kw.attention import KWAttention
+from kwlab.methods.temperature import LinearAnneal
 
 
 def set_temperature(model: nn.Module, tau: float) -> int:
