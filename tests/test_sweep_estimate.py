@@ -38,3 +38,27 @@ def test_dry_run_prints_each_variants_estimate_and_the_total(capsys: pytest.Capt
     assert "est. trial" in out and "estimated wall time on this machine:" in out
     total = out.split("estimated wall time on this machine:")[1].split(" at ")[0].strip()
     assert total.endswith(" s") and float(total[:-2]) >= RAY_FIXED_S
+
+
+def test_dry_run_estimates_only_what_is_left_in_the_store(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """A rerun's dry run skips the trials the store already holds as finished or stopped, as the sweep will."""
+    from kwlab import store
+    from kwlab.sweep.command import plan_sweep
+
+    plan = plan_sweep("sweeps/budget.yaml", None, [])
+    results = store.Store(tmp_path / plan.spec.name)
+    done = plan.trials[:2]
+    for trial in done:
+        results.trial(trial.trial_id).write_summary({"status": "finished"})
+    results.trial(plan.trials[2].trial_id).write_summary({"status": "running"})  # not done: run again
+    args = ["sweep", "sweeps/budget.yaml", "--dry-run", "--results", str(tmp_path)]
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    total = len(plan.trials)
+    assert f"= {total} trials; {total - 2} to run (2 done earlier in" in out
+    for trial in plan.trials[2:]:
+        results.trial(trial.trial_id).write_summary({"status": "finished"})
+    assert main(args) == 0
+    out = capsys.readouterr().out
+    assert f"{total} to run" not in out and f"0 to run ({total} done earlier" in out and "nothing left to run" in out
+    assert "estimated wall time" not in out

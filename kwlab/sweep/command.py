@@ -96,17 +96,19 @@ def check_trial_configs(spec: SweepSpec, configs: list[dict[str, Any]], source: 
                              "is 0, so Ray would give them no GPU; set resources.gpu (e.g. 1, or 0.5 to share one)")
 
 
-def print_plan(plan: Plan, max_concurrent: int | None) -> None:
+def print_plan(plan: Plan, max_concurrent: int | None, folder: Path) -> None:
     """The dry-run table: variants with parameters, MACs and estimated trial time, then the trial total and the
-    sweep's estimated wall time on this machine."""
+    estimated wall time on this machine of what is left to run (trials already done in `folder` are skipped)."""
     from rich.console import Console
     from rich.table import Table
 
     from kwlab.sweep.estimate import estimate
 
     spec, priced = plan.spec, plan.priced
+    results = store.Store(folder)
+    to_run = [t for t in plan.trials if not results.trial(t.trial_id).is_done()]
     extra = [plan.probe] * (spec.num_samples * len(spec.seeds)) if plan.probe is not None else []
-    timed = estimate(spec, plan.trials, max_concurrent, extra)
+    timed = estimate(spec, plan.trials, max_concurrent, extra, to_run)
     table = Table(title=f"{spec.name}: {spec.method} sweep", title_justify="left")
     for column in ("variant", "baseline", "seeds", "params", "attention", "MACs/image", "est. trial"):
         table.add_column(column, justify="left" if column in ("variant", "baseline") else "right")
@@ -118,10 +120,15 @@ def print_plan(plan: Plan, max_concurrent: int | None) -> None:
                       f"{row['macs_per_image']:,}", duration(timed.trial_s[row["variant_id"]]))
     console = Console()
     console.print(table)
-    console.print(f"{len(priced)} variants x {len(spec.seeds)} seeds = {len(plan.trials)} trials")
+    console.print(f"{len(priced)} variants x {len(spec.seeds)} seeds = {len(plan.trials)} trials" +
+                  (f"; {len(to_run)} to run ({len(plan.trials) - len(to_run)} done earlier in {folder})"
+                   if len(to_run) < len(plan.trials) else ""))
     if spec.method == "bayes":
         console.print(f"then {spec.num_samples} Optuna TPE suggestions (seed {spec.sampler_seed}) over "
                       f"{', '.join(spec.parameters)}, each trained at seeds {spec.seeds}")
+    if not timed.total_s:
+        console.print("nothing left to run")
+        return
     console.print(f"estimated wall time on this machine: {duration(timed.total_s)} at {timed.slots} trial"
                   f"{'s' if timed.slots > 1 else ''} at a time (each variant timed on 3 training steps and one "
                   f"evaluation batch, scaled to its epochs)")
@@ -160,11 +167,11 @@ def counts(trials: pd.DataFrame) -> dict[str, int]:
 def main(args: argparse.Namespace) -> int:
     """Run (or dry-run) the sweep; see the module doc for the exit codes."""
     plan = plan_sweep(args.spec, args.profile, args.set)
+    folder = store_folder(args, plan)
     if args.dry_run:
-        print_plan(plan, args.max_concurrent)
+        print_plan(plan, args.max_concurrent, folder)
         return 0
     spec = plan.spec
-    folder = store_folder(args, plan)
     results = store.Store(folder)
     lock = results.lock(shlex.join(["kwlab", *sys.argv[1:]]))
     try:

@@ -50,9 +50,9 @@ def concurrency(spec: SweepSpec, max_concurrent: int | None, trials: int) -> int
 
 
 def estimate(spec: SweepSpec, trials: list[Trial], max_concurrent: int | None,
-             extra: list[dict[str, Any]] = ()) -> Estimate:
-    """Time one trial of each variant and estimate the sweep; `extra` are configs of trials not in `trials` (e.g. a
-    bayes sweep's suggestions, priced by a probe) to add to the total."""
+             extra: list[dict[str, Any]] = (), to_run: list[Trial] | None = None) -> Estimate:
+    """Time one trial of each variant and estimate the sweep: `to_run` (default: all `trials`) plus `extra`, configs
+    of trials not in `trials` (e.g. a bayes sweep's suggestions, priced by a probe)."""
     from kwlab.train import TrainConfig
     from kwlab.train.recipe import time_trial
 
@@ -65,6 +65,6 @@ def estimate(spec: SweepSpec, trials: list[Trial], max_concurrent: int | None,
         return cache[key]
 
     per_variant = {t.variant_id: seconds(t.config) for t in trials}
-    durations = [per_variant[t.variant_id] for t in trials] + [seconds(c) for c in extra]
+    durations = [per_variant[t.variant_id] for t in (trials if to_run is None else to_run)] + [seconds(c) for c in extra]
     slots = concurrency(spec, max_concurrent, len(durations))
-    return Estimate(per_variant, slots, RAY_FIXED_S + makespan(durations, slots))
+    return Estimate(per_variant, slots, RAY_FIXED_S + makespan(durations, slots) if durations else 0.0)
