@@ -374,9 +374,10 @@ def progress(sweep: Sweep) -> Progress:
                             ["trial_id", "variant", "seed", "status", "epochs_done"]
                             if "epochs_done" in trials else ["trial_id", "variant", "seed", "status"]]
     seeds = [int(s) for s in sweep.spec.get("seeds") or []]
+    case_seeds = {c["name"]: [int(s) for s in c["seeds"]] for c in sweep.spec.get("cases") or [] if c.get("seeds")}
     missing = []
     for variant, group in trials.groupby("variant", sort=False):
         present = set(pd.to_numeric(group["seed"], errors="coerce").dropna().astype(int))
-        missing += [(str(variant), s) for s in seeds if s not in present]
+        missing += [(str(variant), s) for s in case_seeds.get(str(variant), seeds) if s not in present]
     return Progress(counts, failed.reset_index(drop=True), unfinished.reset_index(drop=True), missing,
                     stopped.reset_index(drop=True))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 
 from kwlab.errors import KWLabError
@@ -27,21 +28,13 @@ def build_parser() -> argparse.ArgumentParser:
     for name, (module, help_text) in COMMANDS.items():
         command = sub.add_parser(name, help=help_text, description=help_text)
         command.set_defaults(module=module)
-        try:
-            importlib.import_module(module).add_arguments(command)
-        except ModuleNotFoundError as error:
-            if error.name is None or not module.startswith(error.name):
-                raise
-            command.set_defaults(missing=True)  # listed, not built yet: says so when run
+        importlib.import_module(module).add_arguments(command)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: user errors print one line on stderr and exit with code 2."""
     args = build_parser().parse_args(argv)
-    if getattr(args, "missing", False):
-        print(f"kwlab {args.command}: not available in this version", file=sys.stderr)
-        return 2
     try:
         return int(importlib.import_module(args.module).main(args) or 0)
     except KWLabError as error:
@@ -50,6 +43,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"kwlab {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:  # the reader went away (`kwlab validate --schema | head`): stop quietly, as Unix tools do
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 141
 
 
 if __name__ == "__main__":

@@ -8,9 +8,13 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 ROOT = Path(__file__).parents[1]
+# Debian's dataset-fashion-mnist (CI installs it); the tests that read it skip, saying why, when it is absent
+FASHION_MISSING = pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz").is_file(),
+                                     reason="Fashion-MNIST absent: apt-get install dataset-fashion-mnist")
 # A trial of a second or two: 300 digits, a half-width ResNet-8, no warm-up.
 TINY = {"epochs": 1, "data": {"name": "digits", "train_size": 300}, "optim": {"warmup_epochs": 0},
         "model": {"kwargs": {"width": 0.5}}}

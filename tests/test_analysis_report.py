@@ -538,3 +538,49 @@ def test_report_on_a_real_smoke_sweep(tmp_path: Path) -> None:
     assert FEW_SEEDS in text and FEW_PAIRS in text  # one seed: no interval, no test
     images = int(sweep.finished["test_images"].iloc[0])
     assert f"one test image = {100 / images:.2g} pp ({images:,} test images)" in text
+
+
+def test_report_cli_options_and_several_stores(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """`kwlab report STORE --out DIR --metric M --baseline NAME`, and `kwlab report A B` (report/ beside the stores,
+    a subfolder per sweep, one combined figure), as a user types them."""
+    root = tmp_path / "stores"
+    cell = make_store(root, "cell_size", failed=False, running=False, attention=False)
+    attention = make_store(root, "attention", failed=False, running=False, attention=False)
+    out = tmp_path / "chosen"
+    baseline = "cell_in_ratio=1,cell_out_ratio=1"
+    assert kwlab_main(["report", str(cell), "--out", str(out), "--metric", "test_top1_at_best_val",
+                       "--baseline", baseline]) == 0
+    assert not (cell / "report").exists()  # --out, not STORE/report
+    report = (out / "report.md").read_text()
+    assert "test_top1_at_best_val" in report and "(`--metric test_top1_at_best_val`)" in report
+    summary = pd.read_csv(out / "summary.csv")
+    assert summary.loc[summary["is_baseline"], "variant"].tolist() == [baseline]
+    # static against the chosen baseline: the paired difference of the test top-1 at the best-val epoch, by hand
+    trials = load_sweep(cell).trials.set_index(["variant", "seed"])["test_top1_at_best_val"]
+    expected = float(np.mean([trials["static", s] - trials[baseline, s] for s in SEEDS]))
+    assert summary.set_index("variant").loc["static", "diff"] == pytest.approx(expected)
+    capsys.readouterr()
+    assert kwlab_main(["report", str(cell), str(attention)]) == 0
+    both = root / "report"
+    assert (both / "cell_size" / "report.md").exists() and (both / "attention" / "report.md").exists()
+    assert (both / "params_accuracy.png").exists() and (both / "macs_accuracy.png").exists()
+    combined = (both / "report.md").read_text()
+    assert "cell_size/report.md" in combined and "attention/report.md" in combined
+
+
+def test_report_lists_the_seeds_the_spec_asks_for_that_the_store_lacks(tmp_path: Path) -> None:
+    """A spec extended to more seeds (or a sweep not yet started on them): each missing (variant, seed) is listed."""
+    folder = make_store(tmp_path, "cell_size", failed=False, running=False, attention=False)
+    results = Store(folder)
+    results.write_spec({**results.spec(), "seeds": [*SEEDS, 7]})
+    assert kwlab_main(["report", str(folder)]) == 0
+    report = (folder / "report" / "report.md").read_text()
+    names = [v[0] for v in SWEEPS["cell_size"]["variants"]]
+    listed = report.split("Missing (seeds the spec lists with no trial in the store):")[1]
+    assert [line for line in listed.splitlines() if line.startswith("- ")][:3] == [f"- {n}, seed 7" for n in names]
+    # a case with its own seeds is missing those, not the spec's
+    results.write_spec({**results.spec(), "cases": [{"name": names[0], "seeds": [*SEEDS, 8]}]})
+    assert kwlab_main(["report", str(folder)]) == 0
+    listed = (folder / "report" / "report.md").read_text().split("Missing (seeds the spec lists")[1]
+    lines = [line for line in listed.splitlines() if line.startswith("- ")]
+    assert f"- {names[0]}, seed 8" in lines and f"- {names[0]}, seed 7" not in lines and f"- {names[1]}, seed 7" in lines

@@ -24,9 +24,10 @@ from kwlab.train.recipe import steps_per_epoch
 
 # 160 digits, global batch 32: five full batches, so each worker's share is exactly half of every batch. Five steps
 # and tau falling over the whole run keep the first epoch out of the chaotic phase of pure CAF training, where a
-# 1e-6 change of the learning rate moves the loss by 0.5% within ten steps (measured).
+# 1e-6 change of the learning rate moves the loss by 0.5% within ten steps (measured). The lr is given at batch 64:
+# 0.05 at the global batch of 32, whatever the number of workers.
 CONFIG = {"model": {"kwargs": {"width": 0.5}}, "data": {"name": "digits", "train_size": 160},
-          "optim": {"warmup_epochs": 0, "lr": 0.05}, "runtime": {"device": "cpu", "threads": 1, "sync_bn": True},
+          "optim": {"warmup_epochs": 0, "lr": 0.1, "reference_batch": 64}, "runtime": {"device": "cpu", "threads": 1, "sync_bn": True},
           "temperature": {"fraction": 1.0}, "epochs": 2, "batch_size": 32, "seed": 3}
 
 
@@ -62,10 +63,11 @@ def test_two_workers_with_syncbn_train_like_one(tmp_path: Path) -> None:
     8e-8 for the nudged learning rate, 8e-8 for two workers) and allows 1e-4, while per-worker BatchNorm alone
     moves the loss by 9.5e-3 (the control below), so a wrong shard, reduction or normalisation cannot pass."""
     single = list(run(TrainConfig.from_dict(CONFIG), tmp_path / "one"))
-    nudged = list(run(TrainConfig.from_dict({**CONFIG, "optim": {**CONFIG["optim"], "lr": 0.05 * (1 + 1e-6)}})))
+    nudged = list(run(TrainConfig.from_dict({**CONFIG, "optim": {**CONFIG["optim"], "lr": 0.1 * (1 + 1e-6)}})))
     assert nudged[0]["train_loss"] == pytest.approx(single[0]["train_loss"], rel=1e-5)  # the rounding noise
     rank0, rank1 = two_workers(CONFIG, tmp_path)
     assert rank0[0]["train_loss"] == pytest.approx(single[0]["train_loss"], rel=1e-4)
+    assert [m["lr"] for m in rank0] == [m["lr"] for m in single]  # scaled to the global batch, not a worker's 16
     # every worker reports the same (reduced) numbers; validation counts each sample once
     for a, b in zip(rank0, rank1, strict=True):
         assert {k: v for k, v in a.items() if "time" not in k and "per_s" not in k and "memory" not in k} == \

@@ -12,6 +12,7 @@ import signal
 import time
 from pathlib import Path
 
+import pandas as pd
 import pytest
 
 import kwlab.results
@@ -67,6 +68,31 @@ def test_asha_stops_whole_variants_on_any_metric_with_mixed_value_types(tmp_path
     assert f"{n_stopped} stopped" in text
 
 
+def test_a_variants_seeds_train_an_epoch_each_in_turn_and_tune_sees_their_mean(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The Tune trainable of a variant (what ASHA stops and Optuna judges): its seeds train side by side, and after
+    each round Tune gets the mean over the seeds of each seed's best metric so far, in the metric's direction."""
+    from ray import tune
+
+    from kwlab.sweep.command import plan_sweep
+    from kwlab.sweep.runner import SCORE, describe_trial, prepare, train_variant
+
+    spec = write_spec(tmp_path, "pair", base={**TINY, "epochs": 3}, seeds=[0, 1],
+                      cases=[{"name": "static", "set": {"kw": None}}], metric={"name": "val_loss", "goal": "minimize"})
+    trials = plan_sweep(str(spec), None, []).trials
+    folder = tmp_path / "pair"
+    prepare(folder, trials, {})
+    reports: list[dict] = []
+    monkeypatch.setattr(tune, "report", reports.append)
+    train_variant({"job": {"imports": [], "workers": 1, "metric": "val_loss", "goal": "minimize", "threads": 1,
+                           "trials": [describe_trial(t, folder) for t in trials]}})
+    losses = [[m["val_loss"] for m in store.Store(folder).trial(t.trial_id).metrics()] for t in trials]
+    assert [r["epoch"] for r in reports] == [1, 2, 3, 3] and all(r["seeds"] == 2 for r in reports)
+    for epoch, report in zip([1, 2, 3], reports, strict=False):  # both seeds have trained `epoch` epochs by then
+        assert report[SCORE] == pytest.approx(sum(min(loss[:epoch]) for loss in losses) / 2)
+    assert reports[-1].get("final") and reports[-1][SCORE] == reports[-2][SCORE]
+
+
 def test_bayes_suggests_variants_trained_at_every_seed(tmp_path: Path) -> None:
     """Before: `method: bayes` died on its first trial with `KeyError: 'trial'` in the event callback."""
     spec = write_spec(tmp_path, "search", method="bayes", num_samples=2, sampler_seed=3, seeds=[0, 1],
@@ -87,6 +113,29 @@ def test_bayes_suggests_variants_trained_at_every_seed(tmp_path: Path) -> None:
     assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
 
 
+def test_a_case_with_its_own_seeds_is_paired_on_the_seeds_both_sides_have(tmp_path: Path) -> None:
+    """More seeds where a comparison needs them (`kwlab power`): a case lists its own seeds; the dry run shows them,
+    the sweep trains them, a rerun trains nothing, and the report pairs each comparison on the common seeds."""
+    spec = write_spec(tmp_path, "more", seeds=[0, 1, 2], baseline="static",
+                      cases=[{"name": "static", "set": {"kw": None}, "seeds": [0, 1, 2, 3, 4]},
+                             {"name": "kw_2x", "set": {"kw.budget": 2}, "seeds": [1, 2]}, {"name": "kw_1x"}])
+    dry = kwlab_cli("sweep", str(spec), "--dry-run", "--results", str(tmp_path))
+    assert dry.returncode == 0, dry.stderr
+    assert "3 variants x 2-5 seeds = 10 trials" in dry.stdout and "0-4" in dry.stdout and "1,2" in dry.stdout
+    result = kwlab_cli("sweep", str(spec), "--results", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    folder = tmp_path / "more"
+    assert statuses(folder) == {**{f"static/{s}": "finished" for s in range(5)},
+                                **{f"kw_2x/{s}": "finished" for s in (1, 2)},
+                                **{f"kw_1x/{s}": "finished" for s in (0, 1, 2)}}
+    again = kwlab_cli("sweep", str(spec), "--results", str(tmp_path))
+    assert again.returncode == 0 and "0 of 10 fixed trials to run (10 done earlier)" in again.stdout
+    assert main(["report", str(folder)]) == 0
+    summary = pd.read_csv(folder / "report" / "summary.csv").set_index("variant")
+    assert summary.loc["kw_1x", "n_pairs"] == 3 and summary.loc["kw_2x", "n_pairs"] == 2
+    assert "Missing" not in (folder / "report" / "report.md").read_text()
+
+
 def test_one_runner_per_store_and_ctrl_c_keeps_what_finished(tmp_path: Path) -> None:
     """Before: two runners on one store trained the same trials at once; Ctrl-C printed '6 trials finished' when 2
     had."""
@@ -101,9 +150,12 @@ def test_one_runner_per_store_and_ctrl_c_keeps_what_finished(tmp_path: Path) -> 
     assert holder["pid"] == runner.pid and holder["host"]
     os.kill(runner.pid, signal.SIGSTOP)  # hold the first runner mid-sweep while a second one tries the store
     try:
+        live = statuses(folder)  # refresh=True: the tables rebuilt from the trial folders while the sweep runs
         second = kwlab_cli("sweep", str(spec), "--results", str(tmp_path))
     finally:
         os.kill(runner.pid, signal.SIGCONT)
+    assert len(live) == 8 and "finished" in live.values()
+    assert set(live.values()) <= {"finished", "running", "pending"}
     assert second.returncode == 1 and second.stderr.count("\n") == 1
     assert f"pid {runner.pid}" in second.stderr and "another kwlab runner" in second.stderr
     os.killpg(runner.pid, signal.SIGINT)  # Ctrl-C in the terminal: the whole process group
@@ -150,21 +202,27 @@ def test_a_spec_the_trials_cannot_honour_is_one_line_before_launch(tmp_path: Pat
     assert not (tmp_path / "bad").exists()
 
 
-@pytest.mark.parametrize("name", ["cifar100", "imagenet"])
+@pytest.mark.parametrize("name", ["cifar100", "imagenet", "imagenet_8gpu"])
 def test_gpu_profiles_ask_for_a_gpu(name: str) -> None:
-    """The shipped GPU profiles give each trial a GPU and build their model (no stray model.kwargs)."""
+    """The shipped GPU profiles give each trial a GPU (per worker) and build their model (no stray model.kwargs)."""
     from kwlab.sweep.spec import resolve_spec
+    from kwlab.train import TrainConfig
 
     resolved = resolve_spec("sweeps/budget.yaml", name, [])
     assert resolved.spec.resources.gpu == 1 and resolved.config_overrides["runtime.device"] == "cuda"
-    if name == "imagenet":
+    if name.startswith("imagenet"):
         assert resolved.config_overrides["model.kwargs"] == {}
+    if name == "imagenet_8gpu":  # the README's multi-GPU example: 8 workers of one GPU, BatchNorm over the batch
+        assert resolved.spec.resources.workers == 8 and resolved.config_overrides["runtime.sync_bn"] is True
+        cfg = TrainConfig.from_dict({"optim": {"lr": 0.004, "reference_batch": 4096}, "batch_size": 1024})
+        assert cfg.batch_size % resolved.spec.resources.workers == 0
 
 
 @pytest.mark.slow
 def test_a_gpu_trial_on_a_cluster_with_a_logical_gpu(tmp_path: Path) -> None:
     """A Ray head started with one (logical) GPU on this CPU machine places a GPU trial, which then fails with
-    kwlab's one-line error, recorded in the store; a trial asking for two GPUs is refused up front."""
+    kwlab's one-line error, recorded in the store; a trial asking for two GPUs is refused up front; two trials of
+    half a GPU each are both placed."""
     import shutil
     import sys
 
@@ -188,6 +246,13 @@ def test_a_gpu_trial_on_a_cluster_with_a_logical_gpu(tmp_path: Path) -> None:
         two = kwlab_cli("sweep", str(spec), "--results", str(tmp_path / "two"), *address, "--set", "resources.gpu=2",
                         "--set", "runtime.device=cuda", env=env)
         assert two.returncode == 2 and "each trial asks for 2 GPUs; the cluster has 1" in two.stderr
+        # a fraction of a GPU: two trials share the one GPU, both placed (each then fails for want of CUDA)
+        half = kwlab_cli("sweep", str(spec), "--results", str(tmp_path / "half"), *address, "--set",
+                         "resources.gpu=0.5", "--set", "runtime.device=cuda", "--set", "seeds=[0, 1]", env=env)
+        assert half.returncode == 1 and "each trial asks for" not in half.stderr
+        shared = kwlab.results.load(tmp_path / "half" / "gpu").trials
+        assert shared["status"].tolist() == ["failed", "failed"]
+        assert shared["error"].str.contains("torch sees no CUDA device").all()
     finally:
         subprocess.run([ray, "stop", "--force"], capture_output=True, timeout=120, env={**os.environ, **env})
 
@@ -217,6 +282,17 @@ class Plain(Static):
 '''
 
 
+MODEL_PLUGIN = '''
+"""A user's model, registered with timm, in a module imported by name (from PYTHONPATH)."""
+from timm.models import create_model, register_model
+
+
+@register_model
+def plugin_resnet8(pretrained: bool = False, **kwargs):
+    return create_model("cifar_resnet8", **kwargs)
+'''
+
+
 def test_feature_matrix_random_zip_cases_constraints_fixed_profile_set_and_plugins(tmp_path: Path) -> None:
     """One sweep over the spec keys a study combines: a random search over a registered plugin attention function and
     zipped cell ratios, on a plugin dataset, with a plugin method among the cases, a constraint, fixed values, a
@@ -224,18 +300,22 @@ def test_feature_matrix_random_zip_cases_constraints_fixed_profile_set_and_plugi
     reached the Ray workers."""
     (tmp_path / "plugins").mkdir()
     (tmp_path / "plugins" / "gate.py").write_text(PLUGIN)
+    (tmp_path / "site").mkdir()
+    (tmp_path / "site" / "kwlab_test_models.py").write_text(MODEL_PLUGIN)
     spec = write_spec(
-        tmp_path, "matrix", imports=["plugins/gate.py"], method="random", num_samples=4, sampler_seed=3,
+        tmp_path, "matrix", imports=["plugins/gate.py", "kwlab_test_models"], method="random", num_samples=4,
+        sampler_seed=3,
         parameters={"kw.attention": {"values": ["caf", "tanh_gate"]}, "kw.cell_in_ratio": {"values": [1, 0.5]},
                     "kw.cell_out_ratio": {"values": [1, 0.5]}},
         zip=[["kw.cell_in_ratio", "kw.cell_out_ratio"]],
         cases=[{"name": "static", "set": {"kw": None}}, {"name": "huge", "set": {"kw.budget": 16}},
-               {"name": "plain", "set": {"method": "plain"}}],
+               {"name": "plain", "set": {"method": "plain", "model.name": "plugin_resnet8"}}],
         baseline="static", constraints=["params < 800_000"],
         fixed={"optim.label_smoothing": 0.0, "batch_size": 32, "data.name": "few_digits", "data.train_size": None},
         profiles={"default": {}, "quick": {"seeds": [3], "max_concurrent_trials": 1, "optim.lr": 0.2}})
     result = kwlab_cli("sweep", str(spec), "--profile", "quick", "--set", "optim.lr=0.05", "--set",
-                       "failure.max_retries=0", "--results", str(tmp_path))
+                       "failure.max_retries=0", "--results", str(tmp_path),
+                       env={"PYTHONPATH": os.pathsep.join([str(tmp_path / "site"), os.environ.get("PYTHONPATH", "")])})
     assert result.returncode == 0, result.stderr
     folder = tmp_path / "matrix-quick"  # a profile other than default gets its own results folder
     trials = kwlab.results.load(folder).trials
@@ -243,6 +323,8 @@ def test_feature_matrix_random_zip_cases_constraints_fixed_profile_set_and_plugi
     assert "huge" not in set(trials["variant"])  # priced above the cap: never trained
     assert len(trials) == 6 and set(trials["kw.attention"].dropna()) == {"caf", "tanh_gate"}
     assert trials.set_index("variant").loc["plain", "method"] == "plain"  # the plugin method reached the workers
+    plain = store.Store(folder).trial(trials.set_index("variant").loc["plain", "trial_id"]).config()
+    assert plain["model"]["name"] == "plugin_resnet8"  # and the model of a module imported by name
     assert (trials["train_images"] == 300).all()  # and so did the plugin dataset
     kw_rows = trials[~trials["variant"].isin(["static", "plain"])]
     assert (kw_rows["kw.cell_in_ratio"] == kw_rows["kw.cell_out_ratio"]).all()  # zipped: lock-step

@@ -13,7 +13,8 @@ from kwlab.sweep.expand import (
 )
 from kwlab.sweep.spec import load_spec, parse_spec, resolve_spec, sweep_schema
 
-SHIPPED = sorted((Path(__file__).parents[1] / "sweeps").glob("*.yaml"))
+SWEEPS = Path(__file__).parents[1] / "sweeps"
+SHIPPED = sorted(SWEEPS.rglob("*.yaml"))  # the studies under sweeps/<study>/ too
 
 
 def spec_tree(**changes: object) -> dict:
@@ -31,6 +32,8 @@ def spec_tree(**changes: object) -> dict:
         ({"method": "hyperopt"}, "method: 'hyperopt' is not one of 'grid', 'random', 'bayes'"),
         ({"seeds": "0,1"}, "seeds: expected a list, got '0,1'"),
         ({"seeds": [0, 0]}, "distinct seeds"),
+        ({"cases": [{"name": "s", "seeds": [3, 3]}]}, "cases.0.seeds: expected distinct seeds"),
+        ({"cases": [{"name": "s", "seeds": []}]}, "cases.0.seeds: List should have at least 1 item"),
         ({"parameters": {"lr": {"distribution": "uniform", "min": 0.1, "max": 1}}}, "a grid cannot enumerate"),
         ({"parameters": {"lr": {"distribution": "uniform", "min": 1, "max": 0.1}}, "method": "random"}, "min < max"),
         ({"parameters": {"x": {"value": 1, "values": [1]}}}, "exactly one of value, values or distribution"),
@@ -125,17 +128,34 @@ def test_precedence_base_fixed_profile_set(tmp_path: Path) -> None:
         resolved(None, ["seeds=[1, 1]"])
 
 
+def test_a_variants_own_values_beat_the_profile_and_set(tmp_path: Path) -> None:
+    """Precedence ends with the variant: a case or a grid value wins over fixed, the profile and --set."""
+    from kwlab.sweep.command import plan_sweep
+
+    spec_path = tmp_path / "study.yaml"
+    spec_path.write_text(yaml.safe_dump(spec_tree(
+        fixed={"epochs": 4}, profiles={"default": {}, "p": {"epochs": 2, "kw.budget": 2}},
+        cases=[{"name": "long", "set": {"epochs": 6}}, {"name": "static", "set": {"kw": None}}],
+        parameters={"kw.budget": {"values": [1, 4]}})))
+    configs = {t.variant.name: t.config for t in plan_sweep(str(spec_path), "p", ["epochs=3"]).trials}
+    assert configs["long"]["epochs"] == 6 and configs["static"]["epochs"] == 3
+    assert configs["static"]["kw"] is None
+    assert sorted(c["kw"]["budget"] for name, c in configs.items() if name.startswith("budget")) == [1, 4]
+
+
 def test_config_hash_is_stable_and_order_free() -> None:
     assert config_hash({"a": 1, "b": {"c": 2}}) == config_hash({"b": {"c": 2}, "a": 1})
     assert config_hash({"a": 1}) != config_hash({"a": 2})
 
 
-@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", SHIPPED, ids=lambda p: str(p.relative_to(SWEEPS)))
 def test_shipped_specs_parse(path: Path) -> None:
     spec = load_spec(path)
-    assert spec.name == path.stem
+    folder = path.parent.relative_to(SWEEPS).parts
+    assert spec.name == "_".join([*folder, path.stem] if path.stem == "study" else [path.stem])
     if spec.name != "smoke":  # every real ablation is paired over seeds against the static model
         assert len(spec.seeds) >= 3 and spec.baseline == "static"
+    if not folder and spec.name != "smoke":  # the shipped ablations run a short default profile; a study runs as is
         assert "default" in spec.profiles
 
 

@@ -17,7 +17,8 @@ import pandas as pd
 
 from kwlab import store
 from kwlab.errors import KWLabError
-from kwlab.sweep.expand import Trial, apply_constraints, base_config, costliest_first, expand, price
+from kwlab.sweep.expand import (Trial, apply_constraints, base_config, compact_seeds, costliest_first, count_line,
+                                expand, price, seeds_by_variant)
 from kwlab.sweep.spec import Resolved, SweepSpec, resolve_spec
 
 
@@ -113,14 +114,16 @@ def print_plan(plan: Plan, max_concurrent: int | None, folder: Path) -> None:
     for column in ("variant", "baseline", "seeds", "params", "attention", "MACs/image", "est. trial"):
         table.add_column(column, justify="left" if column in ("variant", "baseline") else "right")
     baseline = {t.variant_id for t in plan.trials if t.variant.is_baseline}
+    seeds = seeds_by_variant(plan.trials)
     for row in priced.to_dict("records"):
         attention = row.get("params_attention")
-        table.add_row(row["variant"], "yes" if row["variant_id"] in baseline else "", ",".join(map(str, spec.seeds)),
+        table.add_row(row["variant"], "yes" if row["variant_id"] in baseline else "",
+                      compact_seeds(seeds.get(row["variant_id"], spec.seeds)),
                       f"{row['params_total']:,}", f"{int(attention):,}" if pd.notna(attention) else "",
                       f"{row['macs_per_image']:,}", duration(timed.trial_s[row["variant_id"]]))
     console = Console()
     console.print(table)
-    console.print(f"{len(priced)} variants x {len(spec.seeds)} seeds = {len(plan.trials)} trials" +
+    console.print(count_line(plan.trials) +
                   (f"; {len(to_run)} to run ({len(plan.trials) - len(to_run)} done earlier in {folder})"
                    if len(to_run) < len(plan.trials) else ""))
     if spec.method == "bayes":

@@ -32,6 +32,7 @@ class Variant:
     name: str
     overrides: dict[str, Any]
     is_baseline: bool = False
+    seeds: tuple[int, ...] | None = None  # its own seeds (a case's), else the spec's
 
 
 @dataclass(frozen=True)
@@ -134,7 +135,8 @@ def variants(spec: SweepSpec) -> list[Variant]:
     """Every variant of a grid or random sweep: the parameter points, then the explicit cases (baseline first)."""
     points = {"grid": grid_variants, "random": random_variants}.get(spec.method, lambda _: [])(spec)
     cases = sorted(spec.cases, key=lambda case: case.name != spec.baseline)
-    return [*(Variant(c.name, dict(c.set), c.name == spec.baseline) for c in cases), *points]
+    return [*(Variant(c.name, dict(c.set), c.name == spec.baseline, tuple(c.seeds) if c.seeds else None)
+              for c in cases), *points]
 
 
 def resolve(base: dict[str, Any], variant: Variant, seed: int, source: str) -> dict[str, Any]:
@@ -150,14 +152,41 @@ def resolve(base: dict[str, Any], variant: Variant, seed: int, source: str) -> d
 
 
 def expand(spec: SweepSpec, base: dict[str, Any], source: str) -> list[Trial]:
-    """All trials of a grid/random sweep: every variant crossed with the same seeds (paired comparisons); a variant
-    drawn twice (random sampling, or a case equal to a grid point) is trained once, under its first name."""
+    """All trials of a grid/random sweep: every variant crossed with the spec's seeds (paired comparisons), or a
+    case with its own; a variant drawn twice (random sampling, or a case equal to a grid point) is trained once,
+    under its first name."""
     trials: dict[str, Trial] = {}
     for variant in variants(spec):
-        for seed in spec.seeds:
+        for seed in variant.seeds or spec.seeds:
             trial = Trial(variant, seed, resolve(base, variant, seed, source))
             trials.setdefault(trial.trial_id, trial)
     return list(trials.values())
+
+
+def seeds_by_variant(trials: list[Trial]) -> dict[str, list[int]]:
+    """Each variant's seeds, in trial order, keyed by variant id."""
+    seeds: dict[str, list[int]] = {}
+    for trial in trials:
+        seeds.setdefault(trial.variant_id, []).append(trial.seed)
+    return seeds
+
+
+def count_line(trials: list[Trial]) -> str:
+    """'20 variants x 8 seeds = 160 trials', or 'x 8-30 seeds' where cases bring their own."""
+    counts = sorted({len(s) for s in seeds_by_variant(trials).values()}) or [0]
+    seeds = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
+    return f"{len(seeds_by_variant(trials))} variants x {seeds} seeds = {len(trials)} trials"
+
+
+def compact_seeds(seeds: list[int]) -> str:
+    """'0-7', '0,2,5' or '0-7,20': runs of consecutive seeds shortened."""
+    runs: list[list[int]] = []
+    for seed in seeds:
+        if runs and seed == runs[-1][-1] + 1:
+            runs[-1].append(seed)
+        else:
+            runs.append([seed])
+    return ",".join(f"{r[0]}-{r[-1]}" if len(r) > 2 else ",".join(map(str, r)) for r in runs)
 
 
 COST_COLUMNS = ("params_total", "macs_per_image")

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, model_validator
+from pydantic import Field, field_validator, model_validator
 
 from kwlab.config import Config, ConfigError, load_yaml
 from kwlab import plugins
@@ -73,10 +73,19 @@ class Parameter(Strict):
 
 
 class Case(Strict):
-    """An explicit variant: a name and the dotted-path overrides that define it."""
+    """An explicit variant: a name, the dotted-path overrides that define it and, optionally, its own seeds (in place
+    of the spec's: more seeds where a comparison needs them, as `kwlab power` says)."""
 
     name: str
     set: dict[str, Any] = Field(default_factory=dict)
+    seeds: list[int] | None = Field(None, min_length=1)
+
+    @field_validator("seeds")
+    @classmethod
+    def _distinct(cls, seeds: list[int] | None) -> list[int] | None:
+        if seeds is not None and len(set(seeds)) != len(seeds):
+            raise ValueError("expected distinct seeds")
+        return seeds
 
 
 class Metric(Strict):

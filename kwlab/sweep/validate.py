@@ -23,8 +23,8 @@ def main(args: argparse.Namespace) -> int:
     if not args.spec:
         raise SystemExit("kwlab validate: give a SPEC or --schema")
     from kwlab.sweep.command import plan_sweep
+    from kwlab.sweep.expand import count_line
 
     plan = plan_sweep(args.spec, args.profile, args.set)
-    print(f"{args.spec}: ok: {plan.spec.method} sweep {plan.spec.name!r}, {plan.priced.shape[0]} variants x "
-          f"{len(plan.spec.seeds)} seeds = {len(plan.trials)} trials")
+    print(f"{args.spec}: ok: {plan.spec.method} sweep {plan.spec.name!r}, {count_line(plan.trials)}")
     return 0
