@@ -226,8 +226,9 @@ def _print_table(report: dict[str, Any], rows: pd.DataFrame, label: str) -> None
     if len(pairs):
         n = int(pairs.min())
         low, high = sd_range(n)
-        lines.append(f"MDD and seeds take the pilot's sd of the paired differences as the truth; with {n} pairs the "
-                     f"true sd may be {low:.2f} to {high:.2f} times the observed one (95%), so read them as rough.")
+        fewest = " (the fewest here)" if pairs.nunique() > 1 else ""
+        lines.append(f"MDD and seeds take the pilot's sd of the paired differences as the truth; with {n} pairs{fewest} "
+                     f"the true sd may be {low:.2f} to {high:.2f} times the observed one (95%), so read them as rough.")
     for line in filter(None, lines):
         console.print(line, highlight=False, soft_wrap=True)
 

@@ -15,6 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
+import kwlab
 import kwlab.results
 from kwlab import store
 from kwlab.cli import main
@@ -202,13 +203,23 @@ def test_a_spec_the_trials_cannot_honour_is_one_line_before_launch(tmp_path: Pat
     assert not (tmp_path / "bad").exists()
 
 
-@pytest.mark.parametrize("name", ["cifar100", "imagenet", "imagenet_8gpu"])
-def test_gpu_profiles_ask_for_a_gpu(name: str) -> None:
-    """The shipped GPU profiles give each trial a GPU (per worker) and build their model (no stray model.kwargs)."""
+def gpu_profiles() -> list[tuple[str, str]]:
+    """(spec, profile) of every shipped profile that puts its trials on CUDA."""
+    import yaml
+
+    root = Path(__file__).parents[1]
+    return [(str(path.relative_to(root)), name) for path in sorted((root / "sweeps").rglob("*.yaml"))
+            for name, profile in (yaml.safe_load(path.read_text()).get("profiles") or {}).items()
+            if (profile or {}).get("runtime.device") == "cuda"]
+
+
+@pytest.mark.parametrize(("spec", "name"), gpu_profiles())
+def test_gpu_profiles_ask_for_a_gpu(spec: str, name: str) -> None:
+    """Every shipped GPU profile gives each trial a GPU (per worker) and builds its model (no stray model.kwargs)."""
     from kwlab.sweep.spec import resolve_spec
     from kwlab.train import TrainConfig
 
-    resolved = resolve_spec("sweeps/budget.yaml", name, [])
+    resolved = resolve_spec(spec, name, [])
     assert resolved.spec.resources.gpu == 1 and resolved.config_overrides["runtime.device"] == "cuda"
     if name.startswith("imagenet"):
         assert resolved.config_overrides["model.kwargs"] == {}
@@ -342,6 +353,10 @@ def test_feature_matrix_random_zip_cases_constraints_fixed_profile_set_and_plugi
         assert caf[alpha].shape == gate[alpha].shape and not (caf[alpha] == gate[alpha]).all()
     manifest = json.loads((folder / store.MANIFEST).read_text())
     assert manifest["profile"] == "quick" and "--set optim.lr=0.05" in manifest["command"]
+    assert manifest["versions"]["kwlab"] == kwlab.__version__ and manifest["hardware"]["cpus"] >= 1
+    assert set(manifest["git"]) == {"commit", "dirty"}
+    resolved = store.Store(folder).spec()  # spec.yaml: the spec as the profile and --set made it
+    assert resolved["seeds"] == [3] and resolved["max_concurrent_trials"] == 1 and resolved["failure"]["max_retries"] == 0
     report = kwlab_cli("report", str(folder))
     assert report.returncode == 0, report.stderr
     assert "tanh_gate" in (folder / "report" / "report.md").read_text()

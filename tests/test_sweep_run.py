@@ -111,6 +111,23 @@ def test_every_shipped_spec_validates_with_every_variant_buildable(spec: str, ca
     assert ": ok:" in capsys.readouterr().out
 
 
+# One epoch on 300 digits at one seed: every shipped top-level spec as it is, only shorter (its smoke mode).
+SHORT = ["--set", "seeds=[0]", "--set", "epochs=1", "--set", "optim.warmup_epochs=0", "--set", "data.train_size=300"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("spec", sorted(p.name for p in (ROOT / "sweeps").glob("*.yaml")))
+def test_every_shipped_spec_runs_short_through_ray_and_reports(spec: str, tmp_path: Path) -> None:
+    result = kwlab_cli("sweep", f"sweeps/{spec}", *SHORT, "--results", str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    folder = next(tmp_path.iterdir())
+    trials = kwlab.results.load(folder).trials
+    assert len(trials) >= 2 and (trials["status"] == "finished").all() and set(trials["seed"]) == {0}
+    report = kwlab_cli("report", str(folder))
+    assert report.returncode == 0, report.stderr
+    assert (folder / "report" / "report.md").is_file() and (folder / "report" / "params_accuracy.png").is_file()
+
+
 @pytest.mark.slow
 def test_cluster_address_path(tmp_path: Path) -> None:
     """Start a local Ray head (`ray start --head`) and run the smoke sweep against it with --address."""

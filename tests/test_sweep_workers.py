@@ -71,3 +71,19 @@ def test_killing_the_driver_of_a_two_worker_sweep_resumes_without_repeating_an_e
     assert "took over a stale lock" in resumed.stderr
     trial = next(store.TrialDir(d) for d in trials.glob("*/"))
     assert trial.status() == "finished" and [m["epoch"] for m in trial.metrics()] == [1, 2, 3, 4]
+
+
+@pytest.mark.slow
+def test_a_failing_two_worker_trial_is_retried_and_recorded_like_a_one_worker_trial(tmp_path: Path) -> None:
+    spec = write_spec(tmp_path, "ddp_fail", base={**TINY, "batch_size": 32},
+                      cases=[{"name": "diverges", "set": {"optim.lr": 1.0e30}}], resources=TWO_WORKERS,
+                      failure={"max_retries": 1})
+    result = kwlab_cli("sweep", str(spec), "--results", str(tmp_path))
+    assert result.returncode == 1 and "0 of 1 trials finished, 1 failed" in result.stderr
+    assert "Traceback" not in result.stdout + result.stderr and result.stdout.count("retrying") == 1
+    trials = kwlab.results.load(tmp_path / "ddp_fail").trials
+    assert trials["status"].tolist() == ["failed"]
+    error = trials["error"].item()
+    assert "non-finite loss" in error and "\n" not in error  # one line; the traceback is in log.txt
+    log = kwlab.results.load(tmp_path / "ddp_fail").trial_dir(trials["trial_id"].item()) / store.LOG
+    assert "non-finite loss" in log.read_text()

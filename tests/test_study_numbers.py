@@ -1,0 +1,33 @@
+"""The README and the study's README quote the committed Fashion-MNIST study: every difference they quote is the
+one in the committed summary table (`kwlab report` output) it says it comes from."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+ROOT = Path(__file__).parents[1]
+STUDY = ROOT / "analysis" / "studies" / "fashion-mnist"
+# (report folder, variant) of every difference the READMEs quote
+QUOTED = {
+    ".": ["budget=1/4", "budget=1/2", "budget=1", "budget=2", "budget=4", "dyconv_4", "condconv_8", "odconv_1x",
+          "odconv_4x"],
+    "vs-kw-1x": ["budget=4", "cell=1/2", "sharing=none", "sharing=role", "sharing=2", "sharing=network"],
+    "vs-caf-4x": ["softmax@4x", "sigmoid@4x", "caf_no_init@4x", "relu_l1@4x", "dyconv_4"],
+}
+
+
+def quoted(row: pd.Series) -> str:
+    """'+0.58 [+0.27, +0.90]' with typographic minus signs, as the READMEs write a difference and its interval."""
+    return f"{row['diff']:+.2f} [{row['diff_low']:+.2f}, {row['diff_high']:+.2f}]".replace("-", "−")
+
+
+@pytest.mark.parametrize("readme", [ROOT / "README.md", STUDY / "README.md"], ids=["README", "study README"])
+def test_quoted_differences_are_the_committed_ones(readme: Path) -> None:
+    text = " ".join(readme.read_text().split())  # a quote may wrap across lines
+    for folder, variants in QUOTED.items():
+        summary = pd.read_csv(STUDY / folder / "summary.csv").set_index("variant")
+        for variant in variants:
+            assert quoted(summary.loc[variant]) in text, f"{readme.name}: {folder}/{variant}"
