@@ -118,7 +118,7 @@ def print_plan(plan: Plan, max_concurrent: int | None, folder: Path) -> None:
     for row in priced.to_dict("records"):
         attention = row.get("params_attention")
         table.add_row(row["variant"], "yes" if row["variant_id"] in baseline else "",
-                      compact_seeds(seeds.get(row["variant_id"], spec.seeds)),
+                      compact_seeds(seeds[row["variant_id"]]),
                       f"{row['params_total']:,}", f"{int(attention):,}" if pd.notna(attention) else "",
                       f"{row['macs_per_image']:,}", duration(timed.trial_s[row["variant_id"]]))
     console = Console()

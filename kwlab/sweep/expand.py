@@ -173,9 +173,10 @@ def seeds_by_variant(trials: list[Trial]) -> dict[str, list[int]]:
 
 def count_line(trials: list[Trial]) -> str:
     """'20 variants x 8 seeds = 160 trials', or 'x 8-30 seeds' where cases bring their own."""
-    counts = sorted({len(s) for s in seeds_by_variant(trials).values()}) or [0]
+    by_variant = seeds_by_variant(trials)
+    counts = sorted({len(s) for s in by_variant.values()}) or [0]
     seeds = f"{counts[0]}" if len(counts) == 1 else f"{counts[0]}-{counts[-1]}"
-    return f"{len(seeds_by_variant(trials))} variants x {seeds} seeds = {len(trials)} trials"
+    return f"{len(by_variant)} variants x {seeds} seeds = {len(trials)} trials"
 
 
 def compact_seeds(seeds: list[int]) -> str:

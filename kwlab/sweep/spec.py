@@ -11,9 +11,9 @@ import copy
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import AfterValidator, Field, model_validator
 
 from kwlab.config import Config, ConfigError, load_yaml
 from kwlab import plugins
@@ -21,6 +21,15 @@ from kwlab.errors import KWLabError, not_one_of
 from kwlab.overrides import parse_assignment, set_dotted
 
 Distribution = Literal["uniform", "log_uniform_values", "normal", "int_uniform", "q_uniform", "categorical"]
+
+
+def _distinct(seeds: list[int]) -> list[int]:
+    if len(set(seeds)) != len(seeds):
+        raise ValueError("expected distinct seeds")
+    return seeds
+
+
+Seeds = Annotated[list[int], Field(min_length=1), AfterValidator(_distinct)]  # the spec's, or a case's own
 CONTINUOUS = ("uniform", "log_uniform_values", "normal")
 DISCRETE = ("int_uniform", "q_uniform", "categorical")
 
@@ -78,14 +87,7 @@ class Case(Strict):
 
     name: str
     set: dict[str, Any] = Field(default_factory=dict)
-    seeds: list[int] | None = Field(None, min_length=1)
-
-    @field_validator("seeds")
-    @classmethod
-    def _distinct(cls, seeds: list[int] | None) -> list[int] | None:
-        if seeds is not None and len(set(seeds)) != len(seeds):
-            raise ValueError("expected distinct seeds")
-        return seeds
+    seeds: Seeds | None = None
 
 
 class Metric(Strict):
@@ -133,7 +135,7 @@ class SweepSpec(Strict):
     cases: list[Case] = Field(default_factory=list)
     baseline: str | None = None
     constraints: list[str] = Field(default_factory=list)
-    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    seeds: Seeds = Field(default_factory=lambda: [0])
     resources: Resources = Field(default_factory=Resources)
     max_concurrent_trials: int | None = Field(None, ge=1)
     failure: Failure = Field(default_factory=Failure)
@@ -148,8 +150,6 @@ class SweepSpec(Strict):
         def fail(key: str, message: str) -> ConfigError:
             return ConfigError(tuple(key.split(".", 1)) if key else (), message)
 
-        if len(set(self.seeds)) != len(self.seeds):
-            raise fail("seeds", "expected distinct seeds")
         zipped = [key for group in self.zip for key in group]
         for key in zipped:
             if key not in self.parameters:
