@@ -3,6 +3,8 @@ dataset, the `data.augment` validation, and timm's imagefolder transforms."""
 
 from __future__ import annotations
 
+import random
+
 import pytest
 import torch
 from PIL import Image
@@ -10,7 +12,7 @@ from PIL import Image
 from kwlab.data import DataSpec, load
 from kwlab.data.augment import AugmentConfig
 from kwlab.data.crop_flip import CropFlip, crop_flip
-from kwlab.data.transforms import eval_transform, train_transform
+from kwlab.data.transforms import eval_transform, posterize, train_transform
 from kwlab.errors import KWLabError
 
 MEAN, STD = (0.485, 0.456, 0.406), (0.229, 0.224, 0.225)
@@ -219,11 +221,31 @@ def test_train_transform_gives_normalised_crops(values: dict) -> None:
     transform = train_transform(AugmentConfig(**values), 224, MEAN, STD)
     low, high = normalised_range()
     torch.manual_seed(0)
+    random.seed(0)  # timm's auto-augment draws its ops and magnitudes from Python's random
     outs = [transform(photo()) for _ in range(4)]
     for out in outs:
         assert out.shape == (3, 224, 224) and out.dtype == torch.float32
         assert bool((out >= low - 1e-5).all()) and bool((out <= high + 1e-5).all())
     assert not all(torch.equal(outs[0], out) for out in outs[1:])  # random crops differ
+
+
+@pytest.mark.parametrize("policy", ["rand-m9-mstd0.5-inc1", "rand-m1", "augmix-m5-w4-d2", "v0", "originalr"])
+def test_posterize_at_zero_bits_gives_a_black_image_on_any_pillow(policy: str) -> None:
+    """The reference's RandAugment asks for 0 bits at magnitude 10, which Pillow 13 refuses mid-epoch."""
+    transform = train_transform(AugmentConfig(auto_augment=policy, crop_scale=[1.0, 1.0], crop_ratio=[1.0, 1.0],
+                                              flip=False), 32, MEAN, STD)
+    step = next(step for step in transform.transforms if hasattr(step, "ops") or hasattr(step, "policy"))
+    ops = list(getattr(step, "ops", [])) + [op for sub in getattr(step, "policy", []) for op in sub]
+    posterizing = [op for op in ops if op.name.startswith("Posterize")]
+    assert posterizing
+    op = posterizing[0]
+    op.prob, op.magnitude, op.magnitude_std = 1.0, 10.0 if "Increasing" in op.name else 0.0, 0.0
+    assert op.level_fn(op.magnitude, op.hparams) == (0,)  # timm asks for 0 bits here
+    assert set(op(photo(40, 40)).getdata()) == {(0, 0, 0)}
+    assert posterize(photo(8, 8), 8).tobytes() == photo(8, 8).tobytes()
+    kept = posterize(photo(8, 8), 2)
+    assert set(kept.getdata()) <= {(r, g, b) for r in (0, 64, 128, 192) for g in (0, 64, 128, 192)
+                                   for b in (0, 64, 128, 192)}
 
 
 def test_random_erasing_and_disabled_augmentation() -> None:

@@ -9,7 +9,9 @@ random_erasing 0.25, interpolation bicubic, mixup 0.8, cutmix 1.0.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+
+from PIL import Image, ImageOps
 
 from kwlab.data.augment import IN_MEMORY_ONLY, AugmentConfig, refuse_unused
 
@@ -44,7 +46,7 @@ def train_transform(augment: AugmentConfig, size: int, mean: tuple[float, ...], 
     from timm.data import create_transform
 
     flip = FLIP if augment.flip is None else augment.flip
-    return create_transform(
+    transform = create_transform(
         size,
         is_training=True,
         scale=augment.crop_scale or CROP_SCALE,
@@ -58,3 +60,27 @@ def train_transform(augment: AugmentConfig, size: int, mean: tuple[float, ...], 
         mean=mean,
         std=std,
     )
+    for op in _augment_ops(transform):
+        if op.name.startswith("Posterize"):
+            op.aug_fn = posterize
+    return transform
+
+
+def posterize(image: Image.Image, bits: int, **_: object) -> Image.Image:
+    """Keep the `bits` most significant bits of each channel; 0 bits gives a black image, 8 or more the image."""
+    # NOTE: timm's RandAugment ('inc1' at high magnitude), AugMix and AutoAugment 'v0' ask for 0 bits, which
+    # Pillow < 13 turned black and Pillow 13 refuses with a ValueError mid-epoch; kwlab keeps the black image the
+    # reference trained with.
+    if bits >= 8:
+        return image
+    if bits <= 0:
+        return Image.new(image.mode, image.size)
+    return ImageOps.posterize(image, bits)
+
+
+def _augment_ops(transform: object) -> Iterator[object]:
+    """Every timm AugmentOp of the auto-augment steps (RandAugment/AugMix `ops`, AutoAugment `policy`) in a Compose."""
+    for step in getattr(transform, "transforms", ()):
+        yield from getattr(step, "ops", ())
+        for sub_policy in getattr(step, "policy", ()):
+            yield from sub_policy
