@@ -49,6 +49,7 @@ from kwlab.errors import KWLabError
 from kwlab.store import Store, metric_goal
 
 REFERENCE_ATTENTION = "caf"
+ATTENTION_KEYS = ("attention", "init")  # the attention function and its initialisation (caf's one-to-one blend)
 FIGURE_STEMS = ("params_accuracy", "macs_accuracy", "params_accuracy_by_method", "macs_accuracy_by_method",
                 "learning_curves", "attention_functions", "attention_values")
 PRICES = (("params_total", "params_accuracy", "parameter count"),  # (column, figure stem, in words)
@@ -307,21 +308,45 @@ def _heatmap_words(method: object) -> dict[str, Any]:
                         f"i.e. the kernels a layer mixes)"}
 
 
-def _attention_group(result: Analysis) -> str | None:
-    for group in result.groups:
-        for key in group:
-            if short_name(key) == "attention":
-                return key
-    return None
+def _attention_key(result: Analysis) -> str | None:
+    """The swept key of the attention function (e.g. kw.attention), if any."""
+    return next((key for key in result.sweep.factors if short_name(key) == "attention"), None)
+
+
+def _attention_variants(result: Analysis, key: str) -> pd.DataFrame:
+    """The variants of the attention-function comparison: those that set `key`, and the KW variants that leave it
+    to the config but are otherwise set like one of them (except for ATTENTION_KEYS); `key` of the latter is read
+    from their trials' resolved config. A spec's caf reference is often such a case, e.g. `budget=4` beside
+    `{kw.budget: 4, kw.attention: softmax}`."""
+    table = result.variants
+    others = [c for c in result.sweep.factors if c in table and short_name(c) not in ATTENTION_KEYS]
+    signature = pd.Series([tuple(format_value(row[c]) for c in others) for row in table.to_dict("records")],
+                          index=table.index)
+    setting = table[key].notna()
+    wanted = set(signature[setting])
+    implicit = ~setting & (table["method"] == "kw") & signature.map(lambda s: s in wanted)
+    resolved = table.loc[implicit, "variant_id"].map(lambda v: result.sweep.resolved(str(v), key))
+    table = table.assign(**{key: table[key].where(setting, resolved)})
+    return table[setting | (implicit & table[key].notna())]
 
 
 def _attention_function_sections(result: Analysis, out: Path) -> list[Section]:
-    key = _attention_group(result)
+    key = _attention_key(result)
     if key is None:
         return []
     sweep = result.sweep
-    kw = result.variants[result.variants[key].notna()]  # the variants that have an attention function
+    kw = _attention_variants(result, key)
+    if kw[key].map(format_value).nunique() < 2:
+        return []
+    # a variant that leaves the function to the config is named after it too: 'budget=4' -> 'caf (budget=4)'
+    unnamed = result.variants.loc[kw.index, key].isna() & ~kw.apply(lambda r: str(r[key]) in r["label"], axis=1)
+    named = kw["label"].where(~unnamed, kw[key].astype(str) + " (" + kw["label"] + ")")
+    colors = {**result.colors, **{new: result.colors.get(old, "C0") for old, new in zip(kw["label"], named)}}
+    kw = kw.assign(label=named)
     reference = kw[kw["label"] == REFERENCE_ATTENTION]
+    if reference.empty:  # the function's own variant: caf without another attention key (e.g. kw.init) set
+        plain = kw[[c for c in sweep.factors if c in kw and c != key and short_name(c) in ATTENTION_KEYS]]
+        reference = kw[(kw[key] == REFERENCE_ATTENTION) & plain.isna().all(axis=1)]
     if reference.empty:
         reference = kw[kw[key] == REFERENCE_ATTENTION]
     reference_id = str(reference["variant_id"].iloc[0]) if len(reference) else None
@@ -329,16 +354,19 @@ def _attention_function_sections(result: Analysis, out: Path) -> list[Section]:
     versus = stats.summarize(trials, sweep.metric, reference_id, interval=result.interval)
     versus = kw[["variant_id", "label"]].merge(versus, on="variant_id")  # sweep order
     versus = pd.concat([versus[versus["variant_id"] == reference_id], versus[versus["variant_id"] != reference_id]])
+    versus.insert(2, "attention", versus["variant_id"].map(kw.set_index("variant_id")[key]))
+    versus.drop(columns=["variant_id"]).rename(columns={"is_baseline": "is_reference"}).to_csv(
+        out / "attention_functions.csv", index=False)
     reference_label = str(reference["label"].iloc[0]) if len(reference) else REFERENCE_ATTENTION
     base = result.summary[result.summary["is_baseline"]]
     fig = attention_function_comparison(
         versus, reference=reference_label, y_label=metric_label(sweep.metric), diff_unit=diff_unit(sweep.metric),
         baseline_mean=float(base["mean"].iloc[0]) if len(base) else None, baseline_label=result.baseline or "baseline",
-        colors=result.colors)
+        colors=colors)
     sections = [Section("Attention functions", f"Mean {metric_label(sweep.metric)} per attention function and the "
                         f"difference of each to {reference_label}, paired by seed (95% t interval, Holm-corrected "
                         f"paired t-test across the functions), with the {result.baseline or 'baseline'} model "
-                        f"dotted.",
+                        f"dotted ([CSV](attention_functions.csv)).",
                         save_figure(fig, out / "attention_functions"))]
     finished = sweep.finished
     maps = {}
@@ -350,7 +378,7 @@ def _attention_function_sections(result: Analysis, out: Path) -> list[Section]:
     if maps:
         values = attn.attention_values(maps)
         shares = attn.value_summary(values)
-        fig = attention_value_distribution(values, shares, colors=result.colors)
+        fig = attention_value_distribution(values, shares, colors=colors)
         sections.append(Section("Attention values per function", "The distribution of mean attention values α "
                                 "per attention function over all warehouses and seeds, with the share that is "
                                 "negative and the share that is near zero (below 1% of its row's largest |α|).",

@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from kwlab.errors import KWLabError
-from kwlab.store import STATUSES, TRIAL_COLUMNS, Store, is_metric, load, metric_goal
+from kwlab.store import CONFIG, STATUSES, TRIAL_COLUMNS, Store, is_metric, load, metric_goal
 
 SUMMARY_FIELDS = ["params_total", "params_warehouse", "params_attention", "params_other", "macs_per_image",
                   "best_val_top1", "final_val_top1", "test_top1", "epochs", "wall_time_s", "device", "epochs_done",
@@ -45,6 +45,18 @@ class Sweep:
     def trial_dir(self, trial_id: str) -> Path:
         """The directory of one trial."""
         return Store(self.path).trial(trial_id).path
+
+    def resolved(self, variant_id: str, key: str) -> Any:
+        """A dotted key of a variant's resolved config (its first trial's config.yaml); None where no trial wrote
+        one or the config has no such key."""
+        for trial_id in self.trials.loc[self.trials["variant_id"] == variant_id, "trial_id"]:
+            trial = Store(self.path).trial(trial_id)
+            if trial.file(CONFIG).is_file():
+                value: Any = trial.config()
+                for part in key.split("."):
+                    value = value.get(part) if isinstance(value, dict) else None
+                return value
+        return None
 
     @property
     def methods(self) -> list[str]:

@@ -65,6 +65,23 @@ SWEEPS: dict[str, dict[str, Any]] = {
             ("attention=relu_l1,budget=4", {"kw.attention": "relu_l1", "kw.budget": 4}, 0.2),
         ],
     },
+    # the Fashion-MNIST study's layout: caf at 4x is the budget case, which leaves the function to the config
+    "attention_cases": {
+        "parameters": {},
+        "zip": [],
+        "cases": [{"name": "static", "set": {"kw": None}}, {"name": "budget=1", "set": {"kw.budget": 1}},
+                  {"name": "budget=4", "set": {"kw.budget": 4}},
+                  {"name": "softmax@4x", "set": {"kw.budget": 4, "kw.attention": "softmax"}},
+                  {"name": "caf_no_init@4x", "set": {"kw.budget": 4, "kw.init": "none"}}],
+        "interaction": 1.0,
+        "variants": [
+            ("static", {"kw": None}, 0.0),
+            ("budget=1", {"kw.budget": 1}, 0.3),
+            ("budget=4", {"kw.budget": 4}, 1.5),
+            ("softmax@4x", {"kw.budget": 4, "kw.attention": "softmax"}, 0.7),
+            ("caf_no_init@4x", {"kw.budget": 4, "kw.init": "none"}, 0.4),
+        ],
+    },
 }
 SEED_EFFECT = {0: 0.0, 1: -0.5, 2: 0.3, 3: 0.1}
 INTERACTION = (0.3, -0.2, 0.1, 0.0, -0.1, 0.25, -0.3)  # variant x seed term, times the sweep's "interaction"
@@ -175,6 +192,8 @@ def make_store(root: Path, kind: str = "cell_size", *, fractions: bool = False, 
             is_failed = failed and name == names[-1] and seed == seeds[-1]
             is_running = running and name == names[1] and seed == seeds[-1]
             history = _history(final, 2 if is_running else (1 if is_failed else EPOCHS), scale, kw)
+            trial.write_config({"method": "static" if kw is None else "kw",
+                                "kw": {"budget": 1, "attention": "caf", "init": "one_to_one", **(kw or {})}})
             trial.write_metrics(history)
             if is_failed:
                 trial.write_error("RuntimeError: loss is NaN\nmore lines")
@@ -371,6 +390,31 @@ def test_attention_sweep_in_a_combined_report(combined: Path) -> None:
     assert "[cell_size](cell_size/report.md)" in summary and "[attention](attention/report.md)" in summary
     assert "The sweeps compare different metrics" in summary  # the old store fell back
     assert not list((combined / "cell_size").glob("heatmap_*"))  # no attention.npz, no heatmaps, no error
+
+
+def test_attention_functions_include_the_caf_case_that_sets_no_function(tmp_path: Path) -> None:
+    """caf at 4x is `budget=4` (no kw.attention): it is the figure's reference, caf_no_init@4x is compared with it,
+    and budget=1 (another budget) stays out."""
+    store = make_store(tmp_path, "attention_cases", failed=False, running=False)
+    assert kwlab_main(["report", str(store)]) == 0
+    out = store / "report"
+    for stem in ("attention_functions", "attention_values", "heatmap_caf_no_init_4x"):
+        _written(out, stem)
+    table = pd.read_csv(out / "attention_functions.csv")
+    assert table["label"].tolist() == ["caf (budget=4)", "softmax@4x", "caf_no_init@4x"]
+    assert table["attention"].tolist() == ["caf", "softmax", "caf"]
+    effects = {name: effect for name, _, effect in SWEEPS["attention_cases"]["variants"]}
+    index = {name: i for i, (name, _, _) in enumerate(SWEEPS["attention_cases"]["variants"])}
+    for label, name in (("softmax@4x", "softmax@4x"), ("caf_no_init@4x", "caf_no_init@4x")):
+        pairs = [effects[name] - effects["budget=4"]
+                 + INTERACTION[(2 * index[name] + seed) % 7] - INTERACTION[(2 * index["budget=4"] + seed) % 7]
+                 for seed in SEEDS]
+        row = table.set_index("label").loc[label]
+        assert row["diff"] == pytest.approx(np.mean(pairs)) and row["n_pairs"] == len(SEEDS)
+        assert (row["diff_low"], row["diff_high"]) == pytest.approx(_t_interval(pairs))
+    report = (out / "report.md").read_text()
+    assert "the difference of each to caf (budget=4), paired by seed" in report
+    assert "[CSV](attention_functions.csv)" in report
 
 
 def test_an_old_store_without_test_metrics_falls_back_and_says_so(combined: Path) -> None:
