@@ -13,7 +13,7 @@ STUDY = ROOT / "analysis" / "studies" / "fashion-mnist"
 # (report folder, variant) of every difference the READMEs quote
 QUOTED = {
     ".": ["budget=1/4", "budget=1/2", "budget=1", "budget=2", "budget=4", "dyconv_4", "condconv_8", "odconv_1x",
-          "odconv_4x"],
+          "odconv_4x", "sharing=none"],
     "vs-kw-1x": ["budget=4", "cell=1/2", "sharing=none", "sharing=role", "sharing=2", "sharing=network"],
     "vs-caf-4x": ["softmax@4x", "sigmoid@4x", "caf_no_init@4x", "relu_l1@4x", "dyconv_4"],
 }
