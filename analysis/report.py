@@ -316,8 +316,8 @@ def _attention_key(result: Analysis) -> str | None:
 def _attention_variants(result: Analysis, key: str) -> pd.DataFrame:
     """The variants of the attention-function comparison: those that set `key`, and the KW variants that leave it
     to the config but are otherwise set like one of them (except for ATTENTION_KEYS); `key` of the latter is read
-    from their trials' resolved config. A spec's caf reference is often such a case, e.g. `budget=4` beside
-    `{kw.budget: 4, kw.attention: softmax}`."""
+    from their trials' resolved config and named in their label. A spec's caf reference is often such a case, e.g.
+    `budget=4` (labelled 'caf (budget=4)') beside `{kw.budget: 4, kw.attention: softmax}`."""
     table = result.variants
     others = [c for c in result.sweep.factors if c in table and short_name(c) not in ATTENTION_KEYS]
     signature = pd.Series([tuple(format_value(row[c]) for c in others) for row in table.to_dict("records")],
@@ -327,6 +327,9 @@ def _attention_variants(result: Analysis, key: str) -> pd.DataFrame:
     implicit = ~setting & (table["method"] == "kw") & signature.map(lambda s: s in wanted)
     resolved = table.loc[implicit, "variant_id"].map(lambda v: result.sweep.resolved(str(v), key))
     table = table.assign(**{key: table[key].where(setting, resolved)})
+    unnamed = implicit & pd.Series([str(f) not in label for f, label in zip(table[key], table["label"])],
+                                   index=table.index, dtype=bool)
+    table = table.assign(label=table["label"].where(~unnamed, table[key].astype(str) + " (" + table["label"] + ")"))
     return table[setting | (implicit & table[key].notna())]
 
 
@@ -338,11 +341,9 @@ def _attention_function_sections(result: Analysis, out: Path) -> list[Section]:
     kw = _attention_variants(result, key)
     if kw[key].map(format_value).nunique() < 2:
         return []
-    # a variant that leaves the function to the config is named after it too: 'budget=4' -> 'caf (budget=4)'
-    unnamed = result.variants.loc[kw.index, key].isna() & ~kw.apply(lambda r: str(r[key]) in r["label"], axis=1)
-    named = kw["label"].where(~unnamed, kw[key].astype(str) + " (" + kw["label"] + ")")
-    colors = {**result.colors, **{new: result.colors.get(old, "C0") for old, new in zip(kw["label"], named)}}
-    kw = kw.assign(label=named)
+    # a renamed variant ('caf (budget=4)') keeps the colour of its name in the other figures ('budget=4')
+    colors = {**result.colors, **{label: result.colors.get(old, "C0") for label, old in
+                                  zip(kw["label"], result.variants.loc[kw.index, "label"])}}
     reference = kw[kw["label"] == REFERENCE_ATTENTION]
     if reference.empty:  # the function's own variant: caf without another attention key (e.g. kw.init) set
         plain = kw[[c for c in sweep.factors if c in kw and c != key and short_name(c) in ATTENTION_KEYS]]

@@ -49,8 +49,9 @@ class Sweep:
     def resolved(self, variant_id: str, key: str) -> Any:
         """A dotted key of a variant's resolved config (its first trial's config.yaml); None where no trial wrote
         one or the config has no such key."""
+        results = Store(self.path)
         for trial_id in self.trials.loc[self.trials["variant_id"] == variant_id, "trial_id"]:
-            trial = Store(self.path).trial(trial_id)
+            trial = results.trial(trial_id)
             if trial.file(CONFIG).is_file():
                 value: Any = trial.config()
                 for part in key.split("."):
