@@ -49,6 +49,6 @@ def main(args: argparse.Namespace) -> int:
             raise KWLabError(f"{store}: no such results folder; run `kwlab sweep SPEC` first")
     report = write_report(args.results, args.out, metric=args.metric, baseline=args.baseline, interval=args.interval,
                           effect=args.effect, resamples=args.resamples, seed=args.seed,
-                          heatmap_trials=tuple(args.trial))
+                          heatmap_trials=tuple(args.trial), echo=print)
     print(f"report written: {report}")
     return 0

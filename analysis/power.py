@@ -150,8 +150,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     """Print the seeds needed per comparison of a pilot store."""
     # imported here: analysis.stats builds on this module, and `kwlab` imports every command's module for its parser
+    from analysis import equal_cost
     from analysis.stats import MIN_SEEDS, summarize
-    from analysis.sweep import diff_unit, load_sweep, metric_label, resolution
+    from analysis.sweep import diff_unit, load_sweep, metric_label, resolution, variants
 
     if not 0 < args.alpha < args.power < 1:
         raise KWLabError(f"--power, --alpha: expected 0 < alpha < power < 1, got alpha {args.alpha} and power "
@@ -163,8 +164,15 @@ def main(args: argparse.Namespace) -> int:
     sweep = load_sweep(args.results, args.metric)
     summary = summarize(sweep.trials, sweep.metric, args.baseline, confidence=1 - args.alpha)
     table = with_power(summary, effect=args.effect, alpha=args.alpha, power=args.power, minimum=MIN_SEEDS)
-    rows = table[~table["is_baseline"]]
     baseline = summary.loc[summary["is_baseline"], "variant"]
+    rows = [table[~table["is_baseline"]].assign(versus=str(baseline.iloc[0]) if len(baseline) else None,
+                                                comparison=lambda t: t["variant"])]
+    for cost, at in equal_cost.SHORT.items():  # against the static family at equal cost, when there is one
+        versus = equal_cost.compare(sweep.trials, variants(sweep), sweep.metric, cost, confidence=1 - args.alpha)
+        if len(versus):
+            versus = with_power(versus, effect=args.effect, alpha=args.alpha, power=args.power, minimum=MIN_SEEDS)
+            rows.append(versus.assign(versus=f"static at equal {at}", comparison=versus["variant"] + f" @ equal {at}"))
+    rows = pd.concat(rows, ignore_index=True)
     unit = diff_unit(sweep.metric)
     report = {"store": str(sweep.path), "sweep": sweep.name, "metric": sweep.metric, "metric_note": sweep.metric_note,
               "baseline": str(baseline.iloc[0]) if len(baseline) else None, "alpha": args.alpha,
@@ -186,7 +194,7 @@ def _json_value(value: Any) -> Any:
 
 
 def _json_row(row: dict[str, Any]) -> dict[str, Any]:
-    keys = ("variant", "variant_id", "n_pairs", "diff", "diff_sd", "diff_low", "diff_high", "p", "p_holm",
+    keys = ("variant", "variant_id", "versus", "n_pairs", "diff", "diff_sd", "diff_low", "diff_high", "p", "p_holm",
             "resolved", "mdd", "seeds_for_diff", "seeds_for_effect", "note")
     out = {key: _json_value(row.get(key)) for key in keys}
     for key in ("seeds_for_diff", "seeds_for_effect"):  # whole seeds; null: not estimable, or beyond MAX_SEEDS
@@ -210,7 +218,7 @@ def _print_table(report: dict[str, Any], rows: pd.DataFrame, label: str) -> None
         table.add_column(column, justify="left" if column == "comparison" else "right")
     for row in rows.to_dict("records"):
         estimable = np.isfinite(row["diff_low"])
-        cells = [str(row["variant"]), str(row["n_pairs"]), _number(row["diff"], signed=True), _number(row["diff_sd"]),
+        cells = [str(row["comparison"]), str(row["n_pairs"]), _number(row["diff"], signed=True), _number(row["diff_sd"]),
                  _number(row["mdd"]), ("yes" if row["resolved"] else "no") if estimable else "—",
                  seeds_text(row["seeds_for_diff"])]
         if effect is not None:
@@ -220,8 +228,8 @@ def _print_table(report: dict[str, Any], rows: pd.DataFrame, label: str) -> None
     console.width = max(console.width, 120)
     console.print(table)
     lines = [report["metric_note"], f"Resolution: {report['resolution']}." if report["resolution"] else ""]
-    missing = rows.loc[~np.isfinite(rows["diff_low"].astype(float)), ["variant", "note"]]
-    lines += [f"{row['variant']}: {row['note']}" for row in missing.to_dict("records")]
+    missing = rows.loc[~np.isfinite(rows["diff_low"].astype(float)), ["comparison", "note"]]
+    lines += [f"{row['comparison']}: {row['note']}" for row in missing.to_dict("records") if row["note"]]
     pairs = rows.loc[np.isfinite(rows["diff_low"].astype(float)), "n_pairs"]
     if len(pairs):
         n = int(pairs.min())

@@ -10,6 +10,7 @@ from __future__ import annotations
 import datetime as dt
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,7 @@ import numpy as np
 import pandas as pd
 
 from analysis import attention as attn
-from analysis import power, stats
+from analysis import equal_cost, power, stats
 from analysis.figures import (
     attention_function_comparison,
     attention_heatmaps,
@@ -43,7 +44,7 @@ from analysis.sweep import (
     short_name,
     variants,
 )
-from analysis.tables import ablation_table, estimate, to_latex, to_markdown
+from analysis.tables import ablation_table, equal_cost_table, estimate, to_latex, to_markdown
 from kwlab import store
 from kwlab.errors import KWLabError
 from kwlab.store import Store, metric_goal
@@ -78,6 +79,9 @@ class Analysis:
     baseline: str | None  # the baseline's variant name
     interval: str = "t"  # the interval of each variant's mean: "t" or "bootstrap"
     effect: float | None = None  # the difference whose seeds the table also gives (--effect)
+    # "params"/"macs" -> each variant against the static family at that cost (analysis.equal_cost.compare, with
+    # the power columns); only the costs the sweep has a static family for
+    equal_cost: dict[str, pd.DataFrame] = field(default_factory=dict)
 
     @property
     def points(self) -> pd.DataFrame:
@@ -123,8 +127,13 @@ def analyse(sweep: Sweep, baseline: str | None = None, *, interval: str = "t", e
     colors = palette(order, ordinal=_ordinal(table, groups))
     if len(base_label):
         colors[base_label.iloc[0]] = BASELINE_COLOR
+    versus_static = {}
+    for cost in equal_cost.COSTS:
+        rows = equal_cost.compare(sweep.trials, table, sweep.metric, cost)
+        if equal_cost.static_family(table, cost).usable:
+            versus_static[cost] = power.with_power(rows, effect=effect, minimum=stats.MIN_SEEDS)
     return Analysis(sweep, summary, table, groups, colors, str(base.iloc[0]) if len(base) else None, interval,
-                    effect)
+                    effect, versus_static)
 
 
 def _ordinal(table: pd.DataFrame, groups: list[list[str]]) -> bool:
@@ -156,7 +165,8 @@ def _report_sweep(sweep: Sweep, out: Path, *, baseline: str | None, interval: st
     out.mkdir(parents=True, exist_ok=True)
     _clear_previous(out)
     result = analyse(sweep, baseline, interval=interval, effect=effect, resamples=resamples, seed=seed)
-    sections = [_table_section(result, out), *_scatter_sections(result, out), *_method_sections(result, out),
+    sections = [_equal_cost_section(result, out), _table_section(result, out), *_scatter_sections(result, out),
+                *_method_sections(result, out),
                 _curves_section(result, out),
                 *_heatmap_sections(result, out, heatmap_trials), *_attention_function_sections(result, out)]
     result.summary.to_csv(out / "summary.csv", index=False)
@@ -173,6 +183,8 @@ def _clear_previous(out: Path) -> None:
         for path in out.glob(pattern):
             if path.suffix in (".png", ".pdf"):
                 path.unlink()
+    for path in out.glob("equal_cost.*"):  # a report of the same store without a static family has none
+        path.unlink()
 
 
 def _interval_words(result: Analysis) -> str:
@@ -185,7 +197,7 @@ def _table_section(result: Analysis, out: Path) -> Section:
     table = ablation_table(result.summary, result.variants, result.groups, metric_label=metric_label(sweep.metric),
                            diff_unit=diff_unit(sweep.metric), baseline_name=result.baseline or "baseline",
                            methods=bool(result.methods) and not any("method" in g for g in result.groups),
-                           effect=result.effect, resolution=resolution(sweep))
+                           effect=result.effect, resolution=resolution(sweep), equal_cost=result.equal_cost)
     markdown = to_markdown(table)
     (out / "ablation.md").write_text(markdown)
     caption = (f"{sweep.name}: {metric_label(sweep.metric)} per variant, mean over seeds with 95% "
@@ -210,15 +222,73 @@ def _scatter_sections(result: Analysis, out: Path) -> list[Section]:
     for x, stem, what in PRICES:
         if x == "macs_per_image" and points.get(x, pd.Series(dtype=float)).isna().all():
             continue
+        family = _family_curve(result, x)
         fig = params_accuracy(points, x=x, hue="label", hue_title=result.hue_title, colors=result.colors,
-                              y_label=metric_label(sweep.metric), maximize=sweep.goal != "minimize")
+                              y_label=metric_label(sweep.metric), maximize=sweep.goal != "minimize", family=family)
         paths = save_figure(fig, out / stem)
+        curve = (" The static family is the solid curve with its 95% band: the static model at each width, "
+                 "joined linearly in log cost, which is what the equal-cost differences compare against."
+                 if family is not None else "")
         sections.append(Section(
             f"Accuracy against {what}", f"Each variant's mean {metric_label(sweep.metric)} (bars: 95% "
             f"{_interval_words(result)} over seeds; {_better(sweep)}) against its {what}, coloured by "
             f"{result.hue_title or 'variant'}, with the {result.baseline or 'baseline'} model as a star and the "
-            f"Pareto front dashed.", paths))
+            f"Pareto front dashed.{curve}", paths))
     return sections
+
+
+def _family_curve(result: Analysis, column: str) -> pd.DataFrame | None:
+    """The static family's points (mean and interval per width) along the cost `column`, or None without one."""
+    cost = next(c for c, (name, _) in equal_cost.COSTS.items() if name == column)
+    if cost not in result.equal_cost:
+        return None
+    return equal_cost.family_points(result.points, equal_cost.static_family(result.variants, cost))
+
+
+def _equal_cost_section(result: Analysis, out: Path) -> Section | None:
+    """Every variant against the static model at equal parameters and at equal MACs (equal_cost.md/.csv); a sweep
+    with one static width gets a sentence saying what is missing; a sweep without a static model, nothing."""
+    sweep = result.sweep
+    statics = result.variants[result.variants["method"] == equal_cost.STATIC] if "method" in result.variants \
+        else result.variants.iloc[0:0]
+    if not result.equal_cost:
+        if statics.empty:
+            return None
+        return Section("Equal cost", "The sweep has the static model at one cost only, so no variant can be "
+                       "compared with the static model at equal parameters or MACs: the differences below are at "
+                       "equal width, whatever each variant costs. Add the static model at other widths (cases "
+                       "with `model.kwargs.width`) spanning the variants' parameters and MACs.")
+    table = equal_cost_table(result.equal_cost, diff_unit=diff_unit(sweep.metric))
+    markdown = to_markdown(table)
+    (out / "equal_cost.md").write_text(markdown)
+    pd.concat(result.equal_cost.values(), ignore_index=True).to_csv(out / "equal_cost.csv", index=False)
+    members = ", ".join(statics["variant"].astype(str))
+    sentence = (f"Each variant against the static model at equal cost: its {metric_label(sweep.metric)} minus the "
+                f"static family ({members}) interpolated to its parameter count and to its MACs per image, seed by "
+                f"seed, with the same paired statistics as the ablation table. A variant whose cost lies outside "
+                f"the family's span is out of range and gets no number. Also as [Markdown](equal_cost.md) and "
+                f"[CSV](equal_cost.csv).")
+    return Section("Equal cost", sentence, text=markdown)
+
+
+def equal_cost_lines(result: Analysis) -> list[str]:
+    """What `kwlab report` prints: each variant's difference to the static family at equal parameters and MACs."""
+    if not result.equal_cost:
+        return []
+    unit = diff_unit(result.sweep.metric)
+    lines = [f"{result.sweep.name}: {metric_label(result.sweep.metric)} against the static model at equal cost "
+             f"(Δ{' in ' + unit if unit else ''}, 95% CI):"]
+    names = dict.fromkeys(v for rows in result.equal_cost.values() for v in rows["variant"])
+    for name in names:
+        parts = []
+        for cost, rows in result.equal_cost.items():
+            row = rows[rows["variant"] == name].iloc[0]
+            value = (estimate(row["diff"], row["diff_low"], row["diff_high"], signed=True) if row["in_range"]
+                     else "out of range")
+            mark = " (resolved)" if row["resolved"] else ""
+            parts.append(f"{value}{mark} at equal {equal_cost.SHORT[cost]} ({human_count(row['cost_value'])})")
+        lines.append(f"  {name}: " + "; ".join(parts))
+    return lines
 
 
 def _method_sections(result: Analysis, out: Path) -> list[Section]:
@@ -233,7 +303,8 @@ def _method_sections(result: Analysis, out: Path) -> list[Section]:
         if points.get(x, pd.Series(dtype=float)).isna().all():
             continue
         fig = params_accuracy(points, x=x, hue="method", hue_title="method", colors=colors, markers=True,
-                              y_label=metric_label(sweep.metric), maximize=sweep.goal != "minimize")
+                              y_label=metric_label(sweep.metric), maximize=sweep.goal != "minimize",
+                              family=_family_curve(result, x))
         paths = save_figure(fig, out / f"{stem}_by_method")
         sections.append(Section(
             f"Methods: accuracy against {what}", f"The same points coloured by convolution method "
@@ -473,6 +544,12 @@ def _method_text(result: Analysis, resamples: int, seed: int) -> str:
             f"observed sd of the paired differences (noncentral t); for an unresolved difference, 'seeds for Δ' "
             f"is how many paired seeds would resolve the observed difference with that power (`kwlab power` "
             f"prints the same for any effect).")
+    if result.equal_cost:
+        text += (" At equal cost: the sweep's static variants (the static family) are interpolated, seed by seed and "
+                 "linearly in log cost between the two nearest widths, to each variant's parameter count and to "
+                 "its MACs per image, and the variant is compared with that interpolated static model with the "
+                 "same paired t interval, test, Holm correction (across the variants at each cost) and MDD; a "
+                 "variant whose cost lies outside the family's span is out of range and never extrapolated.")
     fixed = fixed_factors(result.variants, sweep.factors) if not result.variants.empty else {}
     fixed = {k: v for k, v in fixed.items() if short_name(k) != "kw"}
     if fixed:
@@ -516,23 +593,29 @@ def write_report(
     resamples: int = stats.RESAMPLES,
     seed: int = stats.SEED,
     heatmap_trials: tuple[str, ...] = (),
+    echo: Callable[[str], None] | None = None,
 ) -> Path:
     """One store: its report (in `out`, default STORE/report). Several: each in OUT/<name>/ and a combined
     report.md with one parameters-vs-accuracy figure over all of them (OUT defaults to the stores' parent/report).
 
     `metric` defaults to test_top1 (best_val_top1 for a store without test metrics); `interval` is the interval of
     each variant's mean ("t" or "bootstrap", with `resamples` and `seed`); `effect` adds the seeds needed to
-    resolve a difference of that size."""
+    resolve a difference of that size; `echo` receives the lines of each sweep's equal-cost differences (what
+    `kwlab report` prints)."""
     if heatmap_trials:
         known = set().union(*(_trial_ids(Path(store)) for store in stores))
         unknown = [t for t in heatmap_trials if t not in known]
         if unknown:
             raise KWLabError(f"--trial: {', '.join(unknown)} is not a trial of {', '.join(map(str, stores))}")
+    say = echo or (lambda line: None)
     if len(stores) == 1:
         sweep = load_sweep(stores[0], metric)
-        return _report_sweep(sweep, Path(out) if out is not None else sweep.path / "report", baseline=baseline,
-                             interval=interval, effect=effect, resamples=resamples, seed=seed,
-                             heatmap_trials=heatmap_trials)[1]
+        result, report = _report_sweep(sweep, Path(out) if out is not None else sweep.path / "report",
+                                       baseline=baseline, interval=interval, effect=effect, resamples=resamples,
+                                       seed=seed, heatmap_trials=heatmap_trials)
+        for line in equal_cost_lines(result):
+            say(line)
+        return report
     paths = [Path(s) for s in stores]
     out = Path(out) if out is not None else _common_parent(paths) / "report"
     out.mkdir(parents=True, exist_ok=True)
@@ -545,6 +628,8 @@ def write_report(
                                        resamples=resamples, seed=seed, heatmap_trials=heatmap_trials)
         results.append((name, result))
         reports.append((name, report))
+        for line in equal_cost_lines(result):
+            say(line)
     return _write_combined(results, reports, out)
 
 

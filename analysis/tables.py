@@ -10,11 +10,14 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from analysis.equal_cost import OUT_OF_RANGE
+from analysis.equal_cost import SHORT as COST_WORDS
 from analysis.power import ALPHA, POWER, seeds_text
 from analysis.style import human_count
 from analysis.sweep import format_value, group_title
 
 DASH = "—"
+OUT_OF_RANGE_NOTE = f"{OUT_OF_RANGE}: the variant's cost lies outside the static family's span (not extrapolated)"
 SUPERSCRIPTS = str.maketrans("0123456789", "⁰¹²³⁴⁵⁶⁷⁸⁹")
 
 
@@ -77,20 +80,25 @@ def ablation_table(
     methods: bool = False,
     effect: float | None = None,
     resolution: str | None = None,
+    equal_cost: dict[str, pd.DataFrame] | None = None,
 ) -> pd.DataFrame:
     """The table as display strings: variant, `method` (with `methods`), one column per varying factor group,
     params, MACs, mean [CI], difference to the baseline [CI], Holm p, MDD, resolved, seeds for the observed
-    difference (when unresolved), seeds for `effect` (when given) and seeds. `summary` is
-    `analysis.power.with_power(analysis.stats.summarize(...))`. table.attrs["notes"] holds the lines under the
-    table (the resolution, what MDD means), table.attrs["footnotes"] why a number is a dash."""
+    difference (when unresolved), seeds for `effect` (when given), the difference to the static family at equal
+    parameters and at equal MACs [CI] (`equal_cost`: analysis.equal_cost.compare's table per cost, when the sweep
+    has a family) and seeds. `summary` is `analysis.power.with_power(analysis.stats.summarize(...))`.
+    table.attrs["notes"] holds the lines under the table (the resolution, what MDD means), table.attrs["footnotes"]
+    why a number is a dash."""
     info = variant_table.set_index("variant_id")
     level = f"{100 * confidence:g}% CI"
     unit = f" ({diff_unit})" if diff_unit else ""
     mean_column, diff_column = f"{metric_label} [{level}]", f"Δ vs {baseline_name}{unit} [{level}]"
     effect_column = f"seeds for ±{abs(effect):g}{' ' + diff_unit if diff_unit else ''}" if effect else None
+    equal_cost = {cost: rows.set_index("variant_id") for cost, rows in (equal_cost or {}).items()}
+    cost_columns = {cost: f"Δ vs static at equal {COST_WORDS[cost]}{unit} [{level}]" for cost in equal_cost}
     columns = ["variant", *(["method"] if methods else []), *(group_title(g) for g in groups), "params", "MACs",
                mean_column, diff_column, "p (Holm)", f"MDD{unit}", "resolved", "seeds for Δ",
-               *([effect_column] if effect_column else []), "seeds"]
+               *([effect_column] if effect_column else []), *cost_columns.values(), "seeds"]
     footnotes = Footnotes()
     rows = []
     for row in summary.to_dict("records"):
@@ -117,6 +125,8 @@ def ablation_table(
             out["seeds for Δ"] = "" if row["resolved"] else seeds_text(row.get("seeds_for_diff", np.nan))
         if effect_column:
             out[effect_column] = "" if row["is_baseline"] else seeds_text(row.get("seeds_for_effect", np.nan))
+        for cost, column in cost_columns.items():
+            out[column] = _equal_cost_cell(equal_cost[cost], row["variant_id"], footnotes)
         pairs = row.get("n_pairs", 0)
         out["seeds"] = str(row["n_seeds"]) + (f" ({pairs} paired)" if not row["is_baseline"] and
                                               row["n_seeds"] and pairs != row["n_seeds"] else "")
@@ -129,6 +139,53 @@ def ablation_table(
     table.attrs["notes"] = [n for n in notes if n]
     table.attrs["footnotes"] = footnotes.lines()
     return table
+
+
+def _equal_cost_cell(rows: pd.DataFrame, variant_id: str, footnotes: Footnotes) -> str:
+    """A variant's difference to the static family at equal cost, 'static family' for a member of it, or why
+    there is no number (out of range, too few pairs) as a dash with a footnote."""
+    if variant_id not in rows.index:
+        return "static family"
+    row = rows.loc[variant_id]
+    if not row["in_range"]:
+        reason = row["diff_missing"]
+        return DASH + footnotes.mark(OUT_OF_RANGE_NOTE if reason.startswith(OUT_OF_RANGE) else reason)
+    return estimate(row["diff"], row["diff_low"], row["diff_high"], signed=True,
+                    missing=footnotes.mark(row["diff_missing"] or ""))
+
+
+def equal_cost_table(comparisons: dict[str, pd.DataFrame], *, diff_unit: str = "pp",
+                     confidence: float = 0.95) -> pd.DataFrame:
+    """Every variant against the static family at equal parameters and at equal MACs, as display strings: the
+    variant, the cost it is matched at, its cost, the family's span, the difference [CI], Holm p (across the
+    variants at that cost), MDD, resolved, seeds for Δ and the pairs. `comparisons` maps "params"/"macs" to
+    `analysis.power.with_power(analysis.equal_cost.compare(...))`."""
+    level = f"{100 * confidence:g}% CI"
+    unit = f" ({diff_unit})" if diff_unit else ""
+    diff_column = f"Δ vs static{unit} [{level}]"
+    footnotes = Footnotes()
+    rows = []
+    for cost, table in comparisons.items():
+        for row in table.to_dict("records"):
+            estimable = np.isfinite(row["diff_low"]) and np.isfinite(row["diff_high"])
+            missing = footnotes.mark(row["diff_missing"] or "")
+            rows.append({
+                "variant": row["variant"], "at equal": COST_WORDS[cost], "cost": human_count(row["cost_value"]),
+                "static family": f"{human_count(row['family_low'])}–{human_count(row['family_high'])}",
+                diff_column: (estimate(row["diff"], row["diff_low"], row["diff_high"], signed=True, missing=missing)
+                              if row["in_range"] else f"out of range{missing}"),
+                "p (Holm)": p_value(row["p_holm"]), f"MDD{unit}": _number(row.get("mdd", np.nan)),
+                "resolved": ("yes" if row["resolved"] else "no") if estimable else DASH,
+                "seeds for Δ": "" if row["resolved"] else seeds_text(row.get("seeds_for_diff", np.nan)),
+                "pairs": str(row["n_pairs"])})
+    columns = ["variant", "at equal", "cost", "static family", diff_column, "p (Holm)", f"MDD{unit}", "resolved",
+               "seeds for Δ", "pairs"]
+    out = pd.DataFrame(rows, columns=columns)
+    out.attrs["notes"] = [f"Δ vs static: the variant minus the static family interpolated to its cost, linearly in "
+                          f"log cost between the two nearest static widths, seed by seed; p (Holm) across the "
+                          f"variants at each cost; out of range: the variant's cost lies outside the family's span."]
+    out.attrs["footnotes"] = footnotes.lines()
+    return out
 
 
 def _numeric_column(table: pd.DataFrame, column: str) -> bool:

@@ -14,6 +14,7 @@ from analysis.style import BASELINE_COLOR, COLUMN_WIDTH, count_scale, new_figure
 
 X_LABELS = {"params_total": "parameters", "macs_per_image": "MACs per image"}
 MARKERS = ["o", "s", "^", "D", "v", "P", "X", "<", ">"]
+FAMILY_COLOR = "#6a6a6a"  # the static family's curve and band
 
 
 def pareto_front(cost: np.ndarray, value: np.ndarray, maximize: bool = True) -> np.ndarray:
@@ -41,13 +42,16 @@ def params_accuracy(
     markers: bool = False,
     width: float = COLUMN_WIDTH,
     height: float = 2.7,
+    family: pd.DataFrame | None = None,
 ) -> Figure:
     """Mean metric per variant against `x` (params_total or macs_per_image) with the interval as error bar.
 
     `points`: one row per variant with `x`, mean, ci_low, ci_high, `hue`, label and is_baseline. The baseline is a
     dark star; hollow markers have no interval (fewer than analysis.stats.MIN_SEEDS seeds); the dashed staircase is
     the Pareto front (no other variant is as small and at least as good, in the metric's direction: `maximize`).
-    Variants of equal size are spread apart a little.
+    Variants of equal size are spread apart a little. `family` (rows of `points`, increasing in `x`): the static
+    family, drawn as a solid curve through its means with its intervals as a band, on a log axis (the curve is the
+    interpolation the equal-cost differences use: linear in log cost).
     """
     with paper_style():
         fig, axes = new_figure(width, height)
@@ -65,8 +69,18 @@ def params_accuracy(
         hues = list(dict.fromkeys(data.loc[~baseline, hue]))
         colors = colors or palette(hues)
         handles: dict[str, Line2D] = {}
-        log = xs.min() > 0 and xs.max() / xs.min() > 20
+        drawn = family is not None and len(family.dropna(subset=[x, "mean"])) >= 2
+        log = xs.min() > 0 and (drawn or xs.max() / xs.min() > 20)
         shown = dodge(xs, log=log)
+        if drawn:
+            curve = family.dropna(subset=[x, "mean"])
+            fx = curve[x].to_numpy(dtype=float) / scale
+            ax.plot(fx, curve["mean"], color=FAMILY_COLOR, linewidth=1.1, zorder=2.5)
+            band = curve.dropna(subset=["ci_low", "ci_high"])
+            if len(band) >= 2:
+                ax.fill_between(band[x].to_numpy(dtype=float) / scale, band["ci_low"], band["ci_high"],
+                                color=FAMILY_COLOR, alpha=0.18, linewidth=0, zorder=1)
+            handles["static family (95% band)"] = Line2D([], [], color=FAMILY_COLOR, linewidth=1.1)
         for i, row in data.iterrows():
             lower, upper = row["mean"] - row["ci_low"], row["ci_high"] - row["mean"]
             has_ci = np.isfinite(lower) and np.isfinite(upper)
