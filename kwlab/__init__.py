@@ -6,7 +6,8 @@ from kwlab.methods.kw.converter import convert, create_model, plan
 from kwlab.methods.kw.functions import ATTENTION_FUNCTIONS, register_attention
 from kwlab.methods.kw.layers import KWConv1d, KWConv2d, KWConv3d, KWLinear
 from kwlab.methods.kw.reference_checkpoint import load_reference_checkpoint
-from kwlab.methods.kw.temperature import TemperatureSchedule, set_temperature
+from kwlab.methods.temperature import LinearAnneal as TemperatureSchedule
+from kwlab.methods.temperature import set_temperature
 from kwlab.methods.kw.warehouse import Warehouse
 
 __version__ = "0.1.0"

@@ -3,8 +3,9 @@ one process.
 
 Every variant is built once, warmed up, then timed in interleaved rounds (static, 1/4x, 1x, 4x, static, ...) so that
 a shared, noisy machine slows them alike; the table reports medians. Per variant and memory mode: forward and
-forward+backward time, their ratio to the static model, the analytic FLOP limit (the method's MACs per image as its
-`Price` counts them: static conv and linear layers + attention + mixing, over the static model's), the bytes autograd
+forward+backward time, their ratio to the static model, the floor (the fewest MACs per image any exact algorithm of
+the mixing engine needs, per layer the cheaper of assembling kernels then convolving and mixing the input then
+convolving, plus the attention, over the static model's: `Price.floor`), the bytes autograd
 keeps for backward, the peak memory where the device reports it, and the fast paths the layers take.
 `--memory reference` adds the straightforward reference computation, the "before" (KW: every kernel assembled, one
 grouped convolution; CondConv, DY-Conv, ODConv: one convolution per sample).
@@ -74,8 +75,8 @@ class Row:
     ratio_fwd: float = math.nan
     ratio_fwd_bwd: float = math.nan
     ratio_step: float | None = None
-    flop_limit: float = 1.0
-    vs_limit: float = math.nan
+    floor: float = 1.0
+    vs_floor: float = math.nan
     saved_mib: float = math.nan
     saved_ratio: float = math.nan
     peak_mib: float | None = None
@@ -138,7 +139,7 @@ def main(args: argparse.Namespace) -> int:
             model = build(variant)
             for layer in _path_layers(model):
                 layer.path, layer.memory = ("reference", "fast") if mode == "reference" else ("auto", mode)
-            row = Row(variant.name, mode, flop_limit=price.macs / price.macs_parts["conv"])
+            row = Row(variant.name, mode, floor=price.floor_macs / price.macs_parts["conv"])
             entries.append(Entry(row, model))
 
     autocast = _autocast(device, args.dtype)
@@ -175,7 +176,7 @@ def main(args: argparse.Namespace) -> int:
         row.ratio_fwd = row.fwd_ms / static.row.fwd_ms
         row.ratio_fwd_bwd = row.fwd_bwd_ms / static.row.fwd_bwd_ms
         row.ratio_step = row.step_ms / static.row.step_ms if row.step_ms and static.row.step_ms else None
-        row.vs_limit = row.ratio_fwd_bwd / row.flop_limit
+        row.vs_floor = row.ratio_fwd_bwd / row.floor
         row.saved_ratio = row.saved_mib / static.row.saved_mib
 
     machine = _machine(device)
@@ -323,15 +324,10 @@ def _saved_bytes(model: nn.Module, x: torch.Tensor, autocast) -> int:
 
 def _paths(model: nn.Module, x: torch.Tensor, autocast) -> dict[str, int]:
     """How many KW layers and dynamic convolutions take each path for this input."""
-    from kwlab.methods.kw.layers import KWLinear
-
     counts: Counter[str] = Counter()
 
     def record(layer: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
-        (inp,) = inputs
-        if isinstance(layer, KWLinear):  # tokens in conv layout, as its forward hands them on
-            inp = inp.reshape(inp.shape[0], -1, inp.shape[-1]).transpose(1, 2)
-        counts[layer.path_for(inp)] += 1
+        counts[layer.path_for(inputs[0])] += 1
 
     handles = [m.register_forward_pre_hook(record) for m in _path_layers(model)]
     try:
@@ -383,7 +379,7 @@ def _print_table(machine: dict[str, Any], settings: dict[str, Any], rows: list[R
              f"{settings['dtype']}{', channels-last' if settings['channels_last'] else ''}"
              f"{', compiled' if settings['compile'] else ''}; median of {settings['repeats']} interleaved rounds")
     table = Table(title=title, title_justify="left")
-    columns = ["variant", "memory", "fwd ms", "fwd+bwd ms", "x static", "FLOP lim", "x lim"]
+    columns = ["variant", "memory", "fwd ms", "fwd+bwd ms", "x static", "floor", "x floor"]
     if train_step:
         columns += ["step ms", "step x"]
     columns += ["saved MiB", "saved x", "peak MiB", "paths"]
@@ -391,7 +387,7 @@ def _print_table(machine: dict[str, Any], settings: dict[str, Any], rows: list[R
         table.add_column(column, justify="left" if column in ("variant", "memory", "paths") else "right", no_wrap=True)
     for row in rows:
         cells = [row.variant, row.memory, f"{row.fwd_ms:.1f}", f"{row.fwd_bwd_ms:.1f}", f"{row.ratio_fwd_bwd:.2f}",
-                 f"{row.flop_limit:.2f}", f"{row.vs_limit:.2f}"]
+                 f"{row.floor:.2f}", f"{row.vs_floor:.2f}"]
         if train_step:
             cells += [f"{row.step_ms:.1f}", f"{row.ratio_step:.2f}"]
         cells += [f"{row.saved_mib:.1f}", f"{row.saved_ratio:.2f}",
@@ -409,9 +405,9 @@ def _print_table(machine: dict[str, Any], settings: dict[str, Any], rows: list[R
         console.print(f"note: the load average ({load[0]}) exceeds the {machine['cores']} cores: multi-threaded "
                       "kernels wait for descheduled threads, which hurts models made of many small operations "
                       "(the KW paths) far more than the static model; compare with --threads 1", style="yellow")
-    console.print("x static: forward+backward time over the static model's; FLOP lim: the variant's MACs per image "
-                  "(static conv and linear layers + attention + mixing: n K per KW layer, K kernels x kernel size "
-                  "per dynamic conv) / the static model's; x lim: x static over FLOP lim; step: forward, backward and "
-                  "SGD step; saved: bytes autograd keeps for backward (parameters included, each storage once); "
-                  "paths: KW layers and dynamic convs per fast path")
+    console.print("x static: forward+backward time over the static model's; floor: the fewest MACs per image of any "
+                  "exact algorithm the mixing engine has (per layer: assembly then convolution, or mixing the input "
+                  "then convolution) plus the attention, over the static model's; x floor: x static over floor; step: "
+                  "forward, backward and SGD step; saved: bytes autograd keeps for backward (parameters included, "
+                  "each storage once); paths: KW layers and dynamic convs per path")
 

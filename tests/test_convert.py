@@ -12,9 +12,10 @@ from timm.utils import ModelEmaV2, ModelEmaV3
 from torch import nn
 
 import kwlab
-from kwlab.methods.kw.layouts import input_size
+from kwlab.methods.selection import input_size
 from kwlab.errors import KWLabError
-from kwlab.methods.kw.attention import BatchNorm1dAnyBatch, KWAttention
+from kwlab.methods.attention import BatchNorm1dAnyBatch
+from kwlab.methods.kw.attention import KWAttention
 from kwlab.methods.kw.layers import KWLayer, KWLinear
 
 # Models exercising every reference layout and the auto layout, at a small input (their native one for the ViT).

@@ -34,7 +34,7 @@ import kwlab
 from kwlab.config import load_yaml
 from kwlab.errors import KWLabError
 from kwlab.methods.kw.reference_checkpoint import load_reference_checkpoint
-from kwlab.methods.kw.temperature import set_temperature
+from kwlab.methods.temperature import set_temperature
 
 
 PRESETS = Path(__file__).resolve().parents[1] / "configs" / "reference"

@@ -6,7 +6,7 @@ same expert weights (`weight.view(n, -1)` is timm's (n, C_out*C_in/g*k*k) layout
 tests/methods/test_condconv.py checks it. Unlike timm's EfficientNet blocks, which compute one routing per block for
 all its convs, every CondConv layer here has its own routing function, as in the paper.
 
-Layer selection: every conv but the stem (see `kwlab.methods.dynamic.select_layers`); linear layers, the classifier
+Layer selection: every conv but the stem (see `kwlab.methods.selection.select_layers`); linear layers, the classifier
 included, stay static. The paper converts hand-picked later blocks of each network and publishes no code for
 ResNet18 or MobileNetV2, so kwlab uses DY-Conv's rule, which makes a comparison between the dynamic convolutions at
 matched budgets one of like layers. In a ResNet this includes the 1x1 shortcut projections.
@@ -23,12 +23,13 @@ from pydantic import Field
 from torch import nn
 
 from kwlab.config import Config
-from kwlab.methods.dynamic import DynamicConv, DynamicMethod, MemoryMode, MixtureConv2d, Pair, init_attention
+from kwlab.methods.attention import init_attention
+from kwlab.methods.dynamic import DynamicConv, DynamicMethod, MemoryMode, MixtureConv2d, Pair
 from kwlab.methods.protocol import register_method
 
 
 class CondConvSettings(Config):
-    """The `condconv:` section: the number of experts n and the KW fast paths' memory mode."""
+    """The `condconv:` section: the number of experts n and the mixing engine's memory mode."""
 
     section: ClassVar[str] = "condconv"
 

@@ -36,8 +36,8 @@ from pydantic import Field
 from torch import nn
 
 from kwlab.config import Config
-from kwlab.methods.dynamic import (DynamicConv, DynamicMethod, MemoryMode, MixtureConv2d, Pair, TemperatureSettings,
-                                   TemperedAttention, hidden_width, init_attention)
+from kwlab.methods.attention import TemperedAttention, attention_hidden, init_attention
+from kwlab.methods.dynamic import DynamicConv, DynamicMethod, MemoryMode, MixtureConv2d, Pair, TemperatureSettings
 from kwlab.methods.protocol import register_method
 
 
@@ -76,7 +76,7 @@ class DyConv2d(MixtureConv2d):
                  memory: MemoryMode = "fast") -> None:
         super().__init__(in_channels, out_channels, kernel_size, stride, padding, dilation, groups, bias,
                          kernels=kernels, memory=memory)
-        self.attention = DyConvAttention(in_channels, kernels, hidden_width(in_channels, reduction, 1), temperature)
+        self.attention = DyConvAttention(in_channels, kernels, attention_hidden(in_channels, reduction, 1), temperature)
 
     def mixture(self, pooled: torch.Tensor) -> torch.Tensor:
         """The kernel attention pi (B, K)."""

@@ -1,9 +1,9 @@
-"""What the dynamic convolutions (CondConv, DY-Conv, ODConv) share: the layer base, the layer selection, the
-temperature schedule, the fast-path choice and the protocol adapter.
+"""What the dynamic convolutions (CondConv, DY-Conv, ODConv) share: the layer base, their temperature's settings,
+their cost constants for the mixing engine and the protocol adapter.
 
 Each of them makes a layer's kernel a per-sample mixture of K whole kernels, W_b = sum_i alpha_b,i W_i (Yang et al.
-2019; Chen et al. 2020; Li, Zhou & Yao 2022). In KernelWarehouse terms (kwlab.methods.kw.fastpath) that is m = 1
-mixture over n = K cells whose cell is the whole kernel, so the KW fast paths apply as they are:
+2019; Chen et al. 2020; Li, Zhou & Yao 2022). In the mixing engine's terms (kwlab.methods.mixing) that is m = 1
+mixture over n = K cells whose cell is the whole kernel; the engine's paths apply as they are:
 
 - `grouped`: every sample's kernel assembled in conv layout, one convolution with groups = B x groups; the fastest
   on large feature maps on the CPU measured (mkldnn runs it close to the dense rate), and the only path for grouped
@@ -13,38 +13,33 @@ mixture over n = K cells whose cell is the whole kernel, so the KW fast paths ap
 - `mixed`: no per-sample kernel at all, y = sum_i W_i (alpha_i x): K dense products over the batch; the fastest on
   small feature maps, where assembling B kernels costs more than K products.
 
-`choose_path` picks one per layer and input shape from a cost model fitted to measurements; `reference` is the plain
-per-sample loop the tests check every path against. ODConv expresses its per-tap spatial attention through the same
-paths (kwlab.methods.odconv).
+The engine's `choose_path` picks one per layer and input shape with `DYNAMIC_PATH_COSTS`, fitted to measurements;
+`reference` is the plain computation the tests check every path against. ODConv expresses its per-tap spatial
+attention through the same paths (kwlab.methods.odconv). Layer selection: kwlab.methods.selection.
 """
 
 from __future__ import annotations
 
 import math
-import re
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from abc import abstractmethod
+from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 from torch.nn.modules.utils import _pair
 
 from kwlab.config import Config
-from kwlab.errors import KWLabError
-from kwlab.methods.kw.fastpath import Geometry, compute_dtype, kw_conv, resolve_padding
+from kwlab.methods import mixing
+from kwlab.methods.attention import init_attention
 from kwlab.methods.pricing import static_macs
 from kwlab.methods.protocol import MeanRecorder, Method, Price, Schedule
+from kwlab.methods.selection import Selection, select_layers
 from kwlab.methods.temperature import AnnealLength, LinearAnneal
 
-PATHS = ("auto", "reference", "grouped", "batched", "mixed")
 MemoryMode = Literal["fast", "lean"]
 Pair = int | tuple[int, int]  # a size per spatial dim, or one for both
-
-
-# ------------------------------------------------------------------------------------------------- temperature
 
 
 class TemperatureSettings(AnnealLength):
@@ -58,211 +53,17 @@ class TemperatureSettings(AnnealLength):
     end: float = Field(1.0, gt=0, allow_inf_nan=False)
 
 
-class TemperedAttention(nn.Module):
-    """Base of an attention whose logits are divided by a temperature T, kept as a buffer so that it is saved with the
-    model, moves with `.to()` and is copied by an EMA."""
-
-    def __init__(self, temperature: float = 1.0) -> None:
-        super().__init__()
-        self.register_buffer("temperature", torch.tensor(float(temperature)))
-
-
-def set_temperature(model: nn.Module, temperature: float) -> int:
-    """Set T in every tempered attention of `model`; returns how many were set."""
-    count = 0
-    for module in model.modules():
-        if isinstance(module, TemperedAttention):
-            module.temperature.fill_(temperature)
-            count += 1
-    return count
-
-
-@dataclass(frozen=True)
-class TemperatureAnnealing(LinearAnneal):
-    """T from `start` to `end` over S iterations (ODConv's `get_temperature`; DY-Conv anneals the same way)."""
-
-    steps: int
-    start: float = 30.0
-    end: float = 1.0
-
-    def apply(self, model: nn.Module, value: float) -> None:
-        """Set T in every tempered attention."""
-        set_temperature(model, value)
-
-
-def init_attention(module: nn.Module) -> None:
-    """ODConv's attention initialisation, used by every dynamic method here: linear (1x1) layers Kaiming normal
-    (fan_out, ReLU) with zero biases; norms weight 1, bias 0."""
-    for layer in module.modules():
-        if isinstance(layer, nn.Linear):
-            nn.init.kaiming_normal_(layer.weight, mode="fan_out", nonlinearity="relu")
-            if layer.bias is not None:
-                nn.init.zeros_(layer.bias)
-        elif isinstance(layer, nn.modules.batchnorm._BatchNorm):
-            nn.init.ones_(layer.weight)
-            nn.init.zeros_(layer.bias)
-
-
-def hidden_width(in_channels: int, reduction: float, minimum: int) -> int:
-    """Hidden width of an attention MLP: max(floor(C_in x reduction), minimum)."""
-    return max(int(in_channels * reduction), minimum)
-
-
-# ------------------------------------------------------------------------------------------------- layer selection
-
-
-@dataclass(frozen=True)
-class Selection:
-    """Which conv layers of a model a method makes dynamic, and which conv and linear layers stay static."""
-
-    dynamic: tuple[str, ...]
-    static: tuple[str, ...]
-
-
-def _probe_shape(model: nn.Module) -> tuple[int, int, int]:
-    """The (C, H, W) of one input image: the model's timm input size, with the channels of its first convolution
-    (a model built with another `in_chans` keeps the default config's 3)."""
-    from kwlab.methods.kw.layouts import input_size
-
-    size = input_size(model)
-    first = next((m for m in model.modules() if isinstance(m, nn.Conv2d)), None)
-    channels = getattr(model, "in_chans", None) or (first.in_channels if first is not None else size[0])
-    return (int(channels), int(size[-2]), int(size[-1]))
-
-
-def select_layers(model: nn.Module, keep_static: Callable[[str, str | None], bool] | None = None) -> Selection:
-    """The generic rule of all three methods: every 2-d convolution but the first (the stem) is dynamic.
-
-    One forward pass (on the model's device; free on the meta device) at the model's default input size finds the
-    convolutions that run. Static: the first that reads the image, those whose output has a single position
-    (squeeze-excite gates and heads on pooled features), a conv classifier, and subclasses of nn.Conv2d that compute
-    something else (timm's Conv2dSame, StdConv2d) or pad other than with zeros. Linear layers (the classifier) stay
-    static. `keep_static(name, family)` adds a method's own rule (family as kwlab.models.families.family_of says,
-    e.g. 'resnet').
-    """
-    from kwlab.models.families import family_of
-
-    if any(isinstance(m, DynamicConv) for m in model.modules()):
-        raise KWLabError(f"{type(model).__name__} already has dynamic convolutions; convert a static model")
-    convs = {name: m for name, m in model.named_modules() if isinstance(m, nn.Conv2d)}
-    executed: list[tuple[str, bool]] = []  # (name, output has more than one position)
-
-    def record(name: str) -> Callable[..., None]:
-        def hook(module: nn.Module, args: Any, output: torch.Tensor) -> None:
-            executed.append((name, output.shape[-2] * output.shape[-1] > 1))
-
-        return hook
-
-    handles = [m.register_forward_hook(record(n)) for n, m in convs.items()]
-    training = model.training
-    parameter = next(model.parameters())
-    try:
-        with torch.no_grad():
-            model.eval()(torch.zeros(1, *_probe_shape(model), device=parameter.device, dtype=parameter.dtype))
-    finally:
-        model.train(training)
-        for handle in handles:
-            handle.remove()
-
-    family = family_of(model)
-    classifier = model.get_classifier() if hasattr(model, "get_classifier") else None
-    dynamic: list[str] = []
-    seen: set[str] = set()
-    for position, (name, spread) in enumerate(executed):
-        if name in seen:  # a layer called twice keeps its first decision
-            continue
-        seen.add(name)
-        module = convs[name]
-        plain = type(module) is nn.Conv2d and module.padding_mode == "zeros"
-        stem = position == 0
-        if stem or not plain or not spread or module is classifier or (keep_static and keep_static(name, family)):
-            continue
-        dynamic.append(name)
-    chosen = set(dynamic)
-    static = tuple(name for name, m in model.named_modules()
-                   if isinstance(m, (nn.Conv1d, nn.Conv2d, nn.Conv3d, nn.Linear)) and name not in chosen)
-    return Selection(tuple(n for n, _ in model.named_modules() if n in chosen), static)
-
-
-RESNET_DOWNSAMPLE = re.compile(r"layer\d+\.\d+\.downsample\.\d+")
-
-
-def resnet_projection(name: str, family: str | None) -> bool:
-    """A ResNet's 1x1 shortcut projection (timm: layerX.Y.downsample.0, or .1 after an average pool)."""
-    return family == "resnet" and RESNET_DOWNSAMPLE.fullmatch(name) is not None
-
-
-# ------------------------------------------------------------------------------------------------- choosing a path
-
-@dataclass(frozen=True)
-class PathCosts:
-    """Constants of `choose_path`'s cost model, in units of one multiply-add of a static 3x3 convolution (forward and
-    backward), per sample: the cost of a multiply-add in the per-sample grouped convolution, in `batched`'s matmuls
-    and in `mixed`'s dense products (for 3x3 and larger kernels; the grouped 1x1 convolution runs far below the dense
-    rate, and `mixed` on 1x1 kernels needs no unfolded copy of the input); the cost of moving one per-sample kernel
-    element through memory for `grouped` and for `batched`, while all B kernels of a layer fit in `cache_bytes` and
-    once they do not; the cost of one element of `mixed`'s per-cell intermediates (mixed inputs, partial outputs)."""
-
-    grouped: float = 1.45
-    grouped_pointwise: float = 4.5
-    batched: float = 3.55
-    mixed: float = 2.0
-    mixed_pointwise: float = 1.4
-    grouped_traffic: tuple[float, float] = (85.0, 100.0)
-    batched_traffic: tuple[float, float] = (50.0, 120.0)
-    mixed_traffic: float = 113.0
-    cache_bytes: int = 1 << 26
-
-
-# Fitted to forward+backward timings of every path (one thread, best of 3 to 5) of CondConv 8, DY-Conv 4, ODConv 1x
-# and 4x layers on ResNet18's shapes at 64x64 and 224x224 inputs, batch 16, on a 2-core AMD EPYC: over 57 layer x
-# method pairs `auto` took the fastest path on 54 and was within 1.15x on the others. NOTE: not measured on an
-# accelerator (no GPU was available for this work); CUDA uses the same constants until someone fits them there.
-PATH_COSTS = PathCosts()
-
-
-def choose_path(geometry: Geometry, positions: int, kernels: int, batch: int = 1, itemsize: int = 4,
-                tap_cells: bool = False, kernel_passes: int = 1, costs: PathCosts = PATH_COSTS) -> str:
-    """The cheapest path for a dynamic convolution with P = `positions` output positions per sample and K kernels.
-
-    Per-sample costs, N = C_out x C_in x k x k the kernel size (see PathCosts for the constants):
-    - grouped: P N at the grouped convolution's rate, plus K N to assemble the kernel and `kernel_passes` moves of
-      each kernel element through memory (ODConv's spatial scaling and layout copy add one);
-    - batched: P N as batched matmuls, plus the assembly (K N; 2 K k k N with per-tap cells, ODConv's
-      block-diagonal attention over k x k cells per tap) and one move of the kernel;
-    - mixed: K P N as dense products, plus its intermediates: n x P x (c_in' + C_out) elements for n cells of
-      c_in' columns (n = K whole kernels of C_in x k x k columns, or K x k x k one-by-one cells of C_in).
-    Grouped and depthwise convolutions take `grouped` (the only path for them).
-    """
-    if geometry.groups > 1:
-        return "grouped"
-    taps = math.prod(geometry.kernel)
-    size = geometry.out_channels * geometry.in_channels * taps  # N
-    spilled = batch * size * itemsize > costs.cache_bytes
-    cells, columns = (kernels * taps, geometry.in_channels) if tap_cells else (kernels, geometry.in_channels * taps)
-    grouped_rate, mixed_rate = (costs.grouped, costs.mixed) if taps > 1 else (costs.grouped_pointwise,
-                                                                             costs.mixed_pointwise)
-    candidates = {
-        "grouped": positions * size * grouped_rate
-        + (kernels + kernel_passes * costs.grouped_traffic[spilled]) * size,
-        "batched": positions * size * costs.batched
-        + ((2 * kernels * taps if tap_cells else kernels) + costs.batched_traffic[spilled]) * size,
-        "mixed": kernels * positions * size * mixed_rate
-        + costs.mixed_traffic * cells * positions * (columns + geometry.out_channels),
-    }
-    return min(candidates, key=candidates.__getitem__)
-
-
-# ------------------------------------------------------------------------------------------------- the layers
-
-
-def per_sample_conv(x: torch.Tensor, kernels: torch.Tensor, bias: torch.Tensor | None, stride: tuple[int, int],
-                    padding: str | tuple[int, int], dilation: tuple[int, int], groups: int) -> torch.Tensor:
-    """The plain computation: y_b = conv(x_b, W_b) + b_b, one convolution per sample (kernels (B, C_out, C_in/g, k, k),
-    bias (B, C_out) or None). The ground truth of the tests."""
-    outputs = [F.conv2d(x[b : b + 1], kernels[b], None if bias is None else bias[b], stride, padding, dilation, groups)
-               for b in range(x.shape[0])]
-    return torch.cat(outputs)
+# The engine's cost constants for the dynamic convolutions, in units of one multiply-add of a static 3x3 convolution
+# (forward and backward). Fitted to forward+backward timings of every path (one thread, best of 3 to 5) of CondConv 8,
+# DY-Conv 4, ODConv 1x and 4x layers on ResNet18's shapes at 64x64 and 224x224 inputs, batch 16, on a 2-core AMD
+# EPYC: over 57 layer x method pairs `auto` took the fastest path on 54 and was within 1.15x on the others. The
+# grouped 1x1 convolution runs far below the dense rate, and `mixed` on 1x1 kernels needs no unfolded input. NOTE: not
+# measured on an accelerator (no GPU was available for this work); CUDA uses the same constants until someone fits
+# them there.
+DYNAMIC_PATH_COSTS = mixing.PathCosts(batched=3.55, assembly=1, assembly_lean=1, batched_traffic=(50.0, 120.0),
+                                      mixed=2.0, mixed_pointwise=1.4, mixing=0, mixed_traffic=113.0,
+                                      output_traffic=113.0, grouped=1.45, grouped_pointwise=4.5,
+                                      grouped_traffic=(85.0, 100.0), cache_bytes=1 << 26)
 
 
 class DynamicConv(nn.Module):
@@ -271,7 +72,7 @@ class DynamicConv(nn.Module):
     per input shape; tests and `kwlab bench` force one of PATHS)."""
 
     weight: nn.Parameter
-    geometry: Geometry  # the KW fast paths' shape contract, its cells as the subclass stores its kernels
+    geometry: mixing.Geometry  # the engine's shape contract, its cells as the subclass stores its kernels
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: Pair, stride: Pair = 1,
                  padding: Pair | str = 0, dilation: Pair = 1, groups: int = 1, *, kernels: int,
@@ -284,9 +85,9 @@ class DynamicConv(nn.Module):
         self.in_channels, self.out_channels, self.groups, self.kernels = in_channels, out_channels, groups, kernels
         self.kernel_size, self.stride, self.dilation = _pair(kernel_size), _pair(stride), _pair(dilation)
         self.padding = padding if isinstance(padding, str) else _pair(padding)
-        self.memory = memory  # fast | lean: whether the KW paths' backward may keep per-sample kernels
+        self.memory = memory  # fast | lean: whether the engine's backward may keep per-sample kernels
         self.path = "auto"
-        self.pads = resolve_padding(self.padding, self.kernel_size, self.dilation)
+        self.pads = mixing.resolve_padding(self.padding, self.kernel_size, self.dilation)
 
     @property
     def weight_shape(self) -> tuple[int, ...]:
@@ -319,11 +120,8 @@ class DynamicConv(nn.Module):
 
     def path_for(self, x: torch.Tensor) -> str:
         """The path the forward takes for input x (B, C_in, H, W)."""
-        if self.path not in PATHS:
-            raise ValueError(f"dynamic conv path {self.path!r} is not one of {PATHS}")
-        if self.path != "auto":
-            return self.path
-        return self.choose(self.positions(x), x.shape[0], compute_dtype(x).itemsize)
+        return mixing.resolve_path(self.path, lambda: self.choose(self.positions(x), x.shape[0],
+                                                                  mixing.compute_dtype(x).itemsize))
 
     def choose(self, positions: int, batch: int, itemsize: int) -> str:
         """The path for a batch of `batch` samples with P = `positions` output positions each."""
@@ -332,6 +130,11 @@ class DynamicConv(nn.Module):
     def conv_kernels(self) -> torch.Tensor:
         """The K kernels in conv layout (K, C_out, C_in/g, k, k)."""
         raise NotImplementedError
+
+    def mixing_counts(self) -> tuple[int, int]:
+        """(n cells the engine mixes, whole kernels mixed per weight; 0 when the kernel is not per sample), as
+        `mixing.floor_macs` counts them: K whole-kernel cells by default."""
+        return self.kernels, self.kernels
 
     @classmethod
     def from_conv(cls, conv: nn.Conv2d, device: torch.device | str | None = None, **options: Any) -> DynamicConv:
@@ -363,9 +166,9 @@ class MixtureConv2d(DynamicConv):
         self.weight = nn.Parameter(torch.empty(kernels, *self.weight_shape))
         self.bias = nn.Parameter(torch.zeros(kernels, out_channels)) if bias else None
         self.reset_kernels()
-        # whole-kernel cells: the KW fast paths' geometry for m = 1 mixture over n = K cells
-        self.geometry = Geometry(in_channels, out_channels, groups, self.kernel_size, self.stride, self.dilation,
-                                 self.pads, self.weight_shape)
+        # whole-kernel cells: the engine's geometry for m = 1 mixture over n = K cells
+        self.geometry = mixing.Geometry(in_channels, out_channels, groups, self.kernel_size, self.stride,
+                                        self.dilation, self.pads, self.weight_shape)
 
     def mixture(self, pooled: torch.Tensor) -> torch.Tensor:
         """alpha (B, K) from the pooled input (B, C_in)."""
@@ -375,7 +178,8 @@ class MixtureConv2d(DynamicConv):
         return self.weight
 
     def choose(self, positions: int, batch: int, itemsize: int) -> str:
-        return choose_path(self.geometry, positions, self.kernels, batch, itemsize)
+        return mixing.choose_path(self.geometry, positions, self.kernels, DYNAMIC_PATH_COSTS, batch=batch,
+                                  itemsize=itemsize, memory=self.memory)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Convolve every sample with its own mixed kernel, along the path for this shape."""
@@ -384,18 +188,10 @@ class MixtureConv2d(DynamicConv):
 
     def convolve(self, x: torch.Tensor, alpha: torch.Tensor, path: str) -> torch.Tensor:
         """y_b = conv(x_b, sum_i alpha_b,i W_i) + mixed bias, along `path`."""
-        dtype = compute_dtype(x)
-        x, alpha = x.to(dtype), alpha.to(dtype)
-        cells = self.weight.view(self.kernels, -1)  # (K, N): n = K whole-kernel cells
-        bias = None if self.bias is None else alpha @ self.bias.to(dtype)  # (B, C_out)
-        if path == "reference":
-            kernels = (alpha @ cells.to(dtype)).view(-1, *self.weight_shape)  # (B, C_out, C_in/g, k, k)
-            return per_sample_conv(x, kernels, bias, self.stride, self.padding, self.dilation, self.groups)
-        if path == "grouped":
-            out = kw_conv(x, alpha[:, None], cells.to(dtype), self.geometry, path, self.memory)
-        else:  # batched and mixed cast the cells a block at a time
-            out = kw_conv(x, alpha[:, None], cells, self.geometry, path, self.memory)
-        return out if bias is None else out + bias[:, :, None, None]
+        out = mixing.convolve(x, alpha[:, None], self.weight.view(self.kernels, -1), self.geometry, path, self.memory)
+        if self.bias is None:  # (K, N): n = K whole-kernel cells
+            return out
+        return out + (alpha.to(out.dtype) @ self.bias.to(out.dtype))[:, :, None, None]  # mixed bias (B, C_out)
 
 
 # ------------------------------------------------------------------------------------------------- the method adapter
@@ -410,9 +206,9 @@ class DynamicMethod(Method):
         """The method's own rule on top of the generic selection (none by default)."""
         return False
 
+    @abstractmethod
     def make_layer(self, conv: nn.Conv2d, settings: Config, device: torch.device | str | None = None) -> DynamicConv:
         """The dynamic layer replacing `conv` (in its dtype, on its device unless `device` is given)."""
-        raise NotImplementedError
 
     def resolve(self, settings: Config | None) -> Config:
         """The given settings, or the defaults."""
@@ -421,7 +217,7 @@ class DynamicMethod(Method):
 
     def selection(self, model: nn.Module) -> Selection:
         """The layers this method makes dynamic (see `select_layers` and `keep_static`)."""
-        return select_layers(model, self.keep_static)
+        return select_layers(model, self.keep_static, converted=DynamicConv)
 
     def convert(self, model: nn.Module, settings: Config | None) -> nn.Module:
         """Replace every selected conv by the method's dynamic layer, in place."""
@@ -433,11 +229,11 @@ class DynamicMethod(Method):
     def price(self, model: nn.Module, settings: Config | None, positions: Mapping[str, int]) -> Price:
         """Parameters from the layers built on the meta device (nothing allocated); MACs per image = the static
         model's conv and linear layers + each dynamic layer's attention linear layers (in x out) + its mixing
-        (K kernels x kernel size)."""
+        (K kernels x kernel size); the floor takes each layer's cheapest exact algorithm (`mixing.floor_macs`)."""
         settings = self.resolve(settings)
         selection = self.selection(model)
         total = sum(p.numel() for p in model.parameters())
-        replaced = kernel_params = attention_params = attention = mixing = 0
+        replaced = kernel_params = attention_params = attention = assembly = saved = 0
         layers = []
         for name in selection.dynamic:
             conv = model.get_submodule(name)
@@ -451,16 +247,21 @@ class DynamicMethod(Method):
             mix = layer.kernels * math.prod(layer.weight_shape)
             if positions.get(name, 0) > 0:  # a layer never run costs nothing
                 attention += linears
-                mixing += mix
+                assembly += mix
+                cells, kernels = layer.mixing_counts()
+                static_work = positions[name] * layer.geometry.kernel_numel
+                # what the cheapest exact algorithm saves on the convolution and the assembly
+                saved += static_work + mix - mixing.floor_macs(layer.geometry, positions[name], cells, kernels)
             layers.append({"layer": name, "in": conv.in_channels, "out": conv.out_channels,
                            "kernel": list(conv.kernel_size), "groups": conv.groups, "kernels": layer.kernels,
                            "params": own, "attention_params": att})
         conv_macs = static_macs(model, positions)
         other = total - replaced
-        return Price(other + kernel_params + attention_params, conv_macs + attention + mixing,
+        macs = conv_macs + attention + assembly
+        return Price(other + kernel_params + attention_params, macs,
                      {"kernels": kernel_params, "attention": attention_params, "other": other},
-                     {"conv": conv_macs, "attention": attention, "mixing": mixing},
-                     {"dynamic_layers": layers, "static_layers": list(selection.static)})
+                     {"conv": conv_macs, "attention": attention, "mixing": assembly},
+                     {"dynamic_layers": layers, "static_layers": list(selection.static)}, floor=macs - saved)
 
     def recorder(self, model: nn.Module) -> MeanRecorder:
         """Mean mixture weights per layer: group 'routing', rows = layers, columns = the K kernels."""
@@ -477,4 +278,4 @@ class DynamicMethod(Method):
         temperature = getattr(self.resolve(settings), "temperature", None)
         if temperature is None:
             return None
-        return TemperatureAnnealing(temperature.steps(steps_per_epoch, total_steps), temperature.start, temperature.end)
+        return LinearAnneal(temperature.steps(steps_per_epoch, total_steps), temperature.start, temperature.end)

@@ -17,8 +17,8 @@ Computation. The channel attention scales the input and the filter attention the
 varies per kernel tap, so the kernels are stored tap-major, `weight` (K, k, k, C_out, C_in/g): viewed as
 (K x k x k, C_out x C_in/g) they are K x k x k one-by-one cells, and a sample's kernel at tap t is the mixture
 sum_i a_w[b,i] a_s[b,t] W_i[t] of them, i.e. a KernelWarehouse layer with m = k x k mixtures (its taps) whose
-attention alpha[b, t, (i, t')] = a_w[b,i] a_s[b,t] [t = t'] is block-diagonal. Paths (`choose_path` picks per
-layer and input shape; measured on ResNet18's shapes):
+attention alpha[b, t, (i, t')] = a_w[b,i] a_s[b,t] [t = t'] is block-diagonal. Paths of the mixing engine
+(`choose_path` picks per layer and input shape with `ODCONV_TAP_COSTS`; measured on ResNet18's shapes):
 - `grouped`: every sample's kernel a_s (sum_i a_w,i W_i) assembled in conv layout, one convolution with groups = B
   (the official code's computation, without its (B, K, ...) intermediate); the fastest on large feature maps, and
   the only path for depthwise convs;
@@ -26,17 +26,18 @@ layer and input shape; measured on ResNet18's shapes):
   kernel; the fastest on small feature maps (deep layers, small images), for ODConv 1x from about 8x8 down;
 - `batched` (KW): per-tap step matrices assembled from the tap cells and applied as batched matmuls (the
   block-diagonal attention makes the assembly k x k times the work, so it wins only in between and for 1x1 convs);
-- `dense`: k = 1 and K = 1 has no per-sample kernel: one plain conv of a_c x, scaled by a_f.
+- `shared`: k = 1 and K = 1 has no per-sample kernel: one plain conv of a_c x, scaled by a_f.
 `conv_kernels()` gives the conv layout (K, C_out, C_in/g, k, k) of the official code's `weight`.
 
 Layer selection, the official code's: ResNet: every block conv (BasicBlock 3x3s, Bottleneck 1x1/3x3/1x1) is ODConv;
 the stem, the 1x1 shortcut projections and the classifier stay static. MobileNetV2: every conv, depthwise convs and
 the last 1x1 to 1280 included, but the stem; the classifier stays static. Other models: every conv but the stem
-(see `kwlab.methods.dynamic.select_layers`).
+(see `kwlab.methods.selection.select_layers`).
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import ClassVar, NamedTuple
 
@@ -46,12 +47,15 @@ from pydantic import Field
 from torch import nn
 
 from kwlab.config import Config
-from kwlab.methods.dynamic import (DynamicConv, DynamicMethod, MemoryMode, Pair, TemperatureSettings,
-                                   TemperedAttention, choose_path, hidden_width, init_attention, per_sample_conv,
-                                   resnet_projection)
-from kwlab.methods.kw.attention import BatchNorm1dAnyBatch
-from kwlab.methods.kw.fastpath import Geometry, compute_dtype, grouped_apply, kw_conv
+from kwlab.methods import mixing
+from kwlab.methods.attention import BatchNorm1dAnyBatch, TemperedAttention, attention_hidden, init_attention
+from kwlab.methods.dynamic import DYNAMIC_PATH_COSTS, DynamicConv, DynamicMethod, MemoryMode, Pair, TemperatureSettings
 from kwlab.methods.protocol import MeanRecorder, register_method
+from kwlab.methods.selection import resnet_projection
+
+# With tap cells the batched assembly is k x k times the work (the block-diagonal attention), 2 per weight, and the
+# grouped kernels are scaled per tap and transposed (one more pass through memory).
+ODCONV_TAP_COSTS = dataclasses.replace(DYNAMIC_PATH_COSTS, assembly=2, assembly_lean=2, grouped_passes=2)
 
 
 class ODConvSettings(Config):
@@ -130,30 +134,31 @@ class ODConv2d(DynamicConv):
         self.taps = math.prod(self.kernel_size)
         depthwise = in_channels == groups and in_channels == out_channels
         self.attention = ODConvAttention(in_channels, out_channels, self.taps, kernels,
-                                         hidden_width(in_channels, reduction, min_hidden), depthwise, temperature)
+                                         attention_hidden(in_channels, reduction, min_hidden), depthwise, temperature)
         self.weight = nn.Parameter(torch.empty(kernels, *self.kernel_size, out_channels, in_channels // groups))
         self.bias = nn.Parameter(torch.zeros(out_channels)) if bias else None
         self.reset_kernels()
         # one-by-one cells (C_out, C_in/g): the KW geometry of m = k*k mixtures over n = K*k*k cells
-        self.geometry = Geometry(in_channels, out_channels, groups, self.kernel_size, self.stride, self.dilation,
-                                 self.pads, (out_channels, in_channels // groups, 1, 1))
+        self.geometry = mixing.Geometry(in_channels, out_channels, groups, self.kernel_size, self.stride,
+                                        self.dilation, self.pads, (out_channels, in_channels // groups, 1, 1))
 
     def conv_kernels(self) -> torch.Tensor:
         """The K kernels in conv layout (K, C_out, C_in/g, k, k) (a view)."""
         return self.weight.permute(0, 3, 4, 1, 2)
 
     def choose(self, positions: int, batch: int, itemsize: int) -> str:
-        if self.kernels == 1 and self.taps == 1:
-            return "dense"
-        spatial = self.taps > 1  # tap cells; the grouped kernels are scaled per tap and transposed (one more pass)
-        return choose_path(self.geometry, positions, self.kernels, batch, itemsize, tap_cells=spatial,
-                           kernel_passes=2 if spatial else 1)
+        if self.kernels == 1 and self.taps == 1:  # nothing is per-sample but the scalings
+            return "shared"
+        spatial = self.taps > 1
+        return mixing.choose_path(self.geometry, positions, self.kernels * self.taps, ODCONV_TAP_COSTS if spatial
+                                  else DYNAMIC_PATH_COSTS, kernels=self.kernels, batch=batch, itemsize=itemsize,
+                                  memory=self.memory)
 
-    def path_for(self, x: torch.Tensor) -> str:
-        """The path for input x; 'dense' whenever k = 1 and K = 1 (nothing is per-sample but the scalings)."""
-        if self.path in ("auto", "dense") and self.kernels == 1 and self.taps == 1:
-            return "dense"
-        return super().path_for(x)
+    def mixing_counts(self) -> tuple[int, int]:
+        """K x k x k tap cells over K whole kernels; none per sample for k = 1, K = 1 (the scalings alone)."""
+        if self.kernels == 1 and self.taps == 1:
+            return 1, 0
+        return self.kernels * self.taps, self.kernels
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """y = a_f * conv(a_c * x, sum_i a_w,i a_s W_i) (+ bias), along the path for this shape."""
@@ -162,19 +167,14 @@ class ODConv2d(DynamicConv):
 
     def convolve(self, x: torch.Tensor, att: Attentions, path: str) -> torch.Tensor:
         """The convolution given the attentions, along `path`."""
-        dtype = compute_dtype(x)
+        dtype = mixing.compute_dtype(x)
         x = x.to(dtype)
         if path == "reference":
             return self.reference(x, att)
         x = x * att.channel.to(dtype)[:, :, None, None]  # the channel attention scales the input
-        if path == "dense":
-            out = F.conv2d(x, self.weight.to(dtype).view(*self.weight_shape), None, self.stride, self.padding,
-                           self.dilation, self.groups)
-        elif path == "grouped":
-            out = grouped_apply(x, self.sample_kernels(att, dtype), self.geometry)
-        else:  # batched and mixed cast the cells a block at a time
-            cells = self.weight.view(self.kernels * self.taps, -1)  # (K*k*k, C_out*C_in/g)
-            out = kw_conv(x, self.tap_mixture(att).to(dtype), cells, self.geometry, path, self.memory)
+        cells = self.weight.view(self.kernels * self.taps, -1)  # (K*k*k, C_out*C_in/g) tap cells
+        out = mixing.convolve(x, self.tap_mixture(att), cells, self.geometry, path, self.memory,
+                              sample_kernels=lambda kind: self.sample_kernels(att, kind))
         if att.filter is not None:  # the filter attention scales the output
             out = out * att.filter.to(dtype)[:, :, None, None]
         return out if self.bias is None else out + self.bias.to(dtype)[:, None, None]
@@ -208,8 +208,7 @@ class ODConv2d(DynamicConv):
         a_s = att.spatial if att.spatial is not None else x.new_ones(batch, self.taps)
         mixed = (a_w.to(dtype)[:, :, None, None, None, None] * kernels[None]).sum(1)  # (B, C_out, C_in/g, k, k)
         mixed = mixed * a_s.to(dtype).view(batch, 1, 1, *self.kernel_size)
-        out = per_sample_conv(x * att.channel.to(dtype)[:, :, None, None], mixed, None, self.stride, self.padding,
-                              self.dilation, self.groups)
+        out = mixing.reference_conv(x * att.channel.to(dtype)[:, :, None, None], mixed, self.geometry)
         if att.filter is not None:
             out = out * att.filter.to(dtype)[:, :, None, None]
         return out if self.bias is None else out + self.bias.to(dtype)[:, None, None]

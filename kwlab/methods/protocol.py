@@ -1,16 +1,20 @@
 """The method protocol: what the recipe, the sweep's pricing, `kwlab info`, `kwlab bench` and the trial records ask
 of a convolution method (static, kw, condconv, dyconv, odconv, or a user's plugin), so none of them asks "is this KW?".
 
-A method is a `Method` subclass registered with `@register_method("name")`. Its settings are the trial config's
-section of the same name (`kw:`, `odconv:`, ...), typed by `settings`. It can
+A method is a `Method` subclass (an abstract base class) registered with `@register_method("name")`, which refuses
+a class that leaves an abstract method undefined. Its settings are the trial config's section of the same name
+(`kw:`, `odconv:`, ...), typed by `settings`. It must
 - `convert` a model (a timm model or any nn.Module) in place;
 - `price` a model before building it: parameters and MACs per image, analytically (see `Price`);
+and it can
 - give a `recorder` of per-trial statistics (mean attention or routing per layer, for heatmaps);
 - give its temperature `schedule`, if it has one.
 """
 
 from __future__ import annotations
 
+import inspect
+from abc import ABC, abstractmethod
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import TracebackType
@@ -21,6 +25,7 @@ import torch
 from torch import nn
 
 from kwlab.config import Config
+from kwlab.errors import KWLabError
 from kwlab.registry import Registry
 
 
@@ -31,6 +36,9 @@ class Price:
     MACs per image follow one convention for every method: the multiply-accumulates of every conv and linear layer
     as the static model runs them, plus the method's attention (routing) layers, plus its mixing work (assembling
     per-sample kernels: n x K per KW layer and sample, K kernels x kernel size for the dynamic convolutions).
+    `floor` is the fewest MACs per image of any exact algorithm of the mixing engine (per layer the cheaper of
+    assembly then convolution and mixing then convolution, kwlab.methods.mixing.floor, plus the attention); None
+    where it equals `macs` (the static model).
     """
 
     params: int
@@ -38,6 +46,12 @@ class Price:
     params_parts: dict[str, int] = field(default_factory=dict)  # e.g. warehouse, attention, other; sums to params
     macs_parts: dict[str, int] = field(default_factory=dict)  # conv, attention, mixing; sums to macs
     details: dict[str, Any] = field(default_factory=dict)  # the method's plan (e.g. KW's warehouses), JSON-ready
+    floor: int | None = None  # MACs per image at the mixing engine's cheapest exact algorithm
+
+    @property
+    def floor_macs(self) -> int:
+        """`floor`, or `macs` where the method has no mixing."""
+        return self.macs if self.floor is None else self.floor
 
     def to_dict(self) -> dict[str, Any]:
         """Flat keys as a trial records them: params_total, params_<part>, macs_per_image, macs_<part>."""
@@ -102,20 +116,20 @@ class MeanRecorder(Recorder):
 Schedule = Callable[[nn.Module, int], float]  # (model, iteration counted from 1) -> the temperature it set
 
 
-class Method:
-    """Base class of a convolution method; a subclass registers itself with `@register_method(name)`."""
+class Method(ABC):
+    """Abstract base of a convolution method; a subclass registers itself with `@register_method(name)`."""
 
     name: ClassVar[str] = ""
     settings: ClassVar[type[Config] | None] = None  # the model of the method's config section; None: no section
 
+    @abstractmethod
     def convert(self, model: nn.Module, settings: Config | None) -> nn.Module:
         """Turn `model`'s layers into this method's layers in place and return it."""
-        raise NotImplementedError
 
+    @abstractmethod
     def price(self, model: nn.Module, settings: Config | None, positions: Mapping[str, int]) -> Price:
         """Parameters and MACs per image of `model` (a static model, typically on the meta device) once converted;
         `positions` gives each conv and linear layer's output positions per image (`pricing.layer_positions`)."""
-        raise NotImplementedError
 
     def recorder(self, model: nn.Module) -> Recorder | None:
         """A recorder of per-layer statistics of a converted model, or None when the method has none."""
@@ -136,9 +150,20 @@ METHODS: Registry[Method] = Registry("method", "method")
 
 
 def register_method(name: str) -> Callable[[type[Method]], type[Method]]:
-    """Class decorator registering one instance of a Method subclass under `name`."""
+    """Class decorator registering one instance of a Method subclass under `name`; a class that is not a Method, or
+    leaves one of its abstract methods (convert, price, ...) undefined, is a one-line KWLabError."""
 
     def add(cls: type[Method]) -> type[Method]:
+        if not (isinstance(cls, type) and issubclass(cls, Method)):
+            raise KWLabError(f"register_method({name!r}): {cls!r} is not a subclass of kwlab.methods.Method")
+        if inspect.isabstract(cls):
+            missing = ", ".join(sorted(cls.__abstractmethods__))
+            raise KWLabError(f"register_method({name!r}): {cls.__name__} does not define {missing}, which every "
+                             "method must")
+        settings = cls.settings
+        if settings is not None and not (isinstance(settings, type) and issubclass(settings, Config)):
+            raise KWLabError(f"register_method({name!r}): {cls.__name__}.settings must be a kwlab.config.Config "
+                             f"subclass or None, got {settings!r}")
         cls.name = name
         METHODS.register(name)(cls())
         return cls

@@ -23,8 +23,8 @@ from kwlab import store
 from kwlab.methods import build_model
 from kwlab.train import TrainConfig, run
 from kwlab.train.distributed import Distributed
-from test_fastpath import CASES, DENSE_PATHS
-from test_fastpath import run as forward_backward
+from methods.test_mixing import CASES, DENSE_PATHS
+from methods.test_mixing import run as forward_backward
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
@@ -64,7 +64,7 @@ def test_kw_fast_paths_on_cuda_match_the_float64_reference(name: str, path: str,
     gpu_layer.float().cuda()
     gpu_warehouse.float().cuda()
     if path == "shared":
-        from kwlab.methods.kw.temperature import set_temperature
+        from kwlab.methods.temperature import set_temperature
 
         set_temperature(gpu_layer, 1.0)
     gpu_layer.path = path

@@ -1,4 +1,4 @@
-"""`kwlab bench` with the dynamic-convolution variants next to static and KW: the variant tokens, the FLOP limit from
+"""`kwlab bench` with the dynamic-convolution variants next to static and KW: the variant tokens, the floor from
 each method's Price and the paths the layers take."""
 
 from __future__ import annotations
@@ -49,6 +49,6 @@ def test_bench_json_with_every_method(capsys: pytest.CaptureFixture[str]) -> Non
         assert ("reference" in row["paths"]) == (memory == "reference")
         if variant in settings:
             price = price_model("cifar_resnet8", *settings[variant], (3, 8, 8))
-            assert row["flop_limit"] == pytest.approx(price.macs / price.macs_parts["conv"])
+            assert row["floor"] == pytest.approx(price.floor_macs / price.macs_parts["conv"])
             assert row["params"] == price.params
-    assert rows[("odconv4x", "fast")]["flop_limit"] > rows[("odconv1x", "fast")]["flop_limit"] > 1
+    assert rows[("odconv4x", "fast")]["floor"] > rows[("odconv1x", "fast")]["floor"] > 1

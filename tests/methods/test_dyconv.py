@@ -10,7 +10,8 @@ from torch import nn
 
 from kwlab.errors import KWLabError
 from kwlab.methods import METHODS, build_model, price_model
-from kwlab.methods.dynamic import DynamicConv, TemperatureAnnealing
+from kwlab.methods.dynamic import DynamicConv
+from kwlab.methods.temperature import LinearAnneal
 from kwlab.methods.dyconv import DyConv2d, DyConvAttention, DyConvSettings
 from kwlab.models.factory import timm_model
 
@@ -62,11 +63,11 @@ def test_temperature_flattens_the_attention(generator: torch.Generator) -> None:
 
 def test_schedule_anneals_30_to_1_over_the_epochs() -> None:
     """T = 1 + 29 (S - t) / S at iteration t from 1, S = 10 epochs x L; ODConv's get_temperature."""
-    schedule = TemperatureAnnealing(steps=100, start=30.0, end=1.0)
+    schedule = LinearAnneal(steps=100, start=30.0, end=1.0)
     assert schedule.value(1) == pytest.approx(1 + 29 * 99 / 100)
     assert schedule.value(50) == pytest.approx(15.5)
     assert schedule.value(100) == 1.0 and schedule.value(1000) == 1.0
-    assert TemperatureAnnealing(steps=0).value(1) == 1.0
+    assert LinearAnneal(steps=0, start=30.0, end=1.0).value(1) == 1.0
 
 
 def test_default_anneal_is_30_percent_of_training_like_kw() -> None:

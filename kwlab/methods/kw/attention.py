@@ -10,21 +10,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from kwlab.methods.attention import BatchNorm1dAnyBatch
 from kwlab.methods.kw.functions import ATTENTION_FUNCTIONS, EPS, register_attention  # noqa: F401 (re-exported)
-
-class BatchNorm1dAnyBatch(nn.BatchNorm1d):
-    """BatchNorm1d that normalises a training batch of one sample with its running statistics."""
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """Batch statistics as usual; a single sample in training mode uses the running ones instead."""
-        if self.training and x.shape[0] == 1:
-            # NOTE: the reference raises here (one value per channel); running statistics keep batch size 1 trainable.
-            return F.batch_norm(x, self.running_mean, self.running_var, self.weight, self.bias, False, 0.0, self.eps)
-        return super().forward(x)
+from kwlab.methods.temperature import Tempered
 
 
-class KWAttention(nn.Module):
-    """Per-layer attention alpha (B, m, n) over the n cells of a warehouse for the layer's m mixtures."""
+class KWAttention(Tempered):
+    """Per-layer attention alpha (B, m, n) over the n cells of a warehouse for the layer's m mixtures; its temperature
+    is tau."""
 
     def __init__(
         self,
@@ -58,11 +51,33 @@ class KWAttention(nn.Module):
         # NOTE: a fresh kwlab layer holds tau = 1 (it computes its static-equivalent kernel); the reference's starts at
         # temp_value = 0 until its first training step sets (T - 1) / T, so only a forward before training differs
         self.register_buffer("tau", torch.ones(()))  # temperature: alpha = (1 - tau) f(z) + tau beta
+        # set_temperature marks tau == 1 exactly (alpha = beta for every sample) with the buffer and its version
+        self.tau_is_one: tuple[torch.Tensor, int] | None = None
+        self.register_load_state_dict_post_hook(_forget_temperature)
         for linear in (self.fc1, self.fc2, self.basis):
             if linear is not None:
                 nn.init.kaiming_normal_(linear.weight, mode="fan_out", nonlinearity="relu")
                 if linear.bias is not None:
                     nn.init.zeros_(linear.bias)
+
+    def set_temperature(self, value: float) -> None:
+        """Set tau; at exactly 1 mark that alpha = beta for every sample while the buffer stays as written here (KW
+        layers may then take one dense convolution, the `shared` path)."""
+        self.tau.fill_(value)
+        self.tau_is_one = (self.tau, self.tau._version) if float(value) == 1.0 else None
+
+    def shares_alpha(self) -> bool:
+        """Whether alpha is the same for every sample: the blend at tau = 1 exactly, known without reading the buffer.
+
+        set_temperature(1) leaves a marker (the tau buffer and its version counter); any later write to the buffer
+        (by hand, load_state_dict, an EMA) bumps the version and voids it. Under torch.compile the marker is not
+        consulted (the sample-dependent paths are exact at tau = 1 too).
+        """
+        marker = self.tau_is_one
+        if not self.blend or marker is None or torch.compiler.is_compiling():
+            return False
+        tau, version = marker
+        return tau is self.tau and tau._version == version
 
     def logits(self, pooled: torch.Tensor) -> torch.Tensor:
         """Attention logits (B, m, n+1) from the pooled input (B, C_in); the last column is the zero cell."""
@@ -83,3 +98,8 @@ class KWAttention(nn.Module):
             # rounding (about 1e-7 at tau 0.5), exact at tau 0 and 1
             alpha = torch.lerp(alpha, self.beta.to(alpha.dtype), self.tau.to(alpha.dtype))
         return alpha[..., :-1]
+
+
+def _forget_temperature(module: nn.Module, _incompatible: object) -> None:
+    """After load_state_dict tau may be anything: use the sample-dependent paths until set_temperature says."""
+    module.tau_is_one = None

@@ -14,11 +14,11 @@ from kwlab.methods.kw.layouts import REFERENCE_LAYOUTS, Assignment, Placement, a
 from kwlab.models.families import family_of
 from kwlab.errors import KWLabError
 from kwlab.models.factory import timm_model
-from kwlab.methods.kw.assembly import split_kernel
 from kwlab.methods.kw.config import KWConfig
 from kwlab.methods.kw.layers import KWConv1d, KWConv2d, KWConv3d, KWLayer, KWLinear
 from kwlab.methods.kw.planner import LayerPlan, LayerSpec, Plan, initial_assignment, plan_layers, warehouse_settings
 from kwlab.methods.kw.warehouse import Warehouse
+from kwlab.methods.mixing import split_kernel
 
 MAX_PARAMS = 2_000_000_000  # refuse to allocate a plan this large: it would not fit in memory for training
 
@@ -133,16 +133,15 @@ def convert(model: nn.Module, kw: KWConfig | dict[str, Any] | None = None) -> nn
 
 
 def _replace(model: nn.Module, layer: LayerPlan, warehouse: Warehouse, kw: KWConfig) -> None:
-    """Swap one torch layer for its KW layer and seed the layer's own cells."""
+    """Swap one torch layer for its KW layer, built from its LayerPlan, and seed the layer's own cells."""
     source = model.get_submodule(layer.spec.name)
     spec = layer.spec
-    own = (layer.own_start, layer.own_cells)
     if isinstance(source, nn.Linear):
-        new = KWLinear(spec.in_channels, spec.out_channels, spec.bias, warehouse=warehouse, own=own, kw=kw)
+        new = KWLinear(spec.in_channels, spec.out_channels, spec.bias, warehouse=warehouse, kw=kw, plan=layer)
     else:
         new = _KW_TYPES[type(source)](
             spec.in_channels, spec.out_channels, spec.kernel_size, source.stride, source.padding,
-            source.dilation, spec.groups, spec.bias, warehouse=warehouse, own=own, kw=kw,
+            source.dilation, spec.groups, spec.bias, warehouse=warehouse, kw=kw, plan=layer,
         )
     _fill_own_cells(warehouse, layer, source, kw)
     if spec.bias:

@@ -1,8 +1,9 @@
 """KW layers: drop-in replacements of nn.Conv1d/2d/3d and nn.Linear whose kernels are mixed from a warehouse.
 
-The forward picks the fastest path for the input's shape (see kwlab.methods.kw.fastpath); `reference_forward` keeps the
-straightforward computation (assemble every kernel, permute it to conv layout, one grouped convolution over the batch)
-that the tests check every path against and that `kwlab bench` reports as the "before".
+Every layer hands its attention alpha and its warehouse's cells to the mixing engine (kwlab.methods.mixing), which
+picks the path for the input's shape from KernelWarehouse's cost constants (`KW_PATH_COSTS`); path 'reference' is
+the straightforward computation (assemble every kernel, one grouped convolution over the batch) that the tests check
+every path against and that `kwlab bench` reports as the "before".
 """
 
 from __future__ import annotations
@@ -13,13 +14,18 @@ import torch
 from torch import nn
 from torch.nn.modules.utils import _ntuple
 
-from kwlab.methods.kw.assembly import assemble, merge_kernel
+from kwlab.methods import mixing
 from kwlab.methods.kw.attention import KWAttention
 from kwlab.methods.kw.config import KWConfig
-from kwlab.methods.kw.fastpath import (CONV_BY_DIMS, PATHS, Geometry, choose_path, compute_dtype, kw_conv,
-                                       resolve_padding, shared_conv)
-from kwlab.methods.kw.planner import attention_hidden, initial_assignment, layer_cell_shape, mixtures, num_basis
+from kwlab.methods.kw.planner import LayerPlan, LayerSpec, initial_assignment, num_basis, plan_layer
 from kwlab.methods.kw.warehouse import Warehouse
+
+# KernelWarehouse's constants of the engine's cost model, in units of one multiply-add of the batched matmuls; the
+# per-sample grouped convolution is not considered for dense layers. Measured on a 2-core Xeon (ResNet18 at 64x64
+# batch 16, CIFAR ResNet-20 at 8x8 batch 128, budgets 1x and 4x): memory traffic makes `batched` lose to `mixed`
+# well before the FLOP counts cross, and `mixed` slows on cells narrower than 64 channels.
+KW_PATH_COSTS = mixing.PathCosts(batched=3, assembly=3, assembly_lean=4, batched_traffic=(80, 250), mixed=3,
+                                 mixed_pointwise=3, mixing=4, mixed_traffic=64, small_cells=64)
 
 
 def initial_beta(m: int, n: int, own_start: int, own_cells: int) -> torch.Tensor:
@@ -31,7 +37,11 @@ def initial_beta(m: int, n: int, own_start: int, own_cells: int) -> torch.Tensor
 
 
 class KWLayer(nn.Module):
-    """What every KW layer shares: a non-owning reference to its warehouse, its attention and its bias."""
+    """What every KW layer shares: a non-owning reference to its warehouse, its attention and its bias.
+
+    `plan` is the layer's LayerPlan (m, its own slice of the warehouse, the attention's width), as `convert` hands
+    it over; a layer built by hand without one is planned alone from `own` (default: the whole warehouse) and `kw`.
+    """
 
     def __init__(
         self,
@@ -40,6 +50,7 @@ class KWLayer(nn.Module):
         warehouse: Warehouse,
         own: tuple[int, int] | None,
         kw: KWConfig | None,
+        plan: LayerPlan | None = None,
     ) -> None:
         super().__init__()
         kw = kw or KWConfig()
@@ -49,28 +60,27 @@ class KWLayer(nn.Module):
         self.weight_shape = weight_shape
         self.cell_shape = warehouse.cell_shape
         n = warehouse.num_cells
-        own_start, own_cells = own if own is not None else (0, n)
-        m = mixtures(weight_shape, warehouse.cell_shape)
-        blend = kw.init == "one_to_one"
+        if plan is None:
+            spec = LayerSpec("", self.in_channels, weight_shape[0], tuple(weight_shape[2:]), self.groups, bias)
+            plan = plan_layer(spec, "", n, warehouse.cell_shape, own if own is not None else (0, n), kw,
+                              layer_norm=kw.attention_norm == "layer")
+        m, blend = plan.mixtures, kw.init == "one_to_one"
         self.attention = KWAttention(
             self.in_channels,
             m,
             n,
-            attention_hidden(self.in_channels, kw.reduction, kw.min_hidden),
-            initial_beta(m, n, own_start, own_cells) if blend else torch.zeros(m, n + 1),
+            plan.hidden,
+            initial_beta(m, n, plan.own_start, plan.own_cells) if blend else torch.zeros(m, n + 1),
             function=kw.attention,
             blend=blend,
             layer_norm=kw.attention_norm == "layer",
-            own_start=own_start,
-            own_cells=own_cells,
-            num_basis=num_basis(n - own_cells, kw.nonlocal_basis_ratio),
+            own_start=plan.own_start,
+            own_cells=plan.own_cells,
+            num_basis=num_basis(n - plan.own_cells, kw.nonlocal_basis_ratio),
         )
         self.bias = nn.Parameter(torch.zeros(weight_shape[0])) if bias else None
         self.memory = kw.memory  # fast | lean: whether backward may keep per-sample kernels (see KWConfig.memory)
-        self.path = "auto"  # auto picks per input shape; tests and `kwlab bench` force one of fastpath.PATHS
-        # set_temperature marks tau == 1 exactly (alpha = beta for every sample) with the buffer and its version
-        self.attention.tau_is_one = None
-        self.attention.register_load_state_dict_post_hook(_forget_temperature)
+        self.path = "auto"  # auto picks per input shape; tests and `kwlab bench` force one of mixing.PATHS
 
     @torch.no_grad()
     def reset_like_reference(self) -> None:
@@ -82,65 +92,33 @@ class KWLayer(nn.Module):
 
     in_channels: int
     groups: int
-    geometry: Geometry  # the shape contract the fast paths work from (kwlab.methods.kw.fastpath.Geometry)
+    geometry: mixing.Geometry  # the shape contract of the mixing engine
 
     def pool(self, x: torch.Tensor) -> torch.Tensor:
         """Global average pool of the input to (B, C_in), the attention's input."""
         raise NotImplementedError
 
-    def kernels(self, x: torch.Tensor) -> torch.Tensor:
-        """Every sample's kernel (B, C_out, C_in/groups, *k) assembled from the warehouse."""
-        alpha = self.attention(self.pool(x))  # (B, m, n)
-        parts = assemble(alpha, self.warehouse.cells.to(alpha.dtype))  # (B, m, cell_numel)
-        return merge_kernel(parts, self.weight_shape, self.cell_shape)
-
     def shares_alpha(self) -> bool:
-        """Whether alpha is the same for every sample: the blend at tau = 1 exactly, known without reading the buffer.
-
-        set_temperature(model, 1) leaves a marker (the tau buffer and its version counter); any later write to the
-        buffer (by hand, load_state_dict, an EMA) bumps the version and voids it. Under torch.compile the marker is
-        not consulted (the sample-dependent paths are exact at tau = 1 too).
-        """
-        marker = getattr(self.attention, "tau_is_one", None)
-        if not self.attention.blend or marker is None or torch.compiler.is_compiling():
-            return False
-        tau, version = marker
-        return tau is self.attention.tau and tau._version == version
+        """Whether alpha is the same for every sample (see KWAttention.shares_alpha)."""
+        return self.attention.shares_alpha()
 
     def select_path(self, positions: int, batch: int = 1, dtype: torch.dtype = torch.float32) -> str:
         """The path the forward takes for a batch with P = `positions` output positions per sample."""
-        if self.path not in PATHS:
-            raise ValueError(f"KW layer path {self.path!r} is not one of {PATHS}")
-        if self.path != "auto":
-            return self.path
-        return choose_path(self.geometry, positions, self.attention.cells, self.shares_alpha(), self.memory,
-                           batch, dtype.itemsize)
+        return mixing.resolve_path(self.path, lambda: mixing.choose_path(
+            self.geometry, positions, self.attention.cells, KW_PATH_COSTS, batch=batch, itemsize=dtype.itemsize,
+            memory=self.memory, shared=self.shares_alpha()))
 
-    def path_for(self, x: torch.Tensor) -> str:
-        """The path the forward takes for x in conv layout, (B, C_in, *L) (a linear layer's tokens as (B, C_in, T))."""
+    def _conv_path(self, x: torch.Tensor) -> str:
+        """The path for x in conv layout, (B, C_in, *L) (a linear layer's tokens as (B, C_in, T))."""
         positions = math.prod(self.geometry.out_size(tuple(x.shape[2:])))
-        return self.select_path(positions, x.shape[0], compute_dtype(x))
+        return self.select_path(positions, x.shape[0], mixing.compute_dtype(x))
 
-    def _mix(self, x: torch.Tensor, alpha: torch.Tensor, padding: str | tuple[int, ...]) -> torch.Tensor:
+    def _mix(self, x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
         """Convolve x (B, C_in, *L) with every sample's kernel (alpha (B, m, n)) along the selected path, with bias."""
-        path = self.path_for(x)
-        dtype = compute_dtype(x)
-        x, alpha, cells = x.to(dtype), alpha.to(dtype), self.warehouse.cells
-        if path == "shared":
-            out = shared_conv(x, alpha, cells.to(dtype), self.geometry, self.weight_shape, padding)
-        elif path == "grouped":
-            out = kw_conv(x, alpha, cells.to(dtype), self.geometry, path, self.memory)
-        else:  # batched and mixed cast the cells a block at a time
-            out = kw_conv(x, alpha, cells, self.geometry, path, self.memory)
+        out = mixing.convolve(x, alpha, self.warehouse.cells, self.geometry, self._conv_path(x), self.memory)
         if self.bias is not None:
             out = out + self.bias.to(out.dtype).reshape(1, -1, *([1] * (out.dim() - 2)))
         return out
-
-
-def _forget_temperature(module: nn.Module, _incompatible: object) -> None:
-    """After load_state_dict tau may be anything: use the sample-dependent paths until set_temperature says."""
-    module.tau_is_one = None
-
 
 
 class KWConvNd(KWLayer):
@@ -162,6 +140,7 @@ class KWConvNd(KWLayer):
         warehouse: Warehouse,
         own: tuple[int, int] | None = None,
         kw: KWConfig | None = None,
+        plan: LayerPlan | None = None,
     ) -> None:
         if in_channels % groups or out_channels % groups:
             raise ValueError(f"in_channels ({in_channels}) and out_channels ({out_channels}) must divide by groups")
@@ -169,51 +148,30 @@ class KWConvNd(KWLayer):
         self.in_channels, self.out_channels, self.groups = in_channels, out_channels, groups
         self.kernel_size, self.stride, self.dilation = as_tuple(kernel_size), as_tuple(stride), as_tuple(dilation)
         self.padding = padding if isinstance(padding, str) else as_tuple(padding)
-        super().__init__((out_channels, in_channels // groups, *self.kernel_size), bias, warehouse, own, kw)
-        self.geometry = Geometry(
+        super().__init__((out_channels, in_channels // groups, *self.kernel_size), bias, warehouse, own, kw, plan)
+        self.geometry = mixing.Geometry(
             in_channels, out_channels, groups, self.kernel_size, self.stride, self.dilation,
-            resolve_padding(self.padding, self.kernel_size, self.dilation),
-            layer_cell_shape(self.weight_shape, self.cell_shape),
+            mixing.resolve_padding(self.padding, self.kernel_size, self.dilation),
+            mixing.layer_cell_shape(self.weight_shape, self.cell_shape),
         )
 
     def pool(self, x: torch.Tensor) -> torch.Tensor:
         """Mean over the spatial dims: (B, C_in, *spatial) -> (B, C_in)."""
         return x.mean(dim=tuple(range(2, x.dim())))
 
+    def path_for(self, x: torch.Tensor) -> str:
+        """The path the forward takes for input x (B, C_in, *L)."""
+        return self._conv_path(x)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Convolve every sample with its own kernel, along the fastest path for this shape."""
-        if self.path == "reference":
-            return reference_forward(self, x)
-        return self._mix(x, self.attention(self.pool(x)), self.padding)
+        return self._mix(x, self.attention(self.pool(x)))
 
     def extra_repr(self) -> str:
         """Torch-style summary plus the warehouse draw."""
         return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
                 f"padding={self.padding}, groups={self.groups}, m={self.attention.mixtures}, "
                 f"n={self.attention.cells}, bias={self.bias is not None}")
-
-
-def reference_forward(layer: KWLayer, x: torch.Tensor) -> torch.Tensor:
-    """The straightforward computation: assemble every sample's kernel, permute it to conv layout, and run one grouped
-    convolution with groups = B x groups (KWLinear: one batched matmul). Kept as the ground truth for tests and as
-    the "before" of `kwlab bench`."""
-    weight = layer.kernels(x).to(x.dtype)  # (B, C_out, C_in/g, *k)
-    batch = x.shape[0]
-    if isinstance(layer, KWLinear):
-        tokens = x.reshape(batch, -1, x.shape[-1])  # (B, T, C_in)
-        out = torch.bmm(tokens, weight.transpose(1, 2))  # (B, T, C_out)
-        if layer.bias is not None:
-            out = out + layer.bias.to(out.dtype)
-        return out.reshape(*x.shape[:-1], layer.out_features)
-    out = CONV_BY_DIMS[layer.dims](
-        x.reshape(1, batch * layer.in_channels, *x.shape[2:]),  # (1, B*C_in, *spatial)
-        weight.reshape(batch * layer.out_channels, *weight.shape[2:]),  # (B*C_out, C_in/g, *k)
-        None, layer.stride, layer.padding, layer.dilation, layer.groups * batch,
-    )
-    out = out.reshape(batch, layer.out_channels, *out.shape[2:])  # (B, C_out, *spatial')
-    if layer.bias is not None:
-        out = out + layer.bias.to(out.dtype).reshape(1, -1, *([1] * layer.dims))
-    return out
 
 
 class KWConv1d(KWConvNd):
@@ -246,13 +204,14 @@ class KWLinear(KWLayer):
         warehouse: Warehouse,
         own: tuple[int, int] | None = None,
         kw: KWConfig | None = None,
+        plan: LayerPlan | None = None,
     ) -> None:
         self.in_features = self.in_channels = in_features
         self.out_features = self.out_channels = out_features
         self.groups = 1
-        super().__init__((out_features, in_features), bias, warehouse, own, kw)
+        super().__init__((out_features, in_features), bias, warehouse, own, kw, plan)
         # a linear layer is a kernel-1 convolution over the tokens, read channels-last
-        self.geometry = Geometry(
+        self.geometry = mixing.Geometry(
             in_features, out_features, 1, (1,), (1,), (1,), ((0, 0),), (*self.cell_shape[:2], 1)
         )
 
@@ -260,13 +219,18 @@ class KWLinear(KWLayer):
         """Mean over tokens/positions: (B, ..., C_in) -> (B, C_in)."""
         return x.reshape(x.shape[0], -1, x.shape[-1]).mean(1)
 
+    @staticmethod
+    def _tokens(x: torch.Tensor) -> torch.Tensor:
+        """(B, ..., C_in) -> the tokens in conv layout (B, C_in, T) (a channels-last view)."""
+        return x.reshape(x.shape[0], -1, x.shape[-1]).transpose(1, 2)
+
+    def path_for(self, x: torch.Tensor) -> str:
+        """The path the forward takes for input x (B, ..., C_in)."""
+        return self._conv_path(self._tokens(x))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Apply every sample's own (C_out, C_in) matrix to its tokens, along the fastest path for this shape."""
-        if self.path == "reference":
-            return reference_forward(self, x)
-        tokens = x.reshape(x.shape[0], -1, x.shape[-1])  # (B, T, C_in)
-        alpha = self.attention(self.pool(x))  # (B, m, n)
-        out = self._mix(tokens.transpose(1, 2), alpha, 0)  # (B, C_out, T)
+        out = self._mix(self._tokens(x), self.attention(self.pool(x)))  # (B, C_out, T)
         return out.transpose(1, 2).reshape(*x.shape[:-1], self.out_features)
 
     def extra_repr(self) -> str:

@@ -10,8 +10,9 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
-import torch
 from torch import nn
+
+from kwlab.methods.selection import input_size, trace
 
 
 @dataclass(frozen=True)
@@ -117,40 +118,19 @@ def convnext_layout(model: nn.Module, candidates: dict[str, nn.Module]) -> Assig
     return assignment
 
 
-def input_size(model: nn.Module) -> tuple[int, ...]:
-    """The (C, H, W) input a model expects, from its timm config (default 3x224x224)."""
-    cfg = getattr(model, "pretrained_cfg", None) or getattr(model, "default_cfg", None) or {}
-    return tuple(cfg.get("input_size", (3, 224, 224)))
-
-
 def auto_layout(model: nn.Module, candidates: dict[str, nn.Module]) -> Assignment:
-    """Generic rule: trace one forward pass; a new feature resolution starts a new stage; stem and classifier stay.
+    """Generic rule: one traced forward pass (`trace`); a new feature resolution starts a new stage; stem and
+    classifier stay.
 
     A layer's stage is the resolution of its output (tokens for linear layers). Static: the first layer that reads
     the image, the classifier, and layers whose output has a single position (squeeze-excite gates, MLP heads on
     pooled features: their few channels would shrink a shared warehouse's cells to a handful of channels). A
     layer's role is its name after the first numeric index ('blocks.3.attn.qkv' -> 'attn.qkv').
     """
-    executed: list[tuple[str, tuple[int, ...] | None]] = []
-
-    def record(name: str) -> Callable[..., None]:
-        def hook(module: nn.Module, args: tuple[torch.Tensor, ...], output: torch.Tensor) -> None:
-            positions = tuple(output.shape[2:]) if not isinstance(module, nn.Linear) else tuple(output.shape[1:-1])
-            executed.append((name, positions if positions and max(positions) > 1 else None))
-
-        return hook
-
-    handles = [module.register_forward_hook(record(name)) for name, module in candidates.items()]
-    training = model.training
-    try:
-        parameter = next(model.parameters())
-        model.eval()
-        with torch.no_grad():
-            model(torch.zeros(1, *input_size(model), device=parameter.device, dtype=parameter.dtype))
-    finally:
-        model.train(training)
-        for handle in handles:
-            handle.remove()
+    executed = []
+    for name, shape in trace(model, candidates, input_size(model)):
+        positions = tuple(shape[1:-1]) if isinstance(candidates[name], nn.Linear) else tuple(shape[2:])
+        executed.append((name, positions if positions and max(positions) > 1 else None))
 
     classifier = model.get_classifier() if hasattr(model, "get_classifier") else None
     assignment: Assignment = dict.fromkeys(candidates)

@@ -10,9 +10,10 @@ from torch import nn
 from kwlab.methods.kw.config import KWConfig, TemperatureConfig
 from kwlab.methods.kw.converter import convert, plan
 from kwlab.methods.kw.planner import assembly_macs, attention_macs
-from kwlab.methods.kw.temperature import TemperatureSchedule
+from kwlab.methods.mixing import Geometry, floor_macs
 from kwlab.methods.pricing import static_macs
 from kwlab.methods.protocol import MeanRecorder, Method, Price, Schedule, register_method
+from kwlab.methods.temperature import LinearAnneal
 
 
 @register_method("kw")
@@ -26,21 +27,29 @@ class KernelWarehouse(Method):
         return convert(model, settings)
 
     def price(self, model: nn.Module, settings: KWConfig | None, positions: Mapping[str, int]) -> Price:
-        """The plan's parameters; MACs = the static convs + every KW layer's attention + its assembly (n x K)."""
+        """The plan's parameters; MACs = the static convs + every KW layer's attention + its assembly (n x K); the
+        floor takes each layer's cheapest exact algorithm (`mixing.floor_macs`: assembly, or mixing the input)."""
         kw_plan = plan(model, settings)
-        cells = {w.name: w.cells for w in kw_plan.warehouses}
-        attention = mixing = 0
+        warehouses = {w.name: w for w in kw_plan.warehouses}
+        attention = mixing = saved = 0
         for layer in kw_plan.layers:
-            n, spec = cells[layer.warehouse], layer.spec
+            warehouse, spec = warehouses[layer.warehouse], layer.spec
+            n = warehouse.cells
             attention += attention_macs(spec.in_channels, layer.mixtures, n, layer.own_cells, layer.hidden,
                                         (settings or KWConfig()).nonlocal_basis_ratio)
-            mixing += assembly_macs(n, math.prod(spec.weight_shape))
+            assembly = assembly_macs(n, math.prod(spec.weight_shape))
+            mixing += assembly
+            geometry = Geometry.of(spec.in_channels, spec.out_channels, spec.groups, spec.kernel_size,
+                                   warehouse.cell_shape)
+            work = positions.get(spec.name, 0)
+            saved += work * geometry.kernel_numel + assembly - floor_macs(geometry, work, n)
         conv = static_macs(model, positions)
         parts = {"warehouse": kw_plan.warehouse_params, "attention": kw_plan.attention_params,
                  "other": kw_plan.other_params}
         details = {k: v for k, v in kw_plan.to_dict().items() if k in ("warehouses", "static_layers")}
-        return Price(kw_plan.params, conv + attention + mixing, parts,
-                     {"conv": conv, "attention": attention, "mixing": mixing}, details)
+        macs = conv + attention + mixing
+        return Price(kw_plan.params, macs, parts, {"conv": conv, "attention": attention, "mixing": mixing}, details,
+                     floor=macs - saved)
 
     def recorder(self, model: nn.Module) -> MeanRecorder:
         """Mean attention alpha per warehouse: rows are its layers' mixtures in plan order, columns its n cells."""
@@ -50,7 +59,7 @@ class KernelWarehouse(Method):
     def schedule(self, settings: KWConfig | None, temperature: TemperatureConfig, steps_per_epoch: int,
                  total_steps: int) -> Schedule:
         """tau falls linearly from `temperature.start` to 0 over the anneal's length (see TemperatureConfig)."""
-        return TemperatureSchedule(temperature.steps(steps_per_epoch, total_steps), temperature.start)
+        return LinearAnneal(temperature.steps(steps_per_epoch, total_steps), temperature.start)
 
     def describe(self, settings: KWConfig | None) -> str:
         """'KW 1x stage'."""

@@ -15,8 +15,10 @@ from functools import reduce
 from typing import Any
 
 from kwlab.errors import KWLabError
+from kwlab.methods.attention import attention_hidden
 from kwlab.methods.kw.config import KWConfig
 from kwlab.methods.kw.sharing import SHARING_RULES
+from kwlab.methods.mixing.assembly import mixtures
 
 
 @dataclass(frozen=True)
@@ -166,17 +168,6 @@ def cell_shape(
     return (c_out, c_in, *((1,) * len(kernel) if spatial_partition else kernel))
 
 
-def mixtures(weight_shape: Sequence[int], cell: Sequence[int]) -> int:
-    """m: the number of cells a kernel of `weight_shape` is cut into (requires the cell to tile it)."""
-    return math.prod(w // c for w, c in zip(weight_shape, layer_cell_shape(weight_shape, cell), strict=True))
-
-
-def layer_cell_shape(weight_shape: Sequence[int], cell: Sequence[int]) -> tuple[int, ...]:
-    """The warehouse cell seen with the layer's number of spatial dims (1x1 cells fit linear, 1d, 2d and 3d)."""
-    spatial = tuple(cell[2:]) if len(cell) == len(weight_shape) else (1,) * (len(weight_shape) - 2)
-    return (cell[0], cell[1], *spatial)
-
-
 def warehouse_size(total_mixtures: int, budget: float) -> int:
     """n = b x (total cells of the layers), at least one cell."""
     # The epsilon keeps products such as 0.29 x 100 from flooring to 28 through float rounding.
@@ -203,11 +194,6 @@ def initial_assignment(m: int, own: int) -> list[int | None]:
         lo, hi = j * m // own, (j + 1) * m // own
         assignment[lo + j % (hi - lo)] = j
     return assignment
-
-
-def attention_hidden(in_channels: int, reduction: float, min_hidden: int) -> int:
-    """Hidden width of the attention: max(int(C_in x reduction), min_hidden)."""
-    return max(int(in_channels * reduction), min_hidden)
 
 
 def num_basis(nonlocal_cells: int, ratio: float) -> int:
@@ -256,6 +242,16 @@ def check_warehouse_patterns(kw: KWConfig, names: Sequence[str]) -> None:
                              f"{', '.join(names)}")
 
 
+def plan_layer(spec: LayerSpec, warehouse: str, n: int, cell: Sequence[int], own: tuple[int, int], kw: KWConfig, *,
+               layer_norm: bool) -> LayerPlan:
+    """How layer `spec` draws on warehouse `warehouse` of n cells of shape `cell`, owning cells own = (start, count),
+    under its warehouse's settings `kw`: m, the attention's width and parameters."""
+    m = mixtures(spec.weight_shape, cell)
+    hidden = attention_hidden(spec.in_channels, kw.reduction, kw.min_hidden)
+    params = attention_params(spec.in_channels, m, n, own[1], hidden, layer_norm, kw.nonlocal_basis_ratio)
+    return LayerPlan(spec, warehouse, m, own[0], own[1], hidden, params)
+
+
 def plan_layers(
     specs: Sequence[LayerSpec], kw: KWConfig, *, layer_norm: bool, other_params: int, static_layers: Sequence[str] = ()
 ) -> Plan:
@@ -271,10 +267,8 @@ def plan_layers(
         ms = [mixtures(s.weight_shape, cell) for s in members]
         n = warehouse_size(sum(ms), settings.budget)
         warehouses.append(WarehousePlan(name, cell, n, tuple(s.name for s in members), tuple(ms)))
-        for spec, m, (start, own) in zip(members, ms, own_slices(ms, n), strict=True):
-            hidden = attention_hidden(spec.in_channels, settings.reduction, kw.min_hidden)
-            params = attention_params(spec.in_channels, m, n, own, hidden, layer_norm, kw.nonlocal_basis_ratio)
-            layers.append(LayerPlan(spec, name, m, start, own, hidden, params))
+        for spec, own in zip(members, own_slices(ms, n), strict=True):
+            layers.append(plan_layer(spec, name, n, cell, own, settings, layer_norm=layer_norm))
     order = {spec.name: i for i, spec in enumerate(specs)}
     layers.sort(key=lambda layer: order[layer.spec.name])
     return Plan(tuple(warehouses), tuple(layers), other_params, tuple(static_layers))

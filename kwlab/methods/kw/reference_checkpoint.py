@@ -28,7 +28,7 @@ from torch import nn
 from kwlab.errors import KWLabError
 from kwlab.methods.kw.layers import KWLayer
 from kwlab.models.families import family_of
-from kwlab.methods.kw.temperature import set_temperature
+from kwlab.methods.temperature import set_temperature
 
 # kwlab attention tensor (under <layer>.attention.) -> the reference's
 ATTENTION_NAMES = {"fc1": "fc1", "norm": "norm1", "fc2": "fc2", "basis": "fc3", "basis_bias": "basis_bias"}

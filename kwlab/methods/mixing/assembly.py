@@ -1,4 +1,4 @@
-"""Pure kernel <-> cell arithmetic: cut a kernel into its m cells, and assemble kernels from attentions and cells.
+"""Kernel assembly, pure arithmetic: cut a kernel into its m cells, and assemble kernels from attentions and cells.
 
 A kernel W of shape (C_out, C_in/groups, k_1..k_D) is tiled by cells (c_out, c_in, ck_1..ck_D). Mixture index i
 enumerates the tiles as (spatial blocks g_1..g_D, output block g_o, input block g_i), the reference's order, so the
@@ -12,7 +12,17 @@ from collections.abc import Sequence
 
 import torch
 
-from kwlab.methods.kw.planner import layer_cell_shape
+
+
+def layer_cell_shape(weight_shape: Sequence[int], cell: Sequence[int]) -> tuple[int, ...]:
+    """The warehouse cell seen with the layer's number of spatial dims (1x1 cells fit linear, 1d, 2d and 3d)."""
+    spatial = tuple(cell[2:]) if len(cell) == len(weight_shape) else (1,) * (len(weight_shape) - 2)
+    return (cell[0], cell[1], *spatial)
+
+
+def mixtures(weight_shape: Sequence[int], cell: Sequence[int]) -> int:
+    """m: the number of cells a kernel of `weight_shape` is cut into (requires the cell to tile it)."""
+    return math.prod(w // c for w, c in zip(weight_shape, layer_cell_shape(weight_shape, cell), strict=True))
 
 
 def _grid(weight_shape: Sequence[int], cell: Sequence[int]) -> tuple[list[int], list[int]]:

@@ -1,5 +1,5 @@
-"""Every fast path of the dynamic convolutions (kwlab.methods.dynamic, CondConv, DY-Conv, ODConv) against the plain
-per-sample reference path: outputs and the gradients of the input, the kernels, the biases and every attention
+"""Every path of the mixing engine through the dynamic convolutions (kwlab.methods.dynamic, CondConv, DY-Conv, ODConv)
+against the reference path: outputs and the gradients of the input, the kernels, the biases and every attention
 parameter, in float64, in both memory modes and both memory formats; and the path choice."""
 
 from __future__ import annotations
@@ -10,9 +10,9 @@ import pytest
 import torch
 
 from kwlab.methods.condconv import CondConv2d
-from kwlab.methods.dynamic import PATH_COSTS, DynamicConv, choose_path
+from kwlab.methods.dynamic import DYNAMIC_PATH_COSTS, DynamicConv
 from kwlab.methods.dyconv import DyConv2d
-from kwlab.methods.kw.fastpath import Geometry
+from kwlab.methods.mixing import Geometry, choose_path
 from kwlab.methods.odconv import ODConv2d
 
 
@@ -68,7 +68,7 @@ def paths_of(layer: DynamicConv) -> list[str]:
     else:
         paths = ["grouped", "batched", "mixed"]
     if isinstance(layer, ODConv2d) and layer.kernels == 1 and layer.taps == 1:
-        paths.append("dense")
+        paths.append("shared")
     return paths
 
 
@@ -121,12 +121,11 @@ def test_auto_path_follows_the_shape() -> None:
     layer = DyConv2d(64, 64, 3, padding=1, kernels=4)
     assert layer.path_for(torch.zeros(16, 64, 32, 32, device="meta")) == "grouped"
     geometry = Geometry(512, 512, 1, (3, 3), (1, 1), (1, 1), ((1, 1), (1, 1)), (512, 512, 3, 3))
-    assert choose_path(geometry, 1, 4, batch=16) == "mixed"
+    assert choose_path(geometry, 1, 4, DYNAMIC_PATH_COSTS, batch=16) == "mixed"
     depthwise = Geometry(64, 64, 64, (3, 3), (1, 1), (1, 1), ((1, 1), (1, 1)), (64, 1, 3, 3))
-    assert choose_path(depthwise, 1, 4) == "grouped"
-    assert PATH_COSTS.cache_bytes > 0
+    assert choose_path(depthwise, 1, 4, DYNAMIC_PATH_COSTS) == "grouped"
     pointwise = ODConv2d(8, 8, 1, kernels=1)
-    assert pointwise.path_for(torch.zeros(2, 8, 4, 4)) == "dense"
+    assert pointwise.path_for(torch.zeros(2, 8, 4, 4)) == "shared"
 
 
 def test_unknown_path_is_an_error() -> None:

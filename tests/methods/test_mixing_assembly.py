@@ -1,4 +1,5 @@
-"""Tests for kwlab.methods.kw.assembly: cutting kernels into cells and assembling kernels from attentions and cells."""
+"""Tests for kwlab.methods.mixing.assembly: cutting kernels into cells and assembling kernels from attentions and
+cells."""
 
 from __future__ import annotations
 
@@ -7,8 +8,7 @@ import math
 import pytest
 import torch
 
-from kwlab.methods.kw.assembly import assemble, merge_kernel, split_kernel
-from kwlab.methods.kw.planner import mixtures
+from kwlab.methods.mixing.assembly import assemble, merge_kernel, mixtures, split_kernel
 
 # (kernel shape (C_out, C_in/groups, *k), cell shape): 1d, 2d, 3d, linear, non-square kernels, and whole-kernel cells
 # (spatial_partition False: the cell keeps the kernel's spatial extent).

@@ -1,8 +1,10 @@
-"""Tests for kwlab.methods.kw.fastpath: every fast path of the KW layers against the straightforward reference computation.
+"""Tests for kwlab.methods.mixing, the mixing engine, through the KW layers: every path against the straightforward
+reference computation.
 
-The reference (kwlab.methods.kw.layers.reference_forward) assembles every sample's kernel, permutes it into conv layout and
-runs one grouped convolution over the batch. Each path must give its outputs and its gradients (input, warehouse,
-attention parameters) to float tolerance, in both memory modes and both memory formats. Timings live in `kwlab bench`.
+The reference (path 'reference', kwlab.methods.mixing.reference) assembles every sample's kernel, permutes it into
+conv layout and runs one grouped convolution over the batch. Each path must give its outputs and its gradients
+(input, warehouse, attention parameters) to float tolerance, in both memory modes and both memory formats. Timings
+live in `kwlab bench`.
 """
 
 from __future__ import annotations
@@ -16,10 +18,12 @@ import pytest
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
-import kwlab.methods.kw.fastpath as fastpath
+import kwlab.methods.mixing.batched as batched
+import kwlab.methods.mixing.columns as columns
+from kwlab.methods import mixing
 from kwlab.methods.kw.config import KWConfig
-from kwlab.methods.kw.layers import KWConv2d, KWLayer
-from kwlab.methods.kw.temperature import set_temperature
+from kwlab.methods.kw.layers import KW_PATH_COSTS, KWConv2d, KWLayer
+from kwlab.methods.temperature import set_temperature
 from kwlab.methods.kw.warehouse import Warehouse
 from layer_cases import LayerCase
 
@@ -131,8 +135,8 @@ def test_block_and_input_strategies_match_reference(
     """Kernels and mixed inputs built in many blocks, and step inputs as shifted views of the flattened input (where
     the convolution allows) or as an unfold copy, all give the reference's results, in both memory formats."""
     if blocks:
-        monkeypatch.setattr(fastpath, "CHUNK_BYTES", 64)
-    monkeypatch.setattr(fastpath, "SHIFTED_WASTE", 1e9 if shifted else 0.0)
+        monkeypatch.setattr(columns, "CHUNK_BYTES", 64)
+    monkeypatch.setattr(batched, "SHIFTED_WASTE", 1e9 if shifted else 0.0)
     case = CASES[name]
     layer, warehouse = case.build()
     x = torch.randn(case.input, dtype=torch.float64)
@@ -211,11 +215,11 @@ def test_choose_path() -> None:
     """Grouped convolutions take `grouped`; tiny outputs `mixed`; large outputs `batched`; shared alpha `shared`."""
     layer = KWConv2d(64, 64, 3, 1, 1, warehouse=Warehouse(30, (64, 64, 1, 1)))
     geometry, n = layer.geometry, layer.attention.cells
-    assert fastpath.choose_path(geometry, 1, n, False, "fast", batch=16) == "mixed"
-    assert fastpath.choose_path(geometry, 4096, n, False, "fast", batch=16) == "batched"
-    assert fastpath.choose_path(geometry, 4096, n, True, "lean", batch=16) == "shared"
+    assert mixing.choose_path(geometry, 1, n, KW_PATH_COSTS, batch=16) == "mixed"
+    assert mixing.choose_path(geometry, 4096, n, KW_PATH_COSTS, batch=16) == "batched"
+    assert mixing.choose_path(geometry, 4096, n, KW_PATH_COSTS, batch=16, memory="lean", shared=True) == "shared"
     grouped, _ = CASES["conv2d-depthwise"].build()
-    assert fastpath.choose_path(grouped.geometry, 4096, 8, False, "fast") == "grouped"
+    assert mixing.choose_path(grouped.geometry, 4096, 8, KW_PATH_COSTS) == "grouped"
 
 
 def test_unknown_path_is_an_error() -> None:
@@ -394,6 +398,6 @@ def test_bench_runs_and_reports_json(capsys: pytest.CaptureFixture[str]) -> None
     for (variant, memory), row in rows.items():
         assert row["fwd_ms"] > 0 and row["fwd_bwd_ms"] > 0 and row["step_ms"] > 0 and row["saved_mib"] > 0
         if variant != "static":
-            assert row["flop_limit"] > 1
+            assert row["floor"] > 1
             assert sum(row["paths"].values()) == 8 and ("reference" in row["paths"]) == (memory == "reference")
     assert rows[("1x", "lean")]["saved_mib"] < rows[("1x", "reference")]["saved_mib"]

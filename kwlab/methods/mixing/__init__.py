@@ -1,0 +1,35 @@
+"""The mixing engine: every dynamic convolution (KernelWarehouse, CondConv, DY-Conv, ODConv) computes
+y_b = W_b * x_b with a per-sample kernel mixed from cells, W_b,i = sum_j alpha_b,ij E_j, through these paths.
+
+A method describes a layer by its `Geometry` (shape, kernel grid of cells) and hands the engine alpha (B, m, n) and
+its cells (n, cell_numel): KernelWarehouse's warehouse; a dynamic convolution's K whole kernels (m = 1 mixture);
+ODConv's K x k x k one-by-one tap cells (m = k x k mixtures, block-diagonal attention). A kernel is regrouped by
+*steps*: step r = (outer tap, input block g_i) of its cell grid; within a step the (g_o, c_out) x (c_in, inner taps)
+weights form one (C_out, c_in') matrix per sample. Paths, picked per layer and input shape by `choose_path` from the
+method's own `PathCosts`:
+
+- `batched` (batched.py): W_r = alpha_r @ cells a block of output channels at a time, then y += W_r X_r as batched
+  matmuls; X_r is a shifted view of the padded input for stride-1 convolutions, else a slice of one unfolded copy.
+- `mixed` (mixed.py): no per-sample kernels: Z_j = sum_r alpha_rj X_r, then y = sum_j E_j Z_j; it wins at small
+  spatial sizes and for few mixtures.
+- `grouped` (grouped.py): kernels in conv layout, one convolution with groups = B x groups; the only path for grouped
+  and depthwise convolutions.
+- `shared` (reference.py): alpha is the same for every sample: one dense convolution.
+- `reference` (reference.py): every kernel assembled, one batch-grouped convolution, as the papers' code does; the
+  ground truth of the tests.
+
+memory='lean' never keeps per-sample kernels for backward (the paths assemble again). Inputs in either memory format
+(channels-last in, channels-last out); the paths compute in x's dtype (autocast's where on), and `batched` and
+`mixed` cast the cells a block at a time. `floor_macs` (floor.py) is the fewest multiply-adds any of them needs.
+tests/methods/test_mixing*.py check every path against the reference.
+"""
+
+from kwlab.methods.mixing.assembly import assemble, layer_cell_shape, merge_kernel, mixtures, split_kernel
+from kwlab.methods.mixing.floor import floor_macs
+from kwlab.methods.mixing.geometry import CONV_BY_DIMS, Geometry, channels_last, compute_dtype, resolve_padding
+from kwlab.methods.mixing.paths import PATHS, PathCosts, choose_path, convolve, resolve_path
+from kwlab.methods.mixing.reference import assembled_kernels, reference_conv
+
+__all__ = ["CONV_BY_DIMS", "PATHS", "Geometry", "PathCosts", "assemble", "assembled_kernels", "channels_last",
+           "choose_path", "compute_dtype", "convolve", "floor_macs", "layer_cell_shape", "merge_kernel", "mixtures",
+           "reference_conv", "resolve_padding", "resolve_path", "split_kernel"]

@@ -1,0 +1,39 @@
+"""The floor of a dynamic convolution: the fewest multiply-adds per sample that an exact algorithm of this engine needs.
+
+Every per-sample path computes y_b = W_b * x_b exactly, by one of two orders of work:
+- assembly then convolution (reference, grouped, batched): assemble the kernel, K_whole x K multiply-adds (K the
+  kernel's weights; K_whole the mixed kernels: KernelWarehouse's n cells per weight, a dynamic convolution's K
+  kernels), then convolve, P x K;
+- mixing then convolution (mixed): mix the input for every cell, n x R x P x g_o x c_in', then apply every cell to
+  its mixed input, n x P x C_out x c_in' (for KW: mixing the input instead of assembling the kernels).
+The floor is the cheaper of the two (grouped convolutions have only the first). A layer whose kernel is not per
+sample (`kernels` 0) costs its convolution alone.
+"""
+
+from __future__ import annotations
+
+from kwlab.methods.mixing.geometry import Geometry
+
+
+def assembly_then_conv(geometry: Geometry, positions: int, kernels: int) -> int:
+    """Multiply-adds per sample of assembling the kernel from `kernels` mixed kernels, then convolving."""
+    return (kernels + positions) * geometry.kernel_numel
+
+
+def mixing_then_conv(geometry: Geometry, positions: int, cells: int) -> int:
+    """Multiply-adds per sample of the mixed path: mix the input for each of the n = `cells` cells (over the R
+    steps of each output block), then apply every cell to its mixed input."""
+    per_cell_inputs = cells * positions * geometry.blocks_out * geometry.columns
+    return per_cell_inputs * geometry.steps + cells * positions * geometry.out_channels * geometry.columns
+
+
+def floor_macs(geometry: Geometry, positions: int, cells: int, kernels: int | None = None) -> int:
+    """The fewest multiply-adds per sample of any exact algorithm here for a layer with P = `positions` output
+    positions, n = `cells` cells and `kernels` kernels mixed per weight (default n; 0: not per sample)."""
+    kernels = cells if kernels is None else kernels
+    if kernels == 0:
+        return positions * geometry.kernel_numel
+    assembled = assembly_then_conv(geometry, positions, kernels)
+    if geometry.groups > 1:
+        return assembled
+    return min(assembled, mixing_then_conv(geometry, positions, cells))

@@ -1,0 +1,122 @@
+"""The `grouped` path: every sample's kernel in conv layout, one convolution with groups = B x groups (oneDNN runs it
+close to the dense rate on large feature maps); the only path for grouped and depthwise convolutions. memory='lean'
+assembles the kernels again in backward instead of keeping them."""
+
+from __future__ import annotations
+
+import math
+
+import torch
+from torch.autograd.function import once_differentiable
+
+from kwlab.methods.mixing.columns import _crop, _pad
+from kwlab.methods.mixing.geometry import CONV_BY_DIMS, Geometry
+
+
+def _conv_padding(x: torch.Tensor, geometry: Geometry) -> tuple[torch.Tensor, list[int]]:
+    """The input and padding argument for torch's convolution: asymmetric padding ('same' with an even kernel) is
+    applied to the input explicitly, since the convolution takes one value per side."""
+    if any(lo != hi for lo, hi in geometry.padding):
+        return _pad(x, geometry), [0] * len(geometry.kernel)
+    return x, [lo for lo, _ in geometry.padding]
+
+
+def _conv_layout_kernels(alpha: torch.Tensor, cells: torch.Tensor, geometry: Geometry, block: int) -> torch.Tensor:
+    """Input block g_i's slice of every sample's kernel, (B, C_out, c_in, *k), assembled directly in conv layout.
+
+    With 1x1 cells the cells go on the left of the matmul, E^T (cell, n) @ alpha (n, taps), so the taps land last as
+    conv layout wants; with whole-kernel cells the usual alpha @ cells is already in conv layout.
+    """
+    batch, n = alpha.shape[0], alpha.shape[-1]
+    go, gi, taps = geometry.blocks_out, geometry.blocks_in, math.prod(geometry.outer)
+    c_out, c_in = geometry.cell[:2]
+    a = alpha.reshape(batch, taps, go, gi, n)[:, :, :, block]  # (B, taps, g_o, n)
+    if taps == 1:  # whole-kernel cells: (B, g_o, n) @ (n, c_out*c_in*k) -> (B, g_o, c_out, c_in, *k)
+        kernels = a[:, 0] @ cells
+    else:  # (c_out*c_in, n) @ (B*g_o, n, taps) -> (B*g_o, c_out*c_in, taps); bmm, since matmul would permute
+        a = a.permute(0, 2, 3, 1).reshape(batch * go, n, taps)
+        kernels = torch.bmm(cells.t().expand(batch * go, *cells.t().shape), a)
+    return kernels.reshape(batch, geometry.out_channels, c_in, *geometry.kernel)
+
+
+def _block_input(x: torch.Tensor, geometry: Geometry, block: int) -> torch.Tensor:
+    """The channels of input block g_i in every group, as one (1, B*groups*c_in, *L) tensor for a grouped conv."""
+    batch, groups, c_in = x.shape[0], geometry.groups, geometry.cell[1]
+    if geometry.blocks_in > 1:
+        x = x.reshape(batch, groups, geometry.blocks_in, c_in, *x.shape[2:])[:, :, block]
+    return x.reshape(1, batch * groups * c_in, *x.shape[-len(geometry.kernel):])
+
+
+def grouped_apply(x: torch.Tensor, kernels: torch.Tensor, geometry: Geometry, block: int = 0) -> torch.Tensor:
+    """y_b = conv(x_b, W_b) as one convolution with groups = B x groups, for input block `block`: x (B, C_in, *L),
+    per-sample kernels (B, C_out, c_in, *k) -> (B, C_out, *L')."""
+    batch = x.shape[0]
+    x, padding = _conv_padding(x, geometry)
+    out = CONV_BY_DIMS[len(geometry.kernel)](
+        _block_input(x, geometry, block),  # (1, B*groups*c_in, *L)
+        kernels.reshape(batch * geometry.out_channels, *kernels.shape[2:]),  # (B*C_out, c_in, *k)
+        None, geometry.stride, padding, geometry.dilation, batch * geometry.groups,
+    )
+    return out.reshape(batch, geometry.out_channels, *out.shape[2:])
+
+
+def grouped_conv(x: torch.Tensor, alpha: torch.Tensor, cells: torch.Tensor, geometry: Geometry) -> torch.Tensor:
+    """Per-sample kernels in conv layout, one convolution with groups = B x groups per input block (autograd keeps
+    the kernels: the `fast` memory mode)."""
+    y = None
+    for block in range(geometry.blocks_in):
+        out = grouped_apply(x, _conv_layout_kernels(alpha, cells, geometry, block), geometry, block)
+        y = out if y is None else y + out
+    return y
+
+
+class _GroupedLean(torch.autograd.Function):
+    """`grouped_conv` that assembles the kernels again in backward instead of keeping them."""
+
+    @staticmethod
+    def forward(ctx, x, alpha, cells, geometry: Geometry):  # noqa: D102
+        ctx.save_for_backward(x, alpha, cells)
+        ctx.geometry = geometry
+        return grouped_conv(x, alpha, cells, geometry)
+
+    @staticmethod
+    @once_differentiable  # the backward writes into buffers in place: no double backward
+    def backward(ctx, dy):  # noqa: D102
+        x, alpha, cells = ctx.saved_tensors
+        geometry = ctx.geometry
+        need_x, need_alpha, need_cells = ctx.needs_input_grad[:3]
+        batch, n, dims = x.shape[0], cells.shape[0], len(geometry.kernel)
+        go, gi, taps = geometry.blocks_out, geometry.blocks_in, math.prod(geometry.outer)
+        xp, padding = _conv_padding(x, geometry)
+        dxp = torch.zeros_like(xp).reshape(batch, geometry.groups, gi, -1, *xp.shape[2:]) if need_x else None
+        dalpha = torch.zeros_like(alpha).reshape(batch, taps, go, gi, n) if need_alpha else None
+        dcells = torch.zeros_like(cells) if need_cells else None
+        grad = dy.reshape(1, -1, *dy.shape[2:])  # (1, B*C_out, *L')
+        for block in range(gi):
+            kernels = _conv_layout_kernels(alpha, cells, geometry, block)  # (B, C_out, c_in, *k)
+            dx_block, dkernels, _ = torch.ops.aten.convolution_backward(
+                grad, _block_input(xp, geometry, block), kernels.reshape(-1, *kernels.shape[2:]), None,
+                list(geometry.stride), padding, list(geometry.dilation), False, [0] * dims, batch * geometry.groups,
+                [need_x, need_alpha or need_cells, False],
+            )
+            if need_x:
+                dxp[:, :, block] += dx_block.reshape(dxp[:, :, block].shape)
+            if need_alpha or need_cells:
+                a = alpha.reshape(batch, taps, go, gi, n)[:, :, :, block]  # (B, taps, g_o, n)
+                if taps == 1:  # whole-kernel cells: kernels = a @ cells
+                    dk = dkernels.reshape(batch, go, -1)  # (B, g_o, cell)
+                    if need_alpha:
+                        dalpha[:, 0, :, block] = dk @ cells.t()
+                    if need_cells:
+                        dcells += torch.einsum("bgn,bgc->nc", a[:, 0], dk)
+                else:  # kernels = E^T @ a^T with the taps last
+                    dk = dkernels.reshape(batch, go, -1, taps)  # (B, g_o, c_out*c_in, taps)
+                    if need_alpha:
+                        dalpha[:, :, :, block] = torch.matmul(cells, dk).permute(0, 3, 1, 2)
+                    if need_cells:
+                        dcells += torch.einsum("bgct,btgn->nc", dk, a)
+        dx = None
+        if need_x:
+            dx = dxp.reshape(xp.shape)
+            dx = _crop(dx, geometry) if xp is not x else dx
+        return dx, dalpha.reshape(alpha.shape) if need_alpha else None, dcells, None

@@ -1,0 +1,133 @@
+"""Choosing a path and running it: one cost model for every method (`choose_path`, its constants in `PathCosts`,
+each method fits its own), and one dispatch (`convolve`)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+
+from kwlab.methods.mixing.batched import _BatchedConv
+from kwlab.methods.mixing.geometry import Geometry, compute_dtype
+from kwlab.methods.mixing.grouped import _GroupedLean, grouped_apply, grouped_conv
+from kwlab.methods.mixing.mixed import _MixedConv
+from kwlab.methods.mixing.reference import assembled_kernels, reference_conv, shared_conv
+
+PATHS = ("auto", "reference", "batched", "mixed", "grouped", "shared")
+
+
+@dataclass(frozen=True)
+class PathCosts:
+    """A method's constants of `choose_path`'s cost model: the time of one unit of each path's work, in a unit of
+    the method's choosing (only their ratios matter), forward and backward.
+
+    - `batched`: a multiply-add of the batched matmuls that apply the kernels (P x K per sample);
+    - `assembly`, `assembly_lean`: a multiply-add of assembling the kernels (n x K per sample), in memory mode fast
+      and lean (lean assembles again in backward);
+    - `batched_traffic`, `grouped_traffic`: moving one per-sample kernel element through memory while all B kernels
+      of a layer fit in `cache_bytes` and once they do not; `grouped_passes` such moves in `grouped`;
+    - `mixed`, `mixed_pointwise`: a multiply-add of the mixed path's dense products (n P C_out c_in' per sample) for
+      kernels of several taps and of one; `small_cells`: when set, cells narrower than this many channels run
+      slower (a factor max(1, s / c_in') x max(1, s / c_out)^0.5);
+    - `mixing`: a multiply-add of mixing the input (n R P g_o c_in'); `mixed_traffic`: one element of the mixed
+      inputs (n P g_o c_in'); `output_traffic`: one element of the per-cell partial outputs (n P C_out);
+    - `grouped`, `grouped_pointwise`: a multiply-add of the per-sample grouped convolution (P x K), None where a
+      method does not consider it for dense convolutions.
+    """
+
+    batched: float
+    assembly: float
+    assembly_lean: float
+    batched_traffic: tuple[float, float]
+    mixed: float
+    mixed_pointwise: float
+    mixing: float
+    mixed_traffic: float
+    output_traffic: float = 0.0
+    small_cells: int = 0
+    grouped: float | None = None
+    grouped_pointwise: float | None = None
+    grouped_traffic: tuple[float, float] = (0.0, 0.0)
+    grouped_passes: int = 1
+    cache_bytes: int = 1 << 24
+
+
+def choose_path(geometry: Geometry, positions: int, cells: int, costs: PathCosts, *, kernels: int | None = None,
+                batch: int = 1, itemsize: int = 4, memory: str = "fast", shared: bool = False) -> str:
+    """The cheapest path for a layer with P = `positions` output positions per sample, n = `cells` and, for the
+    grouped path, K = `kernels` whole kernels to mix per sample (default n).
+
+    Shared alpha takes `shared`; grouped and depthwise convolutions `grouped` (the only path for them). Otherwise
+    the cheapest of (see PathCosts for the units):
+    - batched: P K + (assembly n + traffic) K;
+    - mixed: n P C_out c_in' dense products + mixing the input + its intermediates;
+    - grouped (where the method prices it): P K + (K_whole + passes x traffic) K.
+    """
+    if shared:
+        return "shared"
+    if geometry.groups > 1:
+        return "grouped"
+    size = geometry.kernel_numel  # K
+    spilled = batch * size * itemsize > costs.cache_bytes
+    pointwise = math.prod(geometry.kernel) == 1
+    columns, c_out = geometry.columns, geometry.cell[0]
+    small = 1.0
+    if costs.small_cells:
+        small = max(1.0, costs.small_cells / columns) * max(1.0, costs.small_cells / c_out) ** 0.5
+    per_cell_inputs = cells * positions * geometry.blocks_out * columns
+    candidates = {}
+    if costs.grouped is not None:
+        rate = costs.grouped_pointwise if pointwise else costs.grouped
+        whole = cells if kernels is None else kernels
+        candidates["grouped"] = positions * size * rate + (
+            whole + costs.grouped_passes * costs.grouped_traffic[spilled]) * size
+    assembly = costs.assembly_lean if memory == "lean" else costs.assembly
+    candidates["batched"] = positions * size * costs.batched + (
+        assembly * cells + costs.batched_traffic[spilled]) * size
+    candidates["mixed"] = (
+        cells * positions * geometry.out_channels * columns
+        * (costs.mixed_pointwise if pointwise else costs.mixed) * small
+        + (costs.mixing * geometry.steps + costs.mixed_traffic) * per_cell_inputs
+        + costs.output_traffic * cells * positions * geometry.out_channels
+    )
+    return min(candidates, key=candidates.__getitem__)
+
+
+def resolve_path(path: str, choose: Callable[[], str]) -> str:
+    """`path` checked against PATHS; 'auto' becomes `choose()`."""
+    if path not in PATHS:
+        raise ValueError(f"path {path!r} is not one of {PATHS}")
+    return choose() if path == "auto" else path
+
+
+def convolve(x: torch.Tensor, alpha: torch.Tensor, cells: torch.Tensor, geometry: Geometry, path: str,
+             memory: str = "fast", sample_kernels: Callable[[torch.dtype], torch.Tensor] | None = None
+             ) -> torch.Tensor:
+    """y_b = W_b * x_b (no bias), W_b,i = sum_j alpha_b,ij E_j, along `path` (not 'auto'), in x's compute dtype.
+
+    x (B, C_in, *L) in either memory format, alpha (B, m, n) in the reference mixture order, cells (n, cell_numel).
+    memory='fast' lets backward keep per-sample kernels. `sample_kernels(dtype)`, where a method assembles its
+    kernels more cheaply than as a mixture of cells (ODConv's per-tap scaling), gives them in conv layout
+    (B, C_out, C_in/g, *k) for the grouped and reference paths.
+    """
+    dtype = compute_dtype(x)
+    x, alpha = x.to(dtype), alpha.to(dtype)
+    keep = memory == "fast"
+    if path == "batched":  # batched and mixed cast the cells a block at a time
+        return _BatchedConv.apply(x, alpha, cells, geometry, keep)
+    if path == "mixed":
+        return _MixedConv.apply(x, alpha, cells, geometry)
+    if path == "grouped":
+        if sample_kernels is not None:
+            return grouped_apply(x, sample_kernels(dtype), geometry)
+        cells = cells.to(dtype)
+        return grouped_conv(x, alpha, cells, geometry) if keep else _GroupedLean.apply(x, alpha, cells, geometry)
+    if path == "shared":
+        return shared_conv(x, alpha, cells.to(dtype), geometry)
+    if path == "reference":
+        kernels = sample_kernels(dtype) if sample_kernels is not None else assembled_kernels(alpha, cells.to(dtype),
+                                                                                              geometry)
+        return reference_conv(x, kernels, geometry)
+    raise ValueError(f"path {path!r} is not one of {PATHS[1:]}")
