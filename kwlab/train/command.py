@@ -1,14 +1,17 @@
-"""`kwlab train CONFIG.yaml [--set key=value ...] [--out DIR]`: run one trial and print one line per epoch."""
+"""`kwlab train CONFIG.yaml [--set key=value ...] [--out DIR] [--profile]`: run one trial and print one line per epoch
+(with --profile, then where its time went: kwlab.train.profile)."""
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
 from pathlib import Path
 
 from kwlab import store
 from kwlab.methods import METHODS
 from kwlab.train.config import TrainConfig, load_config
+from kwlab.train.profile import TrialProfile, print_profile
 from kwlab.train.recipe import run
 
 DEFAULT_ROOT = Path("results/train")
@@ -25,6 +28,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, default=None,
                         help=f"trial directory (default: {DEFAULT_ROOT}/<time>-<config hash>); "
                              "one holding a checkpoint of the same config is resumed")
+    parser.add_argument("--profile", action="store_true",
+                        help="print where the trial's time went (start-up, data, training, evaluation, checkpoints, "
+                             "attention records) and its share of its FLOP time")
 
 
 def default_out(cfg: TrainConfig) -> Path:
@@ -44,14 +50,18 @@ def main(args: argparse.Namespace) -> int:
     trial = store.TrialDir(out)
     action = "resuming" if trial.file(store.CHECKPOINT).is_file() else "training"
     console.print(f"{action} {model} on {cfg.data.name} for {cfg.epochs} epochs -> {out}")
-    for m in run(cfg, out, progress=console.is_terminal):
-        tau = "" if m["tau"] is None else f"  tau {m['tau']:.2f}"
-        console.print(f"epoch {m['epoch']:>3}/{cfg.epochs}  train loss {m['train_loss']:.3f}  "
-                      f"val top-1 {m['val_top1']:5.1f}%{tau}  lr {m['lr']:.3g}  {m['epoch_time_s']:.1f}s")
+    profile = TrialProfile(cfg) if args.profile else None
+    with profile or contextlib.nullcontext():
+        for m in run(cfg, out, progress=console.is_terminal and profile is None):
+            tau = "" if m["tau"] is None else f"  tau {m['tau']:.2f}"
+            console.print(f"epoch {m['epoch']:>3}/{cfg.epochs}  train loss {m['train_loss']:.3f}  "
+                          f"val top-1 {m['val_top1']:5.1f}%{tau}  lr {m['lr']:.3g}  {m['epoch_time_s']:.1f}s")
     summary = trial.summary() or {}
     if "test_top1" in summary:
         console.print(f"test top-1 {summary['test_top1']:.2f}% (final model, {summary['test_images']} images); "
                       f"{summary.get('test_top1_at_best_val', float('nan')):.2f}% with the weights of the best "
                       f"validation epoch ({summary['best_val_top1_epoch']})")
+    if profile is not None:
+        print_profile(profile, profile.flop_time(), console)
     print(out)
     return 0
