@@ -68,3 +68,32 @@ def test_kwlab_info_prints_macs_per_image_for_any_method(capsys: pytest.CaptureF
     price = kwlab.price_model("cifar_resnet20", method, settings, (3, 32, 32))
     assert (result["method"], result["macs"], result["params"]) == (method, price.macs, price.params)
     assert result["input"] == [3, 32, 32] and result["macs"] > 0
+
+
+def test_a_sweep_trial_keeps_the_price_its_sweep_computed(tmp_path, monkeypatch) -> None:
+    """A trial written by a sweep (sweep.json holds its variant's price) records that price in summary.json without
+    planning its model again; a trial of its own (`kwlab train`) prices itself once, at its end."""
+    from kwlab import store
+    from kwlab.sweep.expand import price_config
+    from kwlab.train import TrainConfig, run
+    from kwlab.train import recipe
+
+    cfg = TrainConfig.from_dict({
+        "model": {"name": "cifar_resnet8", "kwargs": {"width": 0.5}},
+        "data": {"name": "synthetic", "shape": [1, 8, 8], "length": 48, "num_classes": 4},
+        "runtime": {"device": "cpu", "threads": 1}, "epochs": 1, "batch_size": 16, "eval_batch_size": 16,
+    })
+    threads = torch.get_num_threads()
+    swept = store.TrialDir(tmp_path / "swept")
+    swept.path.mkdir()
+    swept.write_sweep_meta({"trial_id": "t", "price": price_config(cfg.to_dict())})
+    priced = []
+    monkeypatch.setattr(recipe, "price", lambda *args: priced.append(args) or pytest.fail("priced again"))
+    list(run(cfg, swept.path))
+    assert swept.summary()["macs_per_image"] == price_config(cfg.to_dict())["macs_per_image"] > 0 and not priced
+    monkeypatch.undo()
+    alone = store.TrialDir(tmp_path / "alone")
+    list(run(cfg, alone.path))
+    torch.set_num_threads(threads)
+    assert {k: alone.summary()[k] for k in ("params_total", "macs_per_image")} == \
+        {k: swept.summary()[k] for k in ("params_total", "macs_per_image")}

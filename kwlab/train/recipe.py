@@ -411,10 +411,12 @@ def finish(training: Training, trial: store.TrialDir, splits: kwdata.Splits, his
         with recorder:
             training.evaluate(val_set, "val", model=model, dist=SINGLE)
         trial.write_attention(recorder.arrays())
-    priced = price(cfg, splits.num_classes, splits.in_chans, splits.image_size)
+    # a sweep priced the trial's variant before launching it (sweep.json): its model is not planned again here
+    priced = (trial.sweep_meta() or {}).get("price") or price(cfg, splits.num_classes, splits.in_chans,
+                                                               splits.image_size).to_dict()
     workers = training.dist.world
     summary = {
-        "status": "finished", "method": cfg.method, **priced.to_dict(), "epochs": len(history), "seed": cfg.seed,
+        "status": "finished", "method": cfg.method, **priced, "epochs": len(history), "seed": cfg.seed,
         "train_images": len(splits.train), "val_images": len(splits.val),
         "test_images": len(splits.test) if splits.test is not None else 0, **store.summarize_epochs(history),
         **tested, "wall_time_s": round(wall_time_s, 3), "workers": workers,
