@@ -27,6 +27,7 @@ from analysis.figures import (
     learning_curves,
     params_accuracy,
 )
+from analysis.importance import importance_sections
 from analysis.style import BASELINE_COLOR, PAGE_WIDTH, human_count, palette, save_figure
 from analysis.sweep import (
     Sweep,
@@ -168,7 +169,8 @@ def _report_sweep(sweep: Sweep, out: Path, *, baseline: str | None, interval: st
     sections = [_equal_cost_section(result, out), _table_section(result, out), *_scatter_sections(result, out),
                 *_method_sections(result, out),
                 _curves_section(result, out),
-                *_heatmap_sections(result, out, heatmap_trials), *_attention_function_sections(result, out)]
+                *_heatmap_sections(result, out, heatmap_trials), *_attention_function_sections(result, out),
+                *importance_sections(result, out)]
     result.summary.to_csv(out / "summary.csv", index=False)
     report = out / "report.md"
     report.write_text(_markdown(result, [s for s in sections if s is not None], out, resamples, seed))

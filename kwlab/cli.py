@@ -18,6 +18,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "report": ("analysis.command", "write figures, tables and report.md for sweep results"),
     "bench": ("kwlab.bench", "time and measure static vs KW models in one process"),
     "power": ("analysis.power", "seeds needed per comparison, from a pilot results store"),
+    "status": ("kwlab.commands.status", "where a sweep stands: counts, running trials, best so far, time left"),
 }
 
 

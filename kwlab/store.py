@@ -7,6 +7,7 @@ A results folder, `results/<sweep name>/`:
     spec.yaml            the spec as resolved (profile and --set applied)
     manifest.json        kwlab version, git commit and dirty flag, library versions, hardware, command line
     runner.lock          while a runner works on the folder: its host, pid and start time (see `Lock`)
+    optuna.db            the sweep as an Optuna study (SQLite), for optuna-dashboard (see kwlab.tracking)
     trials/<trial id>/   one trial directory each (below)
     trials.parquet       one row per trial: ids, variant, seed, status, one column per swept key (typed, see
                          `write_tables`), price (parameters, MACs), best/final of every metric, test metrics
@@ -24,6 +25,8 @@ A trial directory:
     log.txt          the trial's output when a sweep runs it
     error.json       a failed trial's one-line error
     stopped.json     a trial the scheduler stopped early: its last epoch and why
+    tensorboard/     the trial's TensorBoard event files (one run, named by variant and seed)
+    mlflow.json      the id of the trial's MLflow run, when the sweep logs to MLflow
 
 Statuses (`TrialDir.status`): finished (summary.json says so), stopped (stopped.json), failed (error.json), running
 (some epochs recorded) and pending.
@@ -56,6 +59,8 @@ SPEC, MANIFEST, LOCK, TRIALS, TRIALS_TABLE, EPOCHS_TABLE = (
 CONFIG, METRICS, CHECKPOINT, BEST, ATTENTION, SUMMARY, SWEEP, LOG, ERROR, STOPPED = (
     "config.yaml", "metrics.jsonl", "checkpoint.pt", "best.pt", "attention.npz", "summary.json", "sweep.json",
     "log.txt", "error.json", "stopped.json")
+# what kwlab.tracking writes for the tools that watch a sweep
+OPTUNA_DB, TENSORBOARD, MLFLOW_RUN = "optuna.db", "tensorboard", "mlflow.json"
 
 STATUSES = ("finished", "stopped", "failed", "running", "pending")
 # summary.json of a finished trial: these keys, plus best_<m>, final_<m> and best_<m>_epoch for every epoch metric

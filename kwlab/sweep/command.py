@@ -34,6 +34,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--address", help="address of an existing Ray cluster (default: a local Ray instance)")
     parser.add_argument("--max-concurrent", type=int, help="cap on concurrently running trials")
     parser.add_argument("--results", help="results root (default: the spec's results_dir, 'results')")
+    parser.add_argument("--mlflow", metavar="URI", help="log each trial as a run on this MLflow tracking server "
+                                                        "(over the spec's tracking.mlflow.uri)")
 
 
 @dataclass(frozen=True)
@@ -175,6 +177,12 @@ def main(args: argparse.Namespace) -> int:
         print_plan(plan, args.max_concurrent, folder)
         return 0
     spec = plan.spec
+    if args.mlflow:
+        from kwlab.sweep.spec import MLflowTracking
+
+        mlflow = spec.tracking.mlflow or MLflowTracking(uri=args.mlflow)
+        spec = spec.model_copy(update={"tracking": spec.tracking.model_copy(
+            update={"mlflow": mlflow.model_copy(update={"uri": args.mlflow})})})
     results = store.Store(folder)
     lock = results.lock(shlex.join(["kwlab", *sys.argv[1:]]))
     try:

@@ -33,6 +33,8 @@ from kwlab import plugins, store
 from kwlab.errors import KWLabError
 from kwlab.sweep.expand import Trial, Variant, label, price_config, resolve
 from kwlab.sweep.spec import SweepSpec
+from kwlab.tracking.optuna_store import distributions
+from kwlab.tracking.trackers import Trackers
 
 # Ray's own loggers (TensorBoard/CSV/JSON per trial) and its progress tables are off: kwlab writes its own records.
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
@@ -178,6 +180,7 @@ class EventPrinter:
     task: Any
     metric: str
     seen: dict[str, str] = field(default_factory=dict)
+    trackers: Trackers | None = None  # optuna.db and MLflow, brought up to date at every trial event
 
     def name(self, trial: Any) -> str:
         """A Tune trial's readable name: its variant and seeds (and trial id when it is one seed)."""
@@ -198,6 +201,16 @@ class EventPrinter:
             return [self.store.trial(Trial(variant, s, resolve(job["base"], variant, s, job["source"])).trial_id)
                     for s in job["seeds"]]
         return [store.TrialDir(Path(s["dir"])) for s in config["job"]["trials"]]
+
+    def track(self, trial: Any) -> None:
+        """Bring the trackers up to date with a Tune trial's directories (a bayes suggestion also names its Optuna
+        trial)."""
+        if self.trackers is None:
+            return
+        dirs = self.dirs(trial)
+        if "base" in trial.config["job"]:
+            self.trackers.suggestion(suggested_variant(trial.config).overrides, dirs)
+        self.trackers.sync(dirs, mirrored="base" not in trial.config["job"])
 
     def say(self, text: str) -> None:
         """Print one timestamped event line above the progress bar."""
@@ -220,8 +233,10 @@ class TrialEvents(Callback):
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.printer.say(f"started   {self.printer.name(trial)}")
+        self.printer.track(trial)
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        self.printer.track(trial)
         if result.get("final") or "epoch" not in result:
             return
         value = result.get(SCORE)
@@ -234,6 +249,7 @@ class TrialEvents(Callback):
         for trial_dir in dirs:
             if trial_dir.status() in ("running", "pending"):  # the scheduler stopped it before its last epoch
                 trial_dir.write_stopped(len(trial_dir.metrics()), "stopped early by ASHA")
+        self.printer.track(trial)
         statuses = sorted({d.status() for d in dirs})
         value = (trial.last_result or {}).get(SCORE)
         shown = f" best {self.printer.metric}={value:.4f}" if isinstance(value, float) and value == value else ""
@@ -242,6 +258,7 @@ class TrialEvents(Callback):
 
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.printer.say(f"retrying  {self.printer.name(trial)}: {_errors(self.printer.dirs(trial))}")
+        self.printer.track(trial)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         dirs = self.printer.dirs(trial)
@@ -250,6 +267,7 @@ class TrialEvents(Callback):
             for trial_dir in dirs:
                 if not trial_dir.is_done():
                     trial_dir.write_error(reason)
+        self.printer.track(trial)
         self.printer.say(f"[red]failed[/red]    {self.printer.name(trial)}: {_errors(dirs)}")
         self.printer.done()
 
@@ -305,7 +323,8 @@ def trials_that_fit(spec: SweepSpec) -> int:
 
 
 def check_capacity(spec: SweepSpec) -> None:
-    """Refuse, in one line, a trial that the Ray cluster cannot place at all (instead of Tune waiting forever)."""
+    """Refuse, in one line naming every resource that falls short, a trial that the Ray cluster cannot place at all
+    (instead of Tune waiting forever)."""
     import ray
 
     resources = spec.resources
@@ -313,16 +332,18 @@ def check_capacity(spec: SweepSpec) -> None:
     total = ray.cluster_resources()
     nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
     workers = f" x {resources.workers} workers" if resources.workers > 1 else ""  # each worker asks for `need`
-    for key, noun in (("CPU", "CPU"), ("GPU", "GPU")):
+    short = []
+    for key in ("CPU", "GPU"):
         need = asked[key]
         if need <= 0:
             continue
         largest = max((n.get(key, 0) for n in nodes), default=0)
         if need * resources.workers > total.get(key, 0) + 1e-9 or need > largest + 1e-9:
             have = total.get(key, 0)
-            raise KWLabError(f"resources: each trial asks for {need:g} {noun}{'s' if need != 1 else ''}{workers}; "
-                             f"the cluster has {have:g}" + (f" (at most {largest:g} on one node)" if have != largest
-                                                             else ""))
+            short.append(f"{need:g} {key}{'s' if need != 1 else ''}{workers}; the cluster has {have:g}"
+                         + (f" (at most {largest:g} on one node)" if have != largest else ""))
+    if short:
+        raise KWLabError("resources: each trial asks for " + "; it also asks for ".join(short))
 
 
 def run_trials(
@@ -333,13 +354,16 @@ def run_trials(
     import ray
 
     results = store.Store(store_path)
+    trackers = Trackers(spec, store_path)  # an unreachable MLflow server is refused here, before launch
     pending = prepare(store_path, trials, prices)
+    fixed = [results.trial(t.trial_id) for t in trials]
+    trackers.sync(fixed)  # what earlier runs of this store left (a resume, a kill -9)
     console = Console()
-    searches = spec.num_samples if search else 0
+    searches = trackers.optuna.suggestions_to_run(spec.num_samples) if search else 0
     console.print(f"{spec.name}: {len(pending)} of {len(trials)} fixed trials to run "
                   f"({len(trials) - len(pending)} done earlier)" + (f", then {searches} Optuna suggestions "
                                                                     f"x {len(spec.seeds)} seeds" if search else ""))
-    if not pending and not search:
+    if not pending and not searches:
         return Outcome(results.write_tables()[0], False)
     try:
         ray.init(address=address or "local", include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
@@ -356,7 +380,9 @@ def run_trials(
                       console=console) as progress:
             groups = _groups(spec, pending)
             task = progress.add_task(spec.name, total=len(groups) + searches)
-            callback = TrialEvents(EventPrinter(results, console, progress, task, spec.metric.name))
+            printer = EventPrinter(results, console, progress, task, spec.metric.name, trackers=trackers)
+            trackers.say = printer.say
+            callback = TrialEvents(printer)
             resources = spec.resources
             job = {"imports": list(imports), "metric": spec.metric.name, "goal": spec.metric.goal,
                    "threads": max(1, int(resources.cpu)), "workers": resources.workers, "cpu": resources.cpu,
@@ -364,20 +390,22 @@ def run_trials(
             if groups:
                 space = [{**job, "trials": [describe_trial(t, store_path) for t in group]} for group in groups]
                 _fit(spec, store_path, {"job": _grid(space)}, callback, max_concurrent, _asha(spec))
-            if search:
+            if searches:
                 from ray.tune.search.optuna import OptunaSearch
 
-                searcher = OptunaSearch(optuna_space(spec), metric=SCORE, mode=spec.metric.goal[:3],
-                                        seed=spec.sampler_seed)
+                searcher = OptunaSearch(distributions(spec.parameters), metric=SCORE, mode=spec.metric.goal[:3],
+                                        seed=spec.sampler_seed, storage=trackers.optuna.storage,
+                                        study_name=spec.name)
                 context = {**job, **search, "store": str(store_path.resolve()), "seeds": spec.seeds}
                 _fit(spec, store_path, {"job": context}, callback, max_concurrent, _asha(spec),
-                     search_alg=searcher, num_samples=spec.num_samples)
+                     search_alg=searcher, num_samples=searches)
     except KeyboardInterrupt:
         interrupted = True
     finally:
         with contextlib.suppress(KeyboardInterrupt):
             ray.shutdown()
             shutil.rmtree(store_path / "ray", ignore_errors=True)  # Ray's bookkeeping; kwlab's records are the store
+            trackers.sync(fixed)
     return Outcome(results.write_tables()[0], interrupted)
 
 
@@ -437,19 +465,3 @@ def _fit(spec: SweepSpec, store_path: Path, space: dict[str, Any], callback: Any
         ),
     ).fit()
 
-
-def optuna_space(spec: SweepSpec) -> dict[str, Any]:
-    """The spec's parameters as Optuna distributions (for OptunaSearch)."""
-    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
-
-    space = {}
-    for key, p in spec.parameters.items():
-        match p.distribution:
-            case "uniform" | "log_uniform_values" | "q_uniform":
-                space[key] = FloatDistribution(p.min, p.max, log=p.distribution == "log_uniform_values",
-                                               step=p.q if p.distribution == "q_uniform" else None)
-            case "int_uniform":
-                space[key] = IntDistribution(int(p.min), int(p.max))
-            case _:
-                space[key] = CategoricalDistribution(p.choices)
-    return space

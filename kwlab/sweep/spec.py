@@ -120,6 +120,19 @@ class EarlyTerminate(Strict):
     reduction_factor: float = Field(2.0, gt=1)
 
 
+class MLflowTracking(Strict):
+    """Log each trial as an MLflow run: the tracking server's URI and the experiment (default: the sweep's name)."""
+
+    uri: str
+    experiment: str | None = None
+
+
+class Tracking(Strict):
+    """Where a sweep is logged besides its results store (which always holds optuna.db and TensorBoard files)."""
+
+    mlflow: MLflowTracking | None = None
+
+
 class SweepSpec(Strict):
     """A whole sweep: what varies, over which seeds, on which base trial, and how it runs."""
 
@@ -143,6 +156,7 @@ class SweepSpec(Strict):
     fixed: dict[str, Any] = Field(default_factory=dict)  # dotted trial-config keys set for every variant
     profiles: dict[str, dict[str, Any]] = Field(default_factory=dict)
     imports: list[str] = Field(default_factory=list)  # user modules (names or .py paths relative to the spec)
+    tracking: Tracking = Field(default_factory=Tracking)
     results_dir: str = "results"
 
     @model_validator(mode="after")

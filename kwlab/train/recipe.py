@@ -39,6 +39,7 @@ from kwlab.errors import KWLabError
 from kwlab.methods import METHODS, Price, build_model, price_model
 from kwlab.methods.protocol import Schedule
 from kwlab.provenance import describe_device, git_state, peak_memory_mb, versions
+from kwlab.tracking.tensorboard import TrialBoard
 from kwlab.train import checkpoint
 from kwlab.train.config import RuntimeConfig, TrainConfig
 from kwlab.train.distributed import SINGLE, Distributed, global_batchnorm
@@ -307,6 +308,7 @@ def run(cfg: TrainConfig, trial_dir: str | Path | None = None, progress: bool = 
     training = build_training(cfg, splits, runtime, dist)
     history: list[dict[str, Any]] = []
     previous_time = 0.0  # wall time of earlier sessions of this trial
+    board = None  # the trial's TensorBoard run, written by its main process
     if trial is not None:
         state = checkpoint.load(trial, cfg)
         if state is not None:
@@ -316,6 +318,7 @@ def run(cfg: TrainConfig, trial_dir: str | Path | None = None, progress: bool = 
             trial.path.mkdir(parents=True, exist_ok=True)
             trial.write_config(cfg.to_dict())
             trial.write_metrics(history)
+            board = TrialBoard(trial, cfg.seed, first_epoch=len(history) + 1)
 
     for epoch in range(len(history) + 1, cfg.epochs + 1):
         if runtime.device.type == "cuda":
@@ -339,11 +342,14 @@ def run(cfg: TrainConfig, trial_dir: str | Path | None = None, progress: bool = 
             checkpoint.save(trial, cfg=cfg, state=training, history=history,
                             wall_time_s=previous_time + time.perf_counter() - started)
             trial.write_metrics(history)
+            board.epoch(metrics)
         dist.barrier()  # the other workers may read best.pt next
         yield metrics
 
     if trial is not None:
-        finish(training, trial, splits, history, previous_time + time.perf_counter() - started)
+        summary = finish(training, trial, splits, history, previous_time + time.perf_counter() - started)
+        if board is not None:
+            board.finish(summary)
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,133 @@
+"""Which swept setting mattered: the importance of each swept key on the report's metric, with a parallel-coordinates
+figure and slice plots, for a sweep of two or more swept keys.
+
+Built from the store's trials (not from optuna.db, so any store, however old, gets it): every finished trial with a
+finite metric and a value for every swept key is one trial of an in-memory Optuna study, with the spec's
+distributions. Failed, stopped and unfinished trials, trials with a NaN metric and cases (variants outside the swept
+keys) are left out and counted.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import optuna
+import pandas as pd
+
+from analysis.figures.importance import importance_bars, parallel_coordinates, slices
+from analysis.style import save_figure
+from analysis.sweep import Sweep, factor_groups, group_title, metric_label
+from kwlab.sweep.spec import Parameter
+from kwlab.tracking.optuna_store import distributions, optuna_value
+
+if TYPE_CHECKING:
+    from analysis.report import Analysis, Section
+
+EVALUATOR = "fANOVA"  # NOTE: named, not Optuna's default: Optuna 5 changed the default from fANOVA to PED-ANOVA
+SEED = 0  # fANOVA's random forest
+# NOTE: below four trials fANOVA's forest fits noise; Optuna itself refuses fewer than two
+MIN_TRIALS = 4
+STEMS = ("importance", "parallel_coordinates", "slices")
+
+
+@dataclass
+class Importance:
+    """The importance of a sweep's swept keys: the study it was computed from and what was left out."""
+
+    keys: list[str]  # one dotted key per swept group (keys zipped in lock-step are one group)
+    titles: dict[str, str]  # key -> its group's title
+    study: optuna.Study
+    importances: pd.DataFrame  # key, title, importance
+    left_out: dict[str, int]  # reason -> trials
+
+
+def swept_groups(sweep: Sweep, variants: pd.DataFrame) -> list[list[str]]:
+    """The spec's parameters that take two values or more across the variants, zipped keys grouped."""
+    keys = [key for key in (sweep.spec.get("parameters") or {}) if key in variants]
+    return factor_groups(variants, keys)
+
+
+def _plain(value: Any) -> Any:
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def parameter_importance(sweep: Sweep, groups: list[list[str]]) -> Importance:
+    """Optuna's fANOVA importance of each group's key on the sweep's metric, over the usable finished trials; an
+    empty table when there are too few of them (fewer than MIN_TRIALS, or a key at a single value)."""
+    keys = [group[0] for group in groups]
+    trials, metric = sweep.trials, sweep.metric
+    left_out = {status: int(n) for status, n in trials["status"].value_counts().items() if status != "finished"}
+    finished = sweep.finished
+    outside = finished[keys].isna().any(axis=1)
+    values = pd.to_numeric(finished[metric], errors="coerce") if metric in finished else pd.Series(np.nan,
+                                                                                                   finished.index)
+    nan = ~outside & ~np.isfinite(values.astype(float))
+    left_out |= {"cases outside the swept keys": int(outside.sum()), f"NaN {metric}": int(nan.sum())}
+    space = distributions({key: Parameter(**{k: v for k, v in sweep.spec["parameters"][key].items() if v is not None})
+                           for key in keys})
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(direction=sweep.goal)
+    for (_, row), value in zip(finished[~outside & ~nan].iterrows(), values[~outside & ~nan], strict=True):
+        study.add_trial(optuna.trial.create_trial(params={k: optuna_value(_plain(row[k])) for k in keys},
+                                                  distributions=space, value=float(value)))
+    titles = {group[0]: group_title(group) for group in groups}
+    table = pd.DataFrame(columns=["key", "title", "importance"])
+    usable = study.trials
+    if len(usable) >= MIN_TRIALS and all(len({t.params[k] for t in usable}) > 1 for k in keys) \
+            and len({t.value for t in usable}) > 1:  # fANOVA has nothing to explain when every value is the same
+        found = optuna.importance.get_param_importances(
+            study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=SEED), params=keys)
+        table = pd.DataFrame([{"key": k, "title": titles[k], "importance": v} for k, v in found.items()])
+    return Importance(keys, titles, study, table, {k: v for k, v in left_out.items() if v})
+
+
+def _left_out_words(left_out: dict[str, int]) -> str:
+    if not left_out:
+        return "none left out"
+    return "left out: " + ", ".join(f"{n} {reason}" for reason, n in left_out.items())
+
+
+def importance_sections(result: Analysis, out: Path) -> list[Section]:
+    """The report's 'Which setting mattered' sections for a sweep of two or more swept keys (else none): the
+    importance table and bars, the parallel-coordinates figure and the slice plots, or why there are too few
+    trials for them."""
+    from analysis.report import Section  # the report imports this module: its Section is read when called
+
+    for stem in STEMS:  # an earlier report's figures, which this one may not draw again
+        for path in out.glob(f"{stem}.*"):
+            if path.suffix in (".png", ".pdf", ".csv"):
+                path.unlink()
+    sweep = result.sweep
+    groups = swept_groups(sweep, result.variants)
+    if len(groups) < 2:
+        return []
+    found = parameter_importance(sweep, groups)
+    usable = len(found.study.trials)
+    counted = f"{usable} finished trial{'s' if usable != 1 else ''} (one per seed; {_left_out_words(found.left_out)})"
+    titles = ", ".join(found.titles.values())
+    if found.importances.empty:
+        return [Section("Which setting mattered", f"Parameter importance of {titles} needs at least {MIN_TRIALS} "
+                        f"finished trials with a finite {metric_label(sweep.metric)}, not all equal, and every swept "
+                        f"key at two values or more among them; this sweep has {counted}: too few so far.")]
+    found.importances.to_csv(out / "importance.csv", index=False)
+    label = metric_label(sweep.metric)
+    table = "\n".join(["| swept key | importance |", "|---|---:|"] + [
+        f"| {row['title']} | {row['importance']:.3f} |" for row in found.importances.to_dict("records")])
+    top = found.importances.iloc[0]
+    sentence = (f"How much of the variation of {label} over {counted} each swept key explains, by Optuna's "
+                f"{EVALUATOR} evaluator (`optuna.importance.FanovaImportanceEvaluator`, seed {SEED}; named, because "
+                f"Optuna 5 changed the default to PED-ANOVA); the importances sum to 1 "
+                f"([CSV](importance.csv)). {top['title']} mattered most ({top['importance']:.2f}).")
+    return [
+        Section("Which setting mattered", sentence, save_figure(importance_bars(
+            found.importances.assign(key=found.importances["title"]), EVALUATOR),
+                                                                out / "importance"), text=table),
+        Section("Parallel coordinates", f"Every trial counted above as a line through its swept values to its "
+                f"{label} (colour: {label}).", save_figure(parallel_coordinates(found.study, found.keys, label),
+                                                           out / "parallel_coordinates")),
+        Section("Slices", f"{label} of every trial counted above against each swept key.",
+                save_figure(slices(found.study, found.keys, label), out / "slices")),
+    ]
