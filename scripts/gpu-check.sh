@@ -1,8 +1,10 @@
 #!/usr/bin/env bash
-# The GPU check (kwlab's issue 13): on a CUDA machine, every fast path on CUDA in fp32 and bf16 against the float64
-# reference, a one-epoch trial with bf16 + channels_last + torch.compile, a 2-worker DDP trial when there are two
-# GPUs, then `kwlab bench` for resnet18 at 224 px, batch 64, bf16, channels_last: static, KW 1x and 4x,
-# forward+backward, with and without torch.compile. Without CUDA it says so and skips, exiting 0.
+# The GPU check (kwlab's issues 13 and 20): on a CUDA machine, every path of the mixing engine on CUDA in fp32 and
+# bf16 against the float64 reference (KW layers, and CondConv, DY-Conv and ODConv layers in both memory modes), a
+# one-epoch trial with bf16 + channels_last + torch.compile, a 2-worker DDP trial when there are two GPUs, then
+# `kwlab bench` for resnet18 at 224 px, batch 64, bf16, channels_last: static, KW 1x and 4x, CondConv 8, DY-Conv 4,
+# ODConv 1x and 4x in memory modes fast and lean, forward+backward, with and without torch.compile. Without CUDA it
+# says so and skips, exiting 0.
 #
 # Usage (from the repository root, on the GPU machine): scripts/gpu-check.sh [OUT_DIR]
 #   A package the machine lacks (e.g. pydantic) can travel as wheels in .whl/ (see the device tool's README); they
@@ -26,7 +28,8 @@ fi
 nvidia-smi --query-gpu=name,memory.total,driver_version --format=csv | tee "$out/gpu.txt"
 "$python" -m pytest -q -p no:cacheprovider -m gpu tests/gpu 2>&1 | tee "$out/pytest.log" | tail -15
 bench=("$python" -m kwlab.cli bench --model resnet18 --size 224 --batch 64 --device cuda --dtype bfloat16
-       --channels-last --variants static,1x,4x --memory fast --repeats 10 --warmup 3)
+       --channels-last --variants static,1x,4x,condconv8,dyconv4,odconv1x,odconv4x --memory fast,lean
+       --repeats 10 --warmup 3)
 "${bench[@]}" | tee "$out/bench.txt"
 "${bench[@]}" --compile | tee "$out/bench-compile.txt"
 "${bench[@]}" --json > "$out/bench.json"

@@ -38,6 +38,7 @@ the last 1x1 to 1280 included, but the stem; the classifier stays static. Other 
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from typing import ClassVar, NamedTuple
 
@@ -173,20 +174,22 @@ class ODConv2d(DynamicConv):
             return self.reference(x, att)
         x = x * att.channel.to(dtype)[:, :, None, None]  # the channel attention scales the input
         cells = self.weight.view(self.kernels * self.taps, -1)  # (K*k*k, C_out*C_in/g) tap cells
+        inputs = tuple(None if a is None else a.to(dtype) for a in (self.weight, att.kernel, att.spatial))
         out = mixing.convolve(x, self.tap_mixture(att), cells, self.geometry, path, self.memory,
-                              sample_kernels=lambda kind: self.sample_kernels(att, kind))
+                              functools.partial(self.sample_kernels, x.shape[0]), inputs)
         if att.filter is not None:  # the filter attention scales the output
             out = out * att.filter.to(dtype)[:, :, None, None]
         return out if self.bias is None else out + self.bias.to(dtype)[:, None, None]
 
-    def sample_kernels(self, att: Attentions, dtype: torch.dtype) -> torch.Tensor:
-        """Every sample's kernel a_s (sum_i a_w,i W_i) in conv layout, (B, C_out, C_in/g, k, k)."""
-        batch = att.channel.shape[0]
-        cells = self.weight.view(self.kernels, -1).to(dtype)  # (K, k*k*C_out*C_in/g)
-        mixed = att.kernel.to(dtype) @ cells if att.kernel is not None else cells.expand(batch, -1)
+    def sample_kernels(self, batch: int, weight: torch.Tensor, kernel: torch.Tensor | None,
+                       spatial: torch.Tensor | None) -> torch.Tensor:
+        """Every sample's kernel a_s (sum_i a_w,i W_i) in conv layout, (B, C_out, C_in/g, k, k), from the tap-major
+        `weight` and the kernel and spatial attentions (None where skipped), all in the compute dtype."""
+        cells = weight.view(self.kernels, -1)  # (K, k*k*C_out*C_in/g)
+        mixed = kernel @ cells if kernel is not None else cells.expand(batch, -1)
         mixed = mixed.view(batch, self.taps, -1)  # (B, k*k, C_out*C_in/g)
-        if att.spatial is not None:
-            mixed = mixed * att.spatial.to(dtype)[:, :, None]
+        if spatial is not None:
+            mixed = mixed * spatial[:, :, None]
         # (B, k*k, C_out*C_in/g) -> (B, C_out*C_in/g, k*k): conv layout, taps last (one copy)
         return mixed.transpose(1, 2).reshape(batch, *self.weight_shape)
 

@@ -25,6 +25,9 @@ from kwlab.train import TrainConfig, run
 from kwlab.train.distributed import Distributed
 from methods.test_mixing import CASES, DENSE_PATHS
 from methods.test_mixing import run as forward_backward
+from methods.test_mixing_dynamic import CASES as DYNAMIC_CASES
+from methods.test_mixing_dynamic import make, paths_of
+from methods.test_mixing_dynamic import run as dynamic_run
 
 pytestmark = [pytest.mark.gpu, pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")]
 
@@ -94,6 +97,28 @@ def test_dynamic_convolutions_on_cuda_match_the_float64_cpu_model(method: str, s
     assert relative_error(out, expected) < TOLERANCE[dtype]
     for (name, p_cpu), (_, p_gpu) in zip(cpu.named_parameters(), gpu.named_parameters(), strict=True):
         assert relative_error(p_gpu.grad, p_cpu.grad) < 5 * TOLERANCE[dtype], name
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+@pytest.mark.parametrize("memory", ["fast", "lean"])
+@pytest.mark.parametrize("kind", ["condconv", "dyconv", "odconv1", "odconv3"])
+@pytest.mark.parametrize("case", ["3x3-stride", "1x1", "depthwise"])
+def test_every_dynamic_path_on_cuda_matches_the_float64_reference(case: str, kind: str, memory: str,
+                                                                   dtype: torch.dtype) -> None:
+    """Each path of the mixing engine a dynamic convolution can take (grouped, batched, mixed; shared for ODConv's
+    1x1 single-kernel layers), in both memory modes, on CUDA against the float64 reference path on the CPU."""
+    torch.manual_seed(0)
+    layer = make(kind, DYNAMIC_CASES[case], bias=case == "1x1")
+    x = torch.randn(DYNAMIC_CASES[case].input, dtype=torch.float64)
+    expected, expected_grads = dynamic_run(layer, x, "reference")
+    gpu = copy.deepcopy(layer).float().cuda()
+    gpu.memory = memory
+    for path in paths_of(layer):
+        with torch.autocast("cuda", dtype=torch.bfloat16, enabled=dtype == torch.bfloat16):
+            out, grads = dynamic_run(gpu, x.float().cuda(), path)
+        assert relative_error(out, expected) < TOLERANCE[dtype], path
+        for name, grad in expected_grads.items():
+            assert relative_error(grads[name], grad) < 5 * TOLERANCE[dtype], (path, name)
 
 
 def test_one_epoch_trial_with_bf16_channels_last_and_compile(tmp_path: Path) -> None:

@@ -4,6 +4,7 @@ parameter, in float64, in both memory modes and both memory formats; and the pat
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import pytest
@@ -147,3 +148,34 @@ def test_autocast_runs_in_bfloat16() -> None:
                 out = layer(x)
             assert out.dtype == torch.bfloat16
             assert (out.float() - expected).abs().max() < 0.05 * expected.abs().max() + 1e-3
+
+
+def kept_for_backward(layer: DynamicConv, x: torch.Tensor) -> int:
+    """Elements of the tensors autograd keeps for backward that are no parameter (each storage once)."""
+    params = {p.untyped_storage().data_ptr() for p in layer.parameters()}
+    storages: dict[int, int] = {}
+
+    def pack(tensor: torch.Tensor) -> torch.Tensor:
+        pointer = tensor.untyped_storage().data_ptr()
+        if pointer not in params:
+            storages[pointer] = tensor.untyped_storage().nbytes() // tensor.element_size()
+        return tensor
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda tensor: tensor):
+        out = layer(x)  # what the forward keeps (a lean backward's own recomputation is transient)
+    out.sum().backward()
+    return sum(storages.values())
+
+
+@pytest.mark.parametrize("kind", ["condconv", "odconv3"])
+def test_lean_grouped_keeps_no_per_sample_kernel(kind: str) -> None:
+    """memory='lean' on the grouped path assembles the kernels again in backward, ODConv's own per-tap assembly
+    included: what autograd keeps is smaller than one kernel per sample."""
+    layer = make(kind, Case(32, 32, (8, 32, 4, 4), padding=1), bias=False).float()
+    x = torch.randn(8, 32, 4, 4)
+    layer.path = "grouped"
+    kernels = x.shape[0] * math.prod(layer.weight_shape)
+    layer.memory = "fast"
+    assert kept_for_backward(layer, x) >= kernels
+    layer.memory = "lean"
+    assert kept_for_backward(layer, x) < kernels / 4

@@ -120,3 +120,41 @@ class _GroupedLean(torch.autograd.Function):
             dx = dxp.reshape(xp.shape)
             dx = _crop(dx, geometry) if xp is not x else dx
         return dx, dalpha.reshape(alpha.shape) if need_alpha else None, dcells, None
+
+
+class _GroupedRebuilt(torch.autograd.Function):
+    """`grouped_apply` of the kernels `build(*inputs)` (a method's own assembly, e.g. ODConv's per-tap scaling) that
+    keeps x and the inputs, not the kernels: backward builds them again (memory='lean')."""
+
+    @staticmethod
+    def forward(ctx, x, geometry: Geometry, build, *inputs):  # noqa: D102
+        ctx.save_for_backward(x, *inputs)
+        ctx.geometry, ctx.build = geometry, build
+        return grouped_apply(x, build(*inputs), geometry)
+
+    @staticmethod
+    @once_differentiable
+    def backward(ctx, dy):  # noqa: D102
+        x, *inputs = ctx.saved_tensors
+        geometry, need_x, need = ctx.geometry, ctx.needs_input_grad[0], ctx.needs_input_grad[3:]
+        with torch.enable_grad():  # the kernels again, as a graph from the inputs that need a gradient
+            leaves = [t.detach().requires_grad_(n) if t is not None else None for t, n in zip(inputs, need)]
+            kernels = ctx.build(*leaves)  # (B, C_out, C_in/g, *k)
+        batch, dims = x.shape[0], len(geometry.kernel)
+        xp, padding = _conv_padding(x, geometry)
+        dxp, dkernels, _ = torch.ops.aten.convolution_backward(
+            dy.reshape(1, -1, *dy.shape[2:]), _block_input(xp, geometry, 0),
+            kernels.detach().reshape(-1, *kernels.shape[2:]), None, list(geometry.stride), padding,
+            list(geometry.dilation), False, [0] * dims, batch * geometry.groups, [need_x, any(need), False],
+        )
+        grads: list[torch.Tensor | None] = [None] * len(inputs)
+        wanted = [i for i, leaf in enumerate(leaves) if leaf is not None and leaf.requires_grad]
+        if wanted:
+            found = torch.autograd.grad(kernels, [leaves[i] for i in wanted], dkernels.reshape(kernels.shape))
+            for i, grad in zip(wanted, found, strict=True):
+                grads[i] = grad
+        dx = None
+        if need_x:
+            dx = dxp.reshape(xp.shape)
+            dx = _crop(dx, geometry) if xp is not x else dx
+        return dx, None, None, *grads

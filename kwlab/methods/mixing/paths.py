@@ -11,7 +11,7 @@ import torch
 
 from kwlab.methods.mixing.batched import _BatchedConv
 from kwlab.methods.mixing.geometry import Geometry, compute_dtype
-from kwlab.methods.mixing.grouped import _GroupedLean, grouped_apply, grouped_conv
+from kwlab.methods.mixing.grouped import _GroupedLean, _GroupedRebuilt, grouped_apply, grouped_conv
 from kwlab.methods.mixing.mixed import _MixedConv
 from kwlab.methods.mixing.reference import assembled_kernels, reference_conv, shared_conv
 
@@ -103,14 +103,15 @@ def resolve_path(path: str, choose: Callable[[], str]) -> str:
 
 
 def convolve(x: torch.Tensor, alpha: torch.Tensor, cells: torch.Tensor, geometry: Geometry, path: str,
-             memory: str = "fast", sample_kernels: Callable[[torch.dtype], torch.Tensor] | None = None
-             ) -> torch.Tensor:
+             memory: str = "fast", sample_kernels: Callable[..., torch.Tensor] | None = None,
+             kernel_inputs: tuple[torch.Tensor | None, ...] = ()) -> torch.Tensor:
     """y_b = W_b * x_b (no bias), W_b,i = sum_j alpha_b,ij E_j, along `path` (not 'auto'), in x's compute dtype.
 
     x (B, C_in, *L) in either memory format, alpha (B, m, n) in the reference mixture order, cells (n, cell_numel).
-    memory='fast' lets backward keep per-sample kernels. `sample_kernels(dtype)`, where a method assembles its
-    kernels more cheaply than as a mixture of cells (ODConv's per-tap scaling), gives them in conv layout
-    (B, C_out, C_in/g, *k) for the grouped and reference paths.
+    memory='fast' lets backward keep per-sample kernels. `sample_kernels(*kernel_inputs)`, where a method assembles
+    its kernels more cheaply than as a mixture of cells (ODConv's per-tap scaling), gives them in conv layout
+    (B, C_out, C_in/g, *k) and x's compute dtype for the grouped and reference paths; a pure function of its inputs,
+    so that memory='lean' can build them again in backward.
     """
     dtype = compute_dtype(x)
     x, alpha = x.to(dtype), alpha.to(dtype)
@@ -121,13 +122,15 @@ def convolve(x: torch.Tensor, alpha: torch.Tensor, cells: torch.Tensor, geometry
         return _MixedConv.apply(x, alpha, cells, geometry)
     if path == "grouped":
         if sample_kernels is not None:
-            return grouped_apply(x, sample_kernels(dtype), geometry)
+            if keep:
+                return grouped_apply(x, sample_kernels(*kernel_inputs), geometry)
+            return _GroupedRebuilt.apply(x, geometry, sample_kernels, *kernel_inputs)
         cells = cells.to(dtype)
         return grouped_conv(x, alpha, cells, geometry) if keep else _GroupedLean.apply(x, alpha, cells, geometry)
     if path == "shared":
         return shared_conv(x, alpha, cells.to(dtype), geometry)
     if path == "reference":
-        kernels = sample_kernels(dtype) if sample_kernels is not None else assembled_kernels(alpha, cells.to(dtype),
-                                                                                              geometry)
+        kernels = (sample_kernels(*kernel_inputs) if sample_kernels is not None
+                   else assembled_kernels(alpha, cells.to(dtype), geometry))
         return reference_conv(x, kernels, geometry)
     raise ValueError(f"path {path!r} is not one of {PATHS[1:]}")
