@@ -8,6 +8,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import pandas as pd
 import pytest
 
 from kwlab import store
@@ -175,7 +176,7 @@ def test_report_ranks_the_swept_keys_and_counts_what_it_left_out(tmp_path: Path)
     text = (out / "report.md").read_text()
     assert "## Which setting mattered" in text and "FanovaImportanceEvaluator" in text
     assert "12 finished trials (one per seed; left out: 1 failed, 1 NaN test_top1)" in text
-    importance = __import__("pandas").read_csv(out / "importance.csv").set_index("key")["importance"]
+    importance = pd.read_csv(out / "importance.csv").set_index("key")["importance"]
     assert importance["optim.lr"] > 0.9 > importance["kw.budget"]
     assert all((out / f"{stem}.{kind}").is_file() for stem in ("importance", "parallel_coordinates", "slices")
                for kind in ("png", "pdf"))
@@ -216,3 +217,29 @@ def test_a_bayes_rerun_asks_only_for_new_suggestions_and_again_for_broken_ones(t
     assert [(t.params, t.user_attrs.get(RETRY_OF)) for t in asked[:2]] == [({"optim.lr": 0.05}, 1),
                                                                            ({"optim.lr": 0.1}, 2)]
     assert RETRY_OF not in asked[2].user_attrs and len(mirror.study.trials) == 6
+
+
+def test_a_tracker_that_fails_mid_sweep_is_one_line_and_the_sweep_goes_on(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pytest.importorskip("mlflow", reason="MLflow absent: pip install 'kwlab[mlflow]'")
+    from kwlab.tracking.trackers import Trackers
+
+    monkeypatch.chdir(tmp_path)
+    spec = parse_spec({**SPEC, "tracking": {"mlflow": {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}}}, "spec")
+    results = store.Store(tmp_path / "sweep")
+    trials = [make_trial(results, f"t{i}", "lr=0.1,budget=2", {"optim.lr": 0.1, "kw.budget": 2}, [50.0], "running",
+                         seed=i) for i in range(2)]
+    trackers = Trackers(spec, results.path)
+    said: list[str] = []
+    trackers.say = said.append
+
+    def gone(trial: store.TrialDir) -> None:
+        raise ConnectionError("HTTPConnectionPool(host='127.0.0.1', port=5000): Max retries exceeded\nmore")
+
+    monkeypatch.setattr(trackers.mlflow, "sync", gone)
+    trackers.sync(trials)  # the server went away mid-sweep: said once, never raised
+    trackers.sync(trials)
+    assert len(said) == 1 and said[0].startswith("MLflow (sqlite:///") and "ConnectionError: HTTPConnectionPool" \
+        in said[0] and "the sweep goes on" in said[0] and "\n" not in said[0]
+    study = optuna.load_study(study_name="mirror", storage=storage_url(results.path))
+    assert len(study.trials) == 2  # the other trackers still follow the store
