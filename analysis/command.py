@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 from pathlib import Path
 
 from analysis.stats import RESAMPLES, SEED
-from kwlab.errors import KWLabError
+from kwlab.errors import KWLabError, WriteError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -47,8 +48,13 @@ def main(args: argparse.Namespace) -> int:
     for store in args.results:
         if not Path(store).is_dir():
             raise KWLabError(f"{store}: no such results folder; run `kwlab sweep SPEC` first")
-    report = write_report(args.results, args.out, metric=args.metric, baseline=args.baseline, interval=args.interval,
-                          effect=args.effect, resamples=args.resamples, seed=args.seed,
-                          heatmap_trials=tuple(args.trial), echo=print)
+    try:
+        report = write_report(args.results, args.out, metric=args.metric, baseline=args.baseline,
+                              interval=args.interval, effect=args.effect, resamples=args.resamples, seed=args.seed,
+                              heatmap_trials=tuple(args.trial), echo=print)
+    except (OSError, WriteError) as error:  # a read-only store, a full disk
+        cause = os.strerror(error.errno) if isinstance(error, OSError) and error.errno else str(error)
+        where = f"{error.filename}: " if isinstance(error, OSError) and error.filename else ""
+        raise KWLabError(f"{where}cannot write the report ({cause}); write it elsewhere with --out DIR") from None
     print(f"report written: {report}")
     return 0

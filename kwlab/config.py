@@ -7,6 +7,7 @@ one KWLabError line that names the dotted key, e.g. `optim.lr: expected a number
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import Any, ClassVar, Self
 
@@ -93,7 +94,7 @@ class ConfigError(KWLabError):
 def config_error(error: ValidationError, prefix: str = "", model: type[BaseModel] | None = None) -> ConfigError:
     """The first error of a pydantic ValidationError as one line: `dotted.key: what was expected, got what`."""
     first = error.errors()[0]
-    loc = tuple(str(p) for p in first["loc"] if not str(p).startswith("function-"))
+    loc = tuple(str(p) for p in first["loc"] if not str(p).startswith("function-") and p != "[key]")
     kind, value = first["type"], first.get("input")
     inner = (first.get("ctx") or {}).get("error")
     more = f" ({error.error_count() - 1} more)" if error.error_count() > 1 else ""
@@ -123,15 +124,40 @@ def config_error(error: ValidationError, prefix: str = "", model: type[BaseModel
     return ConfigError(loc, message + more, prefix)
 
 
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader with YAML 1.2's numbers (`1e-3`, `1e6` are floats, not strings, as YAML 1.1 had them)
+    and no aliases: an alias (`*name`) can make a few lines expand into gigabytes (an "alias bomb")."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(None, None, f"alias *{event.anchor} is not allowed (kwlab reads no "
+                                              "anchors or aliases; write the values out)", event.start_mark)
+        return super().compose_node(parent, index)
+
+
+# NOTE: YAML 1.2's float rule (PyYAML implements YAML 1.1, which reads 1e-3 as a string): an exponent needs no dot
+_Loader.add_implicit_resolver("tag:yaml.org,2002:float", re.compile(r"^[-+]?(?:[0-9][0-9_]*(?:\.[0-9_]*)?|\.[0-9_]+)"
+                                                                    r"[eE][-+]?[0-9]+$"), list("-+0123456789."))
+
+
+def _parse(text: str) -> Any:
+    return yaml.load(text, Loader=_Loader)  # noqa: S506 (a SafeLoader)
+
+
 def load_yaml(path: str | Path, what: str = "config") -> Any:
-    """Read a YAML file with the safe loader; a missing file or bad YAML is one line naming the file (and line)."""
+    """Read a YAML file with the safe loader; a missing or binary file or bad YAML is one line naming the file (and
+    line)."""
     path = Path(path)
     try:
-        text = path.read_text()
+        text = path.read_text(encoding="utf-8")
     except OSError as error:
         raise KWLabError(f"{path}: cannot read {what} ({error.strerror or error})") from None
+    except UnicodeDecodeError as error:
+        raise KWLabError(f"{path}: cannot read {what}: not UTF-8 text (byte {error.object[error.start]:#04x} at "
+                         f"offset {error.start})") from None
     try:
-        return yaml.safe_load(text)
+        return _parse(text)
     except yaml.YAMLError as error:
         mark = getattr(error, "problem_mark", None)
         where = f" at line {mark.line + 1}" if mark is not None else ""
@@ -142,7 +168,7 @@ def load_yaml(path: str | Path, what: str = "config") -> Any:
 def yaml_value(text: str) -> Any:
     """A `--set` value read as YAML (numbers, booleans, null, lists, mappings); text YAML cannot read stays text."""
     try:
-        return yaml.safe_load(text) if text.strip() else None
+        return _parse(text) if text.strip() else None
     except yaml.YAMLError:
         return text
 

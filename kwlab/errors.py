@@ -1,12 +1,29 @@
-"""The one error type kwlab raises for bad user input; the CLI prints it as one line and exits with code 2."""
+"""The one error type kwlab raises for bad user input (the CLI prints it as one line and exits with code 2), its
+subclass for a results location that cannot be written, and kwlab's one-line warnings."""
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Iterable
 
 
 class KWLabError(ValueError):
     """A user-facing error: its message names the bad value and what was expected."""
+
+
+class WriteError(KWLabError):
+    """A file of kwlab's could not be written (a full disk, a read-only or missing folder): the message names the
+    folder, the file and the system's reason."""
+
+
+_WARNED: set[str] = set()
+
+
+def warn(message: str) -> None:
+    """Print `warning: message` on stderr, once per process for the same message."""
+    if message not in _WARNED:
+        _WARNED.add(message)
+        print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
 def not_one_of(value: object, allowed: Iterable[object]) -> str:

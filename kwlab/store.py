@@ -49,8 +49,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from kwlab.config import dump_yaml, load_yaml
-from kwlab.errors import KWLabError
-from kwlab.files import atomic_path, write_text
+from kwlab.errors import KWLabError, warn
+from kwlab.files import atomic_path, write_text, writing
 
 # the results folder
 SPEC, MANIFEST, LOCK, TRIALS, TRIALS_TABLE, EPOCHS_TABLE = (
@@ -98,11 +98,27 @@ def summarize_epochs(history: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def _read_json(path: Path) -> dict[str, Any] | None:
+    """A JSON object file, or None when it is absent or unreadable (torn by a power cut, not text, not an object)."""
     try:
-        value = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError):
+        value = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):  # ValueError: bad JSON or not UTF-8
         return None
     return value if isinstance(value, dict) else None
+
+
+def _finite(value: Any) -> Any:
+    """A JSON-ready tree with every non-finite float (NaN, infinity) as None: kwlab's JSON never holds a bare NaN."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+def _json(value: Any, **options: Any) -> str:
+    return json.dumps(_finite(value), allow_nan=False, **options)
 
 
 @dataclass(frozen=True)
@@ -130,11 +146,11 @@ class TrialDir:
 
     def write_metrics(self, history: list[dict[str, Any]]) -> None:
         """metrics.jsonl, rewritten whole (so it never holds a torn or repeated line)."""
-        write_text(self.file(METRICS), "".join(json.dumps(epoch) + "\n" for epoch in history))
+        write_text(self.file(METRICS), "".join(_json(epoch) + "\n" for epoch in history))
 
     def write_summary(self, summary: dict[str, Any]) -> None:
-        """summary.json of a finished trial."""
-        write_text(self.file(SUMMARY), json.dumps(summary, indent=2) + "\n")
+        """summary.json of a finished trial (a non-finite number is written as null)."""
+        write_text(self.file(SUMMARY), _json(summary, indent=2) + "\n")
 
     def write_attention(self, arrays: dict[str, np.ndarray]) -> None:
         """attention.npz from a method's recorder."""
@@ -143,7 +159,7 @@ class TrialDir:
 
     def write_sweep_meta(self, meta: dict[str, Any]) -> None:
         """sweep.json: the trial's ids, variant, seed, swept values and price."""
-        write_text(self.file(SWEEP), json.dumps(meta, default=str))
+        write_text(self.file(SWEEP), _json(meta, default=str))
 
     def write_error(self, message: str) -> None:
         """error.json: why the trial failed (one line)."""
@@ -159,15 +175,32 @@ class TrialDir:
 
     # -- reading
     def metrics(self) -> list[dict[str, Any]]:
-        """The epoch records (empty before the first epoch)."""
+        """The epoch records (empty before the first epoch). Records from the first unreadable line on (a line torn
+        or zeroed by a power cut) are dropped with a warning; the trial's checkpoint holds them, so a rerun that
+        resumes it writes them again."""
+        path = self.file(METRICS)
         try:
-            lines = self.file(METRICS).read_text().splitlines()
+            lines = path.read_bytes().splitlines()
         except OSError:
             return []
-        return [json.loads(line) for line in lines if line.strip()]
+        records = []
+        for number, line in enumerate(lines, start=1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+                if not isinstance(record, dict):
+                    raise ValueError(f"a {type(record).__name__}, not a record")
+            except ValueError:  # bad JSON (or NUL bytes) or not UTF-8
+                warn(f"{path}: line {number} of {len(lines)} is unreadable (torn by a crash?); reading the "
+                     f"{len(records)} epoch records before it")
+                break
+            records.append(record)
+        return records
 
     def summary(self) -> dict[str, Any] | None:
-        """summary.json, or None."""
+        """summary.json, or None (absent or unreadable: the trial is then not finished, and a rerun tests it again
+        from its checkpoint)."""
         return _read_json(self.file(SUMMARY))
 
     def sweep_meta(self) -> dict[str, Any] | None:
@@ -179,18 +212,29 @@ class TrialDir:
         return load_yaml(self.file(CONFIG), "trial config") or {}
 
     def error(self) -> str | None:
-        """The recorded failure, or None."""
-        return (_read_json(self.file(ERROR)) or {}).get("error")
+        """The recorded failure (or why the records count as diverged), or None."""
+        recorded = (_read_json(self.file(ERROR)) or {}).get("error")
+        summary = self.summary() or {}
+        return recorded or (self.diverged(summary) if summary.get("status") == "finished" else None)
 
     def stopped(self) -> dict[str, Any] | None:
         """stopped.json, or None."""
         return _read_json(self.file(STOPPED))
 
+    def diverged(self, summary: dict[str, Any]) -> str | None:
+        """Why a finished trial's records count as diverged: a non-finite metric in its epochs or summary (written
+        before kwlab failed such trials; a test top-1 from NaN logits is no result), else None."""
+        records = [*((f" at epoch {e.get('epoch')}", e) for e in self.metrics()), ("", summary)]
+        return next((f"diverged: {key} is {value}{where}" for where, record in records for key, value in record.items()
+                     if is_metric(key) and isinstance(value, float) and not math.isfinite(value)), None)
+
     def status(self) -> str:
-        """finished | stopped | failed | running | pending."""
-        if (self.summary() or {}).get("status") == "finished":
-            return "finished"
-        if self.file(STOPPED).exists():
+        """finished | stopped | failed | running | pending (an unreadable summary.json or stopped.json counts as
+        absent)."""
+        summary = self.summary() or {}
+        if summary.get("status") == "finished":
+            return "failed" if self.diverged(summary) else "finished"
+        if self.stopped() is not None:
             return "stopped"
         if self.file(ERROR).exists():
             return "failed"
@@ -222,6 +266,11 @@ class Lock:
         """The lock file's content, or None when nobody holds it."""
         return _read_json(self.path)
 
+    def live_holder(self) -> dict[str, Any] | None:
+        """The holder while its process runs (another host's counts as running), else None."""
+        holder = self.holder()
+        return holder if holder is not None and self._alive(holder) else None
+
     def _alive(self, holder: dict[str, Any]) -> bool:
         if holder.get("host") != socket.gethostname():
             return True  # another node's process: kwlab cannot tell, so the lock holds
@@ -237,6 +286,10 @@ class Lock:
         """Take the lock, or raise KWLabError naming the holder; a stale lock of this host is taken over."""
         me = {"host": socket.gethostname(), "pid": os.getpid(), "start_ticks": self._start_ticks(os.getpid()),
               "started": time.strftime("%Y-%m-%d %H:%M:%S"), "command": self.command}
+        with writing(self.path):  # a read-only, missing or full location: one line naming it
+            self._take(me)
+
+    def _take(self, me: dict[str, Any]) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         for _ in range(3):
             try:
@@ -246,7 +299,7 @@ class Lock:
                 if holder is None:  # being written, or torn: give its writer a moment
                     time.sleep(0.2)
                     holder = self.holder() or {}
-                if self._alive(holder):
+                if holder and self._alive(holder):  # a lock still unreadable was torn by a crash: taken over
                     raise KWLabError(f"{self.path.parent}: another kwlab runner is working on this results folder "
                                      f"(pid {holder.get('pid')} on {holder.get('host')}, since "
                                      f"{holder.get('started')}); wait for it, or stop it first") from None
@@ -325,7 +378,9 @@ class Store:
         trial_rows, epoch_rows = [], []
         for trial in self.trials():
             meta = trial.sweep_meta()
-            if meta is None:
+            if meta is None or not set(IDENTITY) <= set(meta):
+                if trial.file(SWEEP).exists():
+                    warn(f"{trial.file(SWEEP)}: unreadable; the trial is left out until its sweep runs again")
                 continue
             ids = {k: meta[k] for k in IDENTITY}
             epochs = trial.metrics()
@@ -352,6 +407,19 @@ class Store:
     def read_tables(self) -> tuple[pd.DataFrame, pd.DataFrame]:
         """trials.parquet and epochs.parquet, swept values back in their own types."""
         return _from_arrow(pq.read_table(self.file(TRIALS_TABLE))), _from_arrow(pq.read_table(self.file(EPOCHS_TABLE)))
+
+    def tables(self, refresh: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """The trials and epochs tables: read from their files, or built from the trial directories when `refresh`
+        is asked, when a file is missing, or when one is unreadable (with a warning)."""
+        if refresh or not self.file(TRIALS_TABLE).exists() or not self.file(EPOCHS_TABLE).exists():
+            return self.collect()
+        try:
+            return self.read_tables()
+        except (OSError, ValueError, pa.ArrowException) as error:  # a torn or foreign file
+            reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            warn(f"{self.path}: cannot read {TRIALS_TABLE} or {EPOCHS_TABLE} ({reason}); rebuilt them from the trial "
+                 "folders")
+            return self.collect()
 
 
 def _kind(value: Any) -> type | None:
@@ -405,8 +473,5 @@ def load(path: str | Path, refresh: bool = False) -> Results:
     store = Store(Path(path))
     if not store.exists():
         raise KWLabError(f"{store.path}: not a kwlab results store (no {TRIALS}/ folder); run `kwlab sweep SPEC` first")
-    if refresh or not store.file(TRIALS_TABLE).exists() or not store.file(EPOCHS_TABLE).exists():
-        trials, epochs = store.collect()
-    else:
-        trials, epochs = store.read_tables()
+    trials, epochs = store.tables(refresh)
     return Results(store.path, trials, epochs, store.manifest())

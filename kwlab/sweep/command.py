@@ -1,13 +1,15 @@
 """`kwlab sweep SPEC`: validate, expand, price and run a sweep as Ray Tune trials into its results store.
 
-Exit codes: 0 when every trial finished (or was stopped early by the scheduler), 1 when a trial failed or another
-runner holds the results folder, 2 for bad input, 130 when interrupted (Ctrl-C); the rerun resumes.
+Exit codes: 0 when every trial finished (or was stopped early by the scheduler), 1 when a trial failed, another
+runner holds the results folder or it cannot be written (read-only, missing, a full disk), 2 for bad input, 130 when
+interrupted (Ctrl-C), 143 when terminated (SIGTERM); the rerun resumes.
 """
 
 from __future__ import annotations
 
 import argparse
 import shlex
+import signal
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,8 +19,8 @@ import pandas as pd
 
 from kwlab import store
 from kwlab.errors import KWLabError
-from kwlab.sweep.expand import (Trial, apply_constraints, base_config, compact_seeds, costliest_first, count_line,
-                                expand, price, seeds_by_variant)
+from kwlab.sweep.expand import (Trial, apply_constraints, base_config, check_size, compact_seeds, costliest_first,
+                                count_line, expand, price, seeds_by_variant, size_line, variant_count)
 from kwlab.sweep.spec import Resolved, SweepSpec, resolve_spec
 
 
@@ -32,10 +34,22 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "dotted path (e.g. optim.lr=0.05), repeatable")
     parser.add_argument("--dry-run", action="store_true", help="print the expanded, priced trials and exit")
     parser.add_argument("--address", help="address of an existing Ray cluster (default: a local Ray instance)")
-    parser.add_argument("--max-concurrent", type=int, help="cap on concurrently running trials")
+    parser.add_argument("--max-concurrent", type=int, help="cap on concurrently running trials (at least 1)")
+    add_size_argument(parser)
     parser.add_argument("--results", help="results root (default: the spec's results_dir, 'results')")
     parser.add_argument("--mlflow", metavar="URI", help="log each trial as a run on this MLflow tracking server "
                                                         "(over the spec's tracking.mlflow.uri)")
+
+
+MAX_VARIANTS = 10_000  # a larger spec is refused before it is built (every variant is resolved and priced)
+ANNOUNCE = 100  # a spec with this many variants takes a while to build: its size is printed first
+
+
+def add_size_argument(parser: argparse.ArgumentParser) -> None:
+    """`--max-variants N` (of `kwlab sweep` and `kwlab validate`)."""
+    parser.add_argument("--max-variants", type=int, default=MAX_VARIANTS, metavar="N",
+                        help="refuse a spec of more variants than this, counted before it is built (default "
+                             "%(default)s)")
 
 
 @dataclass(frozen=True)
@@ -54,10 +68,16 @@ class Plan:
         return self.resolved.spec
 
 
-def plan_sweep(path: str, profile: str | None, sets: list[str]) -> Plan:
-    """Load, validate, expand, price and constrain a sweep; nothing is trained."""
+def plan_sweep(path: str, profile: str | None, sets: list[str], max_variants: int = MAX_VARIANTS) -> Plan:
+    """Load, validate, count (refusing more than `max_variants` variants), expand, price and constrain a sweep;
+    nothing is trained."""
+    if max_variants < 1:
+        raise KWLabError(f"--max-variants: expected an integer >= 1, got {max_variants}")
     resolved = resolve_spec(path, profile, sets)
     spec = resolved.spec
+    check_size(spec, max_variants, path)
+    if variant_count(spec) >= ANNOUNCE:
+        print(f"{path}: {size_line(spec)}; building and pricing them", file=sys.stderr, flush=True)
     base = base_config(spec, path, resolved.config_overrides)
     trials = expand(spec, base, path)
     probe = None
@@ -171,7 +191,9 @@ def counts(trials: pd.DataFrame) -> dict[str, int]:
 
 def main(args: argparse.Namespace) -> int:
     """Run (or dry-run) the sweep; see the module doc for the exit codes."""
-    plan = plan_sweep(args.spec, args.profile, args.set)
+    if args.max_concurrent is not None and args.max_concurrent < 1:
+        raise KWLabError(f"--max-concurrent: expected an integer >= 1, got {args.max_concurrent}")
+    plan = plan_sweep(args.spec, args.profile, args.set, args.max_variants)
     folder = store_folder(args, plan)
     if args.dry_run:
         print_plan(plan, args.max_concurrent, folder)
@@ -217,10 +239,15 @@ def report_outcome(spec: SweepSpec, folder: Path, outcome: Any) -> int:
     stopped = f", {n['stopped']} stopped early" if n["stopped"] else ""
     line = (f"{spec.name}: {n['finished']} of {total} trials finished{stopped}, {n['failed']} failed, "
             f"{n['running'] + n['pending']} not finished; results in {folder}")
+    command = shlex.join(["kwlab", *sys.argv[1:]])
     if outcome.interrupted:
-        command = shlex.join(["kwlab", *sys.argv[1:]])
-        print(f"{line}\ninterrupted: finished trials are kept; resume with: {command}", file=sys.stderr)
-        return 130
+        what = "terminated (SIGTERM)" if outcome.interrupted == signal.SIGTERM else "interrupted"
+        print(f"{line}\n{what}: finished trials are kept; resume with: {command}", file=sys.stderr)
+        return 128 + outcome.interrupted
+    if outcome.write_failure:
+        print(f"{line}\nstopped launching trials: {outcome.write_failure}; free the space (or fix the folder) and "
+              f"resume with: {command}", file=sys.stderr)
+        return 1
     if n["failed"]:
         failed = outcome.trials.loc[outcome.trials["status"] == "failed", "trial_id"]
         print(f"{line}\nfailed: {', '.join(failed)} (errors in {folder}/{store.TRIALS}/<id>/{store.ERROR} and "

@@ -98,6 +98,35 @@ def grid_variants(spec: SweepSpec) -> list[Variant]:
     return [Variant(label(point), point) for point in points] if parameters else []
 
 
+def variant_count(spec: SweepSpec) -> int:
+    """How many variants the spec asks for, counted without building any: the grid's product of value counts (a
+    `zip` group is one axis) or the random and bayes samples, plus the cases (before constraints and duplicates)."""
+    if spec.method != "grid":
+        points = spec.num_samples
+    elif spec.parameters:
+        grouped = {key for group in spec.zip for key in group}
+        points = math.prod([len(spec.parameters[group[0]].choices) for group in spec.zip] +
+                           [len(p.choices) for key, p in spec.parameters.items() if key not in grouped])
+    else:
+        points = 0
+    return points + len(spec.cases)
+
+
+def size_line(spec: SweepSpec) -> str:
+    """'1,000 variants, 3,000 trials (counted before constraints)', from `variant_count`."""
+    variants = variant_count(spec)
+    trials = (variants - len(spec.cases)) * len(spec.seeds) + sum(len(c.seeds or spec.seeds) for c in spec.cases)
+    return f"{variants:,} variants, {trials:,} trials (counted before constraints)"
+
+
+def check_size(spec: SweepSpec, max_variants: int, source: str) -> None:
+    """Refuse, before building anything, a spec with more than `max_variants` variants."""
+    variants = variant_count(spec)
+    if variants > max_variants:
+        raise KWLabError(f"{source}: {size_line(spec)}: over the cap of {max_variants:,} variants; narrow the "
+                         f"parameters, or raise the cap with --max-variants {variants}")
+
+
 def sample_value(parameter: Parameter, rng: np.random.Generator) -> Any:
     """Draw one value from a parameter (seeded)."""
     choices = parameter.choices

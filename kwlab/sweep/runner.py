@@ -13,10 +13,14 @@ single seeds, and paired comparisons keep every seed of the variants that go on.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import math
 import os
 import shutil
+import signal
+import sys
+import tempfile
 import time
 import traceback
 from collections.abc import Iterator
@@ -24,13 +28,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from ray.tune import Callback
+from ray.tune import Callback, Stopper
 from rich.console import Console
 from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from kwlab import plugins, store
-from kwlab.errors import KWLabError
+from kwlab.errors import KWLabError, WriteError
+from kwlab.files import DISK_FULL
 from kwlab.sweep.expand import Trial, Variant, label, price_config, resolve
 from kwlab.sweep.spec import SweepSpec
 from kwlab.tracking.optuna_store import distributions
@@ -43,6 +48,7 @@ os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
 os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
 
 SCORE = "score"  # what Tune's scheduler and searcher see: the mean over the trial's seeds of each seed's best metric
+LOCAL_SWEEPS = Path(tempfile.gettempdir()) / "kwlab-local-sweeps"  # a file per runner that started a local Ray
 
 
 def describe_trial(trial: Trial, store_path: Path) -> dict[str, Any]:
@@ -164,8 +170,10 @@ def _logged(trial: store.TrialDir, epochs: Iterator[dict[str, Any]]) -> Iterator
                 except StopIteration:
                     return
                 except Exception as error:
-                    traceback.print_exc()
-                    trial.write_error(f"{type(error).__name__}: {error}".splitlines()[0])
+                    with contextlib.suppress(OSError, WriteError):  # a full disk: the error reaches the driver
+                        traceback.print_exc()
+                        text = str(error) if isinstance(error, KWLabError) else f"{type(error).__name__}: {error}"
+                        trial.write_error(text.splitlines()[0])
                     raise
             yield metrics
 
@@ -181,6 +189,13 @@ class EventPrinter:
     metric: str
     seen: dict[str, str] = field(default_factory=dict)
     trackers: Trackers | None = None  # optuna.db and MLflow, brought up to date at every trial event
+    write_failure: str | None = None  # why the store cannot be written (a full disk): then no more trials start
+
+    def stop_for(self, reason: str | None) -> None:
+        """Record (and say once) that the store cannot be written: StopOnWriteFailure then ends the sweep."""
+        if reason is not None and self.write_failure is None:
+            self.write_failure = reason
+            self.say(f"[red]cannot write[/red] {escape(reason)}; no more trials start")
 
     def name(self, trial: Any) -> str:
         """A Tune trial's readable name: its variant and seeds (and trial id when it is one seed)."""
@@ -222,6 +237,52 @@ class EventPrinter:
         self.store.write_tables()
 
 
+def _guarded(event: Any) -> Any:
+    """A callback whose writes may fail (a full disk, a read-only folder): the failure stops the sweep instead of
+    crashing Tune with a traceback."""
+    @functools.wraps(event)
+    def guarded(self: TrialEvents, iteration: int, trials: list, trial: Any, *args: Any, **info: Any) -> None:
+        try:
+            event(self, iteration, trials, trial, *args, **info)
+        except (WriteError, OSError) as error:
+            store_path = self.printer.store.path
+            self.printer.stop_for(str(error) if isinstance(error, WriteError) else f"{store_path}: {error}")
+
+    return guarded
+
+
+def _write_failure(trial: Any, store_path: Path) -> str | None:
+    """The write failure (a WriteError, or a full disk hidden in another error) that ended a Tune trial, or None."""
+    with contextlib.suppress(Exception):  # Ray keeps the trial's exception pickled; it may be gone or unreadable
+        error = trial.get_pickled_error()
+        while error is not None:
+            if isinstance(getattr(error, "cause", None), BaseException):  # Ray's RayTaskError: the trial's own error
+                error = error.cause
+                continue
+            if isinstance(error, WriteError):
+                return str(error)
+            if isinstance(error, OSError) and error.errno in DISK_FULL:
+                return f"{store_path}: {os.strerror(error.errno)} (the disk is full)"
+            error = error.__cause__ or error.__context__
+    return None
+
+
+class StopOnWriteFailure(Stopper):
+    """Tune's stopper: once the store cannot be written (a full disk), no trial starts and the running ones stop."""
+
+    def __init__(self, printer: EventPrinter) -> None:
+        self.printer = printer
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {}  # as TrialEvents: the live stopper is used, never a pickled copy
+
+    def __call__(self, trial_id: str, result: dict) -> bool:
+        return False
+
+    def stop_all(self) -> bool:
+        return self.printer.write_failure is not None
+
+
 class TrialEvents(Callback):
     """The Tune callback: forwards trial events to an EventPrinter (kept out of Tune's pickled state)."""
 
@@ -231,10 +292,12 @@ class TrialEvents(Callback):
     def __getstate__(self) -> dict[str, Any]:
         return {}  # Tune pickles its state for its own restore, which kwlab does not use (the store resumes)
 
+    @_guarded
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.printer.say(f"started   {self.printer.name(trial)}")
         self.printer.track(trial)
 
+    @_guarded
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
         self.printer.track(trial)
         if result.get("final") or "epoch" not in result:
@@ -244,10 +307,11 @@ class TrialEvents(Callback):
         shown = f" {mean}best {self.printer.metric}={value:.4f}" if isinstance(value, float) else ""
         self.printer.say(f"epoch {result['epoch']}  {self.printer.name(trial)}{shown}")
 
+    @_guarded
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         dirs = self.printer.dirs(trial)
         for trial_dir in dirs:
-            if trial_dir.status() in ("running", "pending"):  # the scheduler stopped it before its last epoch
+            if trial_dir.status() in ("running", "pending") and self.printer.write_failure is None:  # stopped by ASHA
                 trial_dir.write_stopped(len(trial_dir.metrics()), "stopped early by ASHA")
         self.printer.track(trial)
         statuses = sorted({d.status() for d in dirs})
@@ -256,11 +320,15 @@ class TrialEvents(Callback):
         self.printer.say(f"{'/'.join(statuses):9s} {self.printer.name(trial)}{shown}")
         self.printer.done()
 
+    @_guarded
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.printer.stop_for(_write_failure(trial, self.printer.store.path))
         self.printer.say(f"retrying  {self.printer.name(trial)}: {_errors(self.printer.dirs(trial))}")
         self.printer.track(trial)
 
+    @_guarded
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.printer.stop_for(_write_failure(trial, self.printer.store.path))
         dirs = self.printer.dirs(trial)
         if not any(d.error() for d in dirs):  # it failed outside kwlab's code (e.g. the worker died): Ray's reason
             reason = _ray_error(trial)
@@ -293,7 +361,6 @@ def prepare(store_path: Path, trials: list[Trial], prices: dict[str, dict[str, A
     results = store.Store(store_path)
     for trial in trials:
         trial_dir = results.trial(trial.trial_id)
-        trial_dir.path.mkdir(parents=True, exist_ok=True)
         trial_dir.write_sweep_meta({
             "trial_id": trial.trial_id, "variant_id": trial.variant_id, "variant": trial.variant.name,
             "is_baseline": trial.variant.is_baseline, "seed": trial.seed, "parameters": trial.variant.overrides,
@@ -306,10 +373,41 @@ def prepare(store_path: Path, trials: list[Trial], prices: dict[str, dict[str, A
 
 @dataclass(frozen=True)
 class Outcome:
-    """How a run ended: the trials table afterwards and whether Ctrl-C interrupted it."""
+    """How a run ended: the trials table afterwards, the signal that interrupted it (Ctrl-C's SIGINT, or SIGTERM;
+    0 when none) and why it stopped launching trials when the store could not be written (a full disk)."""
 
     trials: Any  # pandas DataFrame
-    interrupted: bool
+    interrupted: int
+    write_failure: str | None = None
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (a cluster scheduler preempting the job): the runner stops as for Ctrl-C."""
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise Terminated
+
+
+def _register_local_sweep(store_path: Path) -> store.Lock:
+    """Register this runner's local Ray instance in LOCAL_SWEEPS, saying in one line when another kwlab sweep runs
+    one on this machine: each instance takes every CPU, so the two sweeps' trials compete for the cores."""
+    others = []
+    for path in sorted(LOCAL_SWEEPS.glob("*.json")):
+        holder = store.Lock(path).live_holder()
+        if holder is None:
+            path.unlink(missing_ok=True)  # a runner that is gone
+        elif holder.get("pid") != os.getpid():
+            others.append(holder)
+    for other in others:
+        print(f"kwlab sweep: another kwlab sweep runs on this machine (pid {other.get('pid')}, "
+              f"{other.get('command')}); each local Ray instance takes all {os.cpu_count()} CPUs, so their trials "
+              "will compete for the cores (cap each with --max-concurrent, or run one after the other)",
+              file=sys.stderr, flush=True)
+    mine = store.Lock(LOCAL_SWEEPS / f"{os.getpid()}.json", str(store_path))
+    with contextlib.suppress(WriteError):  # a folder of another user's: this sweep runs unregistered
+        mine.acquire()
+    return mine
 
 
 def trials_that_fit(spec: SweepSpec) -> int:
@@ -365,13 +463,16 @@ def run_trials(
                                                                     f"x {len(spec.seeds)} seeds" if search else ""))
     if not pending and not searches:
         return Outcome(results.write_tables()[0], False)
+    local = _register_local_sweep(store_path) if address is None else None
+    sigterm = signal.getsignal(signal.SIGTERM)
     try:
         ray.init(address=address or "local", include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
                  ignore_reinit_error=True)
     except ConnectionError as error:
         raise KWLabError(f"--address {address}: cannot reach a Ray cluster there ({error}); start one with "
                          "`ray start --head` or leave --address out for a local instance") from None
-    interrupted = False
+    signal.signal(signal.SIGTERM, _terminate)  # over Ray's handler, which dumps a C++ stack trace and aborts
+    interrupted, printer = 0, None
     # Tune logs a failed trial's traceback; kwlab prints its own one-line event and keeps the trace in log.txt
     logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
     try:
@@ -399,14 +500,22 @@ def run_trials(
                 context = {**job, **search, "store": str(store_path.resolve()), "seeds": spec.seeds}
                 _fit(spec, store_path, {"job": context}, callback, max_concurrent, _asha(spec),
                      search_alg=searcher, num_samples=searches)
-    except KeyboardInterrupt:
-        interrupted = True
+    except KeyboardInterrupt as stop:
+        interrupted = signal.SIGTERM if isinstance(stop, Terminated) else signal.SIGINT
     finally:
         with contextlib.suppress(KeyboardInterrupt):
             ray.shutdown()
             shutil.rmtree(store_path / "ray", ignore_errors=True)  # Ray's bookkeeping; kwlab's records are the store
             trackers.sync(fixed)
-    return Outcome(results.write_tables()[0], interrupted)
+        signal.signal(signal.SIGTERM, sigterm if sigterm is not None else signal.SIG_DFL)
+        if local is not None:
+            local.release()
+    failure = printer.write_failure if printer is not None else None
+    try:
+        table = results.write_tables()[0]
+    except WriteError as error:  # a full disk: the counts come from the trial folders, the tables wait for the rerun
+        failure, table = failure or str(error), results.collect()[0]
+    return Outcome(table, interrupted, failure)
 
 
 def _groups(spec: SweepSpec, pending: list[Trial]) -> list[list[Trial]]:
@@ -461,7 +570,6 @@ def _fit(spec: SweepSpec, store_path: Path, space: dict[str, Any], callback: Any
         run_config=tune.RunConfig(
             name=spec.name, storage_path=str((store_path / "ray").resolve()),
             failure_config=tune.FailureConfig(max_failures=spec.failure.max_retries), verbose=0,
-            callbacks=[callback],
+            callbacks=[callback], stop=StopOnWriteFailure(callback.printer),
         ),
     ).fit()
-

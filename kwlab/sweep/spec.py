@@ -30,6 +30,16 @@ def _distinct(seeds: list[int]) -> list[int]:
 
 
 Seeds = Annotated[list[int], Field(min_length=1), AfterValidator(_distinct)]  # the spec's, or a case's own
+
+
+def _folder_name(name: str) -> str:
+    if name in (".", ".."):
+        raise ValueError(f"{name!r} is not a folder name (the results go to <results>/<name>)")
+    return name
+
+
+# a sweep's or profile's name: one folder name under the results root
+FolderName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$"), AfterValidator(_folder_name)]
 CONTINUOUS = ("uniform", "log_uniform_values", "normal")
 DISCRETE = ("int_uniform", "q_uniform", "categorical")
 
@@ -136,7 +146,7 @@ class Tracking(Strict):
 class SweepSpec(Strict):
     """A whole sweep: what varies, over which seeds, on which base trial, and how it runs."""
 
-    name: str = Field(pattern=r"^[A-Za-z0-9_.-]+$")
+    name: FolderName
     description: str = ""
     base: str | dict[str, Any] = Field(default_factory=dict)
     method: Literal["grid", "random", "bayes"] = "grid"
@@ -154,7 +164,7 @@ class SweepSpec(Strict):
     failure: Failure = Field(default_factory=Failure)
     early_terminate: EarlyTerminate | None = None
     fixed: dict[str, Any] = Field(default_factory=dict)  # dotted trial-config keys set for every variant
-    profiles: dict[str, dict[str, Any]] = Field(default_factory=dict)
+    profiles: dict[FolderName, dict[str, Any]] = Field(default_factory=dict)
     imports: list[str] = Field(default_factory=list)  # user modules (names or .py paths relative to the spec)
     tracking: Tracking = Field(default_factory=Tracking)
     results_dir: str = "results"

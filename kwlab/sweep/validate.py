@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 
+from kwlab.sweep.command import add_size_argument, plan_sweep
+from kwlab.sweep.expand import count_line
 from kwlab.sweep.spec import schema_json
 
 
@@ -13,6 +15,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--profile", help="profile of the spec to check (default: 'default' if defined)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override the base config")
     parser.add_argument("--schema", action="store_true", help="print the JSON Schema of sweep specs and exit")
+    add_size_argument(parser)
 
 
 def main(args: argparse.Namespace) -> int:
@@ -22,9 +25,6 @@ def main(args: argparse.Namespace) -> int:
         return 0
     if not args.spec:
         raise SystemExit("kwlab validate: give a SPEC or --schema")
-    from kwlab.sweep.command import plan_sweep
-    from kwlab.sweep.expand import count_line
-
-    plan = plan_sweep(args.spec, args.profile, args.set)
+    plan = plan_sweep(args.spec, args.profile, args.set, args.max_variants)
     print(f"{args.spec}: ok: {plan.spec.method} sweep {plan.spec.name!r}, {count_line(plan.trials)}")
     return 0

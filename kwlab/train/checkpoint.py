@@ -8,7 +8,9 @@ order, augmentation and mixup need no state: they are drawn from generators seed
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -17,7 +19,7 @@ from torch import nn
 from torch.optim import Optimizer
 
 from kwlab import store
-from kwlab.errors import KWLabError
+from kwlab.errors import KWLabError, warn
 from kwlab.files import atomic_path
 from kwlab.train.config import TrainConfig
 
@@ -48,8 +50,22 @@ def _first_difference(old: Any, new: Any, key: str = "") -> str:
 
 
 def _save(path: Any, state: dict[str, Any]) -> None:
+    # NOTE: serialised in memory first: torch turns a failed write into a RuntimeError without errno, and a full disk
+    # must be told apart from a bug (see kwlab.files.writing)
+    buffer = io.BytesIO()
+    torch.save(state, buffer)
     with atomic_path(path) as tmp:
-        torch.save(state, tmp)
+        tmp.write_bytes(buffer.getbuffer())
+
+
+def _read(path: Path) -> Any:
+    """A saved state, or None with a warning when the file is unreadable (empty or torn by a power cut)."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises many types for a damaged file
+        warn(f"{path}: unreadable ({type(error).__name__}, {path.stat().st_size} bytes); the trial starts again from "
+             "its first epoch")
+        return None
 
 
 def save(trial: store.TrialDir, *, cfg: TrainConfig, state: Resumable, history: list[dict[str, Any]],
@@ -70,14 +86,14 @@ def save(trial: store.TrialDir, *, cfg: TrainConfig, state: Resumable, history: 
 
 
 def load(trial: store.TrialDir, cfg: TrainConfig) -> dict[str, Any] | None:
-    """The checkpoint in `trial`, or None if there is none; one of another config is an error."""
-    path = trial.file(store.CHECKPOINT)
+    """The checkpoint in `trial`, or None if there is none, or if it or best.pt is unreadable (the trial then starts
+    again, with a warning); one of another config is an error."""
+    path, best = trial.file(store.CHECKPOINT), trial.file(store.BEST)
     if not path.is_file():
         return None
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises many types for a damaged file
-        raise KWLabError(f"{path}: cannot read the checkpoint ({type(error).__name__}); delete it to restart") from None
+    state = _read(path)
+    if state is None or (best.is_file() and _read(best) is None):
+        return None
     if state["config"] != _identity(cfg):
         difference = _first_difference(state["config"], _identity(cfg))
         raise KWLabError(f"{path}: holds a trial of a different config ({difference}); use another trial directory")

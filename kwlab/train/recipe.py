@@ -200,21 +200,26 @@ class Training(checkpoint.Resumable):
     def evaluate(self, dataset: Dataset, prefix: str, model: nn.Module | None = None,
                  dist: Distributed | None = None) -> dict[str, float]:
         """`<prefix>_loss` (plain cross-entropy, as the reference), `<prefix>_top1` and `_top5` (%) in eval mode,
-        over the workers of `dist` (the trial's by default), each scoring its share of the samples."""
+        over the workers of `dist` (the trial's by default), each scoring its share of the samples; raises KWLabError
+        when a logit or the loss is not finite (a diverged model's accuracy means nothing)."""
         dist = self.dist if dist is None else dist
         forward = self.forward if model is None else model
         (self.model if model is None else model).eval()
         order = dist.eval_indices(len(dataset))  # every sample scored once, by one worker
-        loss_sum = top1 = top5 = torch.zeros((), device=self.runtime.device)
+        loss_sum = top1 = top5 = broken = torch.zeros((), device=self.runtime.device)
         for images, labels in batches(dataset, order, self.cfg.eval_batch_size, self.runtime, self.workers):
             with self.runtime.autocast():
                 logits = forward(images).float()
+            broken = broken + (~torch.isfinite(logits)).sum()
             loss_sum = loss_sum + F.cross_entropy(logits, labels, reduction="sum")
             ranked = logits.topk(min(5, logits.shape[1]), dim=1).indices  # (B, k)
             hits = ranked == labels[:, None]
             top1, top5 = top1 + hits[:, 0].sum(), top5 + hits.any(1).sum()
         size = len(dataset)
-        loss_sum, top1, top5 = (dist.sum(t).item() for t in (loss_sum, top1, top5))
+        loss_sum, top1, top5, broken = (dist.sum(t).item() for t in (loss_sum, top1, top5, broken))
+        if broken or not math.isfinite(loss_sum):  # every worker holds the same sums, so all stop together
+            raise KWLabError(f"diverged: {prefix}_loss is {loss_sum / size} ({int(broken)} non-finite logits; lr "
+                             f"{self._lr():.3g}); lower optim.lr or set optim.grad_clip")
         return {f"{prefix}_loss": loss_sum / size, f"{prefix}_top1": 100 * top1 / size,
                 f"{prefix}_top5": 100 * top5 / size}
 
