@@ -212,12 +212,16 @@ def test_no_blend_never_shares() -> None:
 
 
 def test_choose_path() -> None:
-    """Grouped convolutions take `grouped`; tiny outputs `mixed`; large outputs `batched`; shared alpha `shared`."""
+    """Grouped convolutions take `grouped`; tiny outputs `mixed`; mid-size outputs `batched`; large outputs of 3x3
+    convolutions `grouped`, of 1x1 `batched`; shared alpha `shared`."""
     layer = KWConv2d(64, 64, 3, 1, 1, warehouse=Warehouse(30, (64, 64, 1, 1)))
     geometry, n = layer.geometry, layer.attention.cells
     assert mixing.choose_path(geometry, 1, n, KW_PATH_COSTS, batch=16) == "mixed"
-    assert mixing.choose_path(geometry, 4096, n, KW_PATH_COSTS, batch=16) == "batched"
+    assert mixing.choose_path(geometry, 256, n, KW_PATH_COSTS, batch=16) == "batched"
+    assert mixing.choose_path(geometry, 4096, n, KW_PATH_COSTS, batch=16) == "grouped"  # oneDNN on large maps
     assert mixing.choose_path(geometry, 4096, n, KW_PATH_COSTS, batch=16, memory="lean", shared=True) == "shared"
+    pointwise = KWConv2d(64, 64, 1, warehouse=Warehouse(30, (64, 64, 1, 1))).geometry
+    assert mixing.choose_path(pointwise, 4096, n, KW_PATH_COSTS, batch=16) == "batched"
     grouped, _ = CASES["conv2d-depthwise"].build()
     assert mixing.choose_path(grouped.geometry, 4096, 8, KW_PATH_COSTS) == "grouped"
 

@@ -20,12 +20,15 @@ from kwlab.methods.kw.config import KWConfig
 from kwlab.methods.kw.planner import LayerPlan, LayerSpec, initial_assignment, num_basis, plan_layer
 from kwlab.methods.kw.warehouse import Warehouse
 
-# KernelWarehouse's constants of the engine's cost model, in units of one multiply-add of the batched matmuls; the
-# per-sample grouped convolution is not considered for dense layers. Measured on a 2-core Xeon (ResNet18 at 64x64
-# batch 16, CIFAR ResNet-20 at 8x8 batch 128, budgets 1x and 4x): memory traffic makes `batched` lose to `mixed`
-# well before the FLOP counts cross, and `mixed` slows on cells narrower than 64 channels.
+# KernelWarehouse's constants of the engine's cost model, in units of one multiply-add of the batched matmuls.
+# Measured on a 2-core Xeon (ResNet18 at 64x64 batch 16, CIFAR ResNet-20 at 8x8 batch 128, budgets 1x and 4x): memory
+# traffic makes `batched` lose to `mixed` well before the FLOP counts cross, and `mixed` slows on cells narrower
+# than 64 channels. The per-sample grouped convolution (oneDNN) of 3x3 and larger kernels, one per input block, fitted
+# on a 2-core AMD EPYC (one thread, ResNet18's 64-channel 3x3 layers, batch 16; the machine was shared, so roughly):
+# about twice as fast as `batched` at 56x56 outputs, even at 32x32, slower below; never for 1x1 kernels.
 KW_PATH_COSTS = mixing.PathCosts(batched=3, assembly=3, assembly_lean=4, batched_traffic=(80, 250), mixed=3,
-                                 mixed_pointwise=3, mixing=4, mixed_traffic=64, small_cells=64)
+                                 mixed_pointwise=3, mixing=4, mixed_traffic=64, small_cells=64, grouped=1.0,
+                                 grouped_traffic=(2200, 2200))
 
 
 def initial_beta(m: int, n: int, own_start: int, own_cells: int) -> torch.Tensor:

@@ -33,8 +33,9 @@ class PathCosts:
       slower (a factor max(1, s / c_in') x max(1, s / c_out)^0.5);
     - `mixing`: a multiply-add of mixing the input (n R P g_o c_in'); `mixed_traffic`: one element of the mixed
       inputs (n P g_o c_in'); `output_traffic`: one element of the per-cell partial outputs (n P C_out);
-    - `grouped`, `grouped_pointwise`: a multiply-add of the per-sample grouped convolution (P x K), None where a
-      method does not consider it for dense convolutions.
+    - `grouped`, `grouped_pointwise`: a multiply-add of the per-sample grouped convolution (P x K) for kernels of
+      several taps and of one, times the input blocks g_i (one convolution each), None where a method does not
+      consider it for dense convolutions.
     """
 
     batched: float
@@ -63,7 +64,8 @@ def choose_path(geometry: Geometry, positions: int, cells: int, costs: PathCosts
     the cheapest of (see PathCosts for the units):
     - batched: P K + (assembly n + traffic) K;
     - mixed: n P C_out c_in' dense products + mixing the input + its intermediates;
-    - grouped (where the method prices it): P K + (K_whole + passes x traffic) K.
+    - grouped (where the method prices it): g_i P K + (K_whole + passes x traffic) K, K_whole assembled again in
+      memory mode lean.
     """
     if shared:
         return "shared"
@@ -78,12 +80,12 @@ def choose_path(geometry: Geometry, positions: int, cells: int, costs: PathCosts
         small = max(1.0, costs.small_cells / columns) * max(1.0, costs.small_cells / c_out) ** 0.5
     per_cell_inputs = cells * positions * geometry.blocks_out * columns
     candidates = {}
-    if costs.grouped is not None:
-        rate = costs.grouped_pointwise if pointwise else costs.grouped
-        whole = cells if kernels is None else kernels
-        candidates["grouped"] = positions * size * rate + (
-            whole + costs.grouped_passes * costs.grouped_traffic[spilled]) * size
     assembly = costs.assembly_lean if memory == "lean" else costs.assembly
+    rate = costs.grouped_pointwise if pointwise else costs.grouped
+    if rate is not None:  # one grouped convolution per input block g_i, each over c_in of the channels
+        whole = (cells if kernels is None else kernels) * assembly / costs.assembly
+        candidates["grouped"] = positions * size * rate * geometry.blocks_in + (
+            whole + costs.grouped_passes * costs.grouped_traffic[spilled]) * size
     candidates["batched"] = positions * size * costs.batched + (
         assembly * cells + costs.batched_traffic[spilled]) * size
     candidates["mixed"] = (
