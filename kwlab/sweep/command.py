@@ -18,7 +18,7 @@ from typing import Any
 import pandas as pd
 
 from kwlab import store
-from kwlab.errors import KWLabError
+from kwlab.errors import KWLabError, WriteError
 from kwlab.sweep.expand import (Trial, apply_constraints, base_config, check_size, compact_seeds, costliest_first,
                                 count_line, expand, price, seeds_by_variant, size_line, variant_count)
 from kwlab.sweep.spec import Resolved, SweepSpec, resolve_spec
@@ -227,6 +227,9 @@ def main(args: argparse.Namespace) -> int:
         outcome = run_trials(spec, folder, costliest_first(plan.trials, plan.priced), address=args.address,
                              max_concurrent=args.max_concurrent, prices=prices, search=search,
                              imports=plan.resolved.imports)
+    except WriteError as error:  # before launch: the store cannot be written (full, read-only)
+        print(f"kwlab sweep: {error}", file=sys.stderr)
+        return 1
     finally:
         lock.release()
     return report_outcome(spec, folder, outcome)

@@ -253,8 +253,11 @@ def _guarded(event: Any) -> Any:
 
 def _write_failure(trial: Any, store_path: Path) -> str | None:
     """The write failure (a WriteError, or a full disk hidden in another error) that ended a Tune trial, or None."""
-    with contextlib.suppress(Exception):  # Ray keeps the trial's exception pickled; it may be gone or unreadable
-        error = trial.get_pickled_error()
+    from ray import cloudpickle
+
+    with contextlib.suppress(Exception):  # Ray pickles the trial's exception next to the driver (not in the store)
+        with open(trial.pickled_error_file, "rb") as file:
+            error = cloudpickle.load(file)
         while error is not None:
             if isinstance(getattr(error, "cause", None), BaseException):  # Ray's RayTaskError: the trial's own error
                 error = error.cause
