@@ -384,14 +384,6 @@ class Outcome:
     write_failure: str | None = None
 
 
-class Terminated(KeyboardInterrupt):
-    """SIGTERM (a cluster scheduler preempting the job): the runner stops as for Ctrl-C."""
-
-
-def _terminate(signum: int, frame: Any) -> None:
-    raise Terminated
-
-
 def _register_local_sweep(store_path: Path) -> store.Lock:
     """Register this runner's local Ray instance in LOCAL_SWEEPS, saying in one line when another kwlab sweep runs
     one on this machine: each instance takes every CPU, so the two sweeps' trials compete for the cores."""
@@ -474,7 +466,13 @@ def run_trials(
     except ConnectionError as error:
         raise KWLabError(f"--address {address}: cannot reach a Ray cluster there ({error}); start one with "
                          "`ray start --head` or leave --address out for a local instance") from None
-    signal.signal(signal.SIGTERM, _terminate)  # over Ray's handler, which dumps a C++ stack trace and aborts
+    terminated: list[int] = []  # SIGTERM (a scheduler's preemption) stops the runner as Ctrl-C does
+
+    def terminate(signum: int, frame: Any) -> None:
+        terminated.append(signum)  # Tune may raise its own KeyboardInterrupt in place of this one
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, terminate)  # over Ray's handler, which dumps a C++ stack trace and aborts
     interrupted, printer = 0, None
     # Tune logs a failed trial's traceback; kwlab prints its own one-line event and keeps the trace in log.txt
     logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
@@ -503,8 +501,8 @@ def run_trials(
                 context = {**job, **search, "store": str(store_path.resolve()), "seeds": spec.seeds}
                 _fit(spec, store_path, {"job": context}, callback, max_concurrent, _asha(spec),
                      search_alg=searcher, num_samples=searches)
-    except KeyboardInterrupt as stop:
-        interrupted = signal.SIGTERM if isinstance(stop, Terminated) else signal.SIGINT
+    except KeyboardInterrupt:
+        interrupted = signal.SIGTERM if terminated else signal.SIGINT
     finally:
         with contextlib.suppress(KeyboardInterrupt):
             ray.shutdown()
