@@ -23,12 +23,14 @@ from kwlab.methods.kw.warehouse import Warehouse
 # KernelWarehouse's constants of the engine's cost model, in units of one multiply-add of the batched matmuls.
 # Measured on a 2-core Xeon (ResNet18 at 64x64 batch 16, CIFAR ResNet-20 at 8x8 batch 128, budgets 1x and 4x): memory
 # traffic makes `batched` lose to `mixed` well before the FLOP counts cross, and `mixed` slows on cells narrower
-# than 64 channels. The per-sample grouped convolution (oneDNN) of 3x3 and larger kernels, one per input block, fitted
-# on a 2-core AMD EPYC (one thread, ResNet18's 64-channel 3x3 layers, batch 16; the machine was shared, so roughly):
-# about twice as fast as `batched` at 56x56 outputs, even at 32x32, slower below; never for 1x1 kernels.
+# than 64 channels. The per-sample grouped convolution (oneDNN) of 3x3 and larger kernels fitted roughly on a shared
+# 2-core AMD EPYC (one thread; ResNet18 KW 1x at 64 and 224 px, batch 16, and the Fashion study's ResNet-8 at half
+# width, 14 px, batch 64): faster than `batched` from about 8x8 outputs up on 64-channel layers (2x at 56x56), on
+# every 3x3 layer of the Fashion study's model, and slower where the warehouse is large against the outputs (its
+# assembly and the copy into conv layout cost twice `batched`'s); never for 1x1 kernels.
 KW_PATH_COSTS = mixing.PathCosts(batched=3, assembly=3, assembly_lean=4, batched_traffic=(80, 250), mixed=3,
-                                 mixed_pointwise=3, mixing=4, mixed_traffic=64, small_cells=64, grouped=1.0,
-                                 grouped_traffic=(2200, 2200))
+                                 mixed_pointwise=3, mixing=4, mixed_traffic=64, small_cells=64, grouped=1.2,
+                                 grouped_assembly=6)
 
 
 def initial_beta(m: int, n: int, own_start: int, own_cells: int) -> torch.Tensor:

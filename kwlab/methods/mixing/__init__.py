@@ -12,11 +12,11 @@ method's own `PathCosts`:
   matmuls; X_r is a shifted view of the padded input for stride-1 convolutions, else a slice of one unfolded copy.
 - `mixed` (mixed.py): no per-sample kernels: Z_j = sum_r alpha_rj X_r, then y = sum_j E_j Z_j; it wins at small
   spatial sizes and for few mixtures.
-- `grouped` (grouped.py): kernels in conv layout, one convolution with groups = B x groups; the only path for grouped
-  and depthwise convolutions.
+- `grouped` (grouped.py): every kernel assembled in full (one matmul, one copy into conv layout), one convolution
+  with groups = B x groups, as the papers' code computes; the only path for grouped and depthwise convolutions.
 - `shared` (reference.py): alpha is the same for every sample: one dense convolution.
-- `reference` (reference.py): every kernel assembled, one batch-grouped convolution, as the papers' code does; the
-  ground truth of the tests.
+- `reference` (reference.py): every kernel assembled, one convolution per sample: the definition, and the ground
+  truth of the tests.
 
 memory='lean' never keeps per-sample kernels for backward (the paths assemble again). Inputs in either memory format
 (channels-last in, channels-last out); the paths compute in x's dtype (autocast's where on), and `batched` and
@@ -24,11 +24,12 @@ memory='lean' never keeps per-sample kernels for backward (the paths assemble ag
 tests/methods/test_mixing*.py check every path against the reference.
 """
 
-from kwlab.methods.mixing.assembly import assemble, layer_cell_shape, merge_kernel, mixtures, split_kernel
+from kwlab.methods.mixing.assembly import (assemble, assembled_kernels, layer_cell_shape, merge_kernel, mixtures,
+                                           split_kernel)
 from kwlab.methods.mixing.floor import floor_macs
 from kwlab.methods.mixing.geometry import CONV_BY_DIMS, Geometry, channels_last, compute_dtype, resolve_padding
 from kwlab.methods.mixing.paths import PATHS, PathCosts, choose_path, convolve, resolve_path
-from kwlab.methods.mixing.reference import assembled_kernels, reference_conv
+from kwlab.methods.mixing.reference import reference_conv
 
 __all__ = ["CONV_BY_DIMS", "PATHS", "Geometry", "PathCosts", "assemble", "assembled_kernels", "channels_last",
            "choose_path", "compute_dtype", "convolve", "floor_macs", "layer_cell_shape", "merge_kernel", "mixtures",

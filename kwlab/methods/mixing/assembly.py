@@ -12,6 +12,8 @@ from collections.abc import Sequence
 
 import torch
 
+from kwlab.methods.mixing.geometry import Geometry
+
 
 
 def layer_cell_shape(weight_shape: Sequence[int], cell: Sequence[int]) -> tuple[int, ...]:
@@ -55,3 +57,9 @@ def merge_kernel(parts: torch.Tensor, weight_shape: Sequence[int], cell: Sequenc
 def assemble(alpha: torch.Tensor, cells: torch.Tensor) -> torch.Tensor:
     """Mix cells with attentions: (B, m, n) @ (n, cell_numel) -> (B, m, cell_numel), w_i = sum_j alpha_ij E_j."""
     return alpha @ cells
+
+
+def assembled_kernels(alpha: torch.Tensor, cells: torch.Tensor, geometry: Geometry) -> torch.Tensor:
+    """Every sample's kernel in conv layout, (B, C_out, C_in/g, *k), from alpha (B, m, n) and cells (n, cell_numel):
+    one matmul and one copy into conv layout."""
+    return merge_kernel(assemble(alpha, cells), geometry.weight_shape, geometry.cell)

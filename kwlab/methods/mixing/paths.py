@@ -13,7 +13,8 @@ from kwlab.methods.mixing.batched import _BatchedConv
 from kwlab.methods.mixing.geometry import Geometry, compute_dtype
 from kwlab.methods.mixing.grouped import _GroupedLean, _GroupedRebuilt, grouped_apply, grouped_conv
 from kwlab.methods.mixing.mixed import _MixedConv
-from kwlab.methods.mixing.reference import assembled_kernels, reference_conv, shared_conv
+from kwlab.methods.mixing.assembly import assembled_kernels
+from kwlab.methods.mixing.reference import reference_conv, shared_conv
 
 PATHS = ("auto", "reference", "batched", "mixed", "grouped", "shared")
 
@@ -34,8 +35,9 @@ class PathCosts:
     - `mixing`: a multiply-add of mixing the input (n R P g_o c_in'); `mixed_traffic`: one element of the mixed
       inputs (n P g_o c_in'); `output_traffic`: one element of the per-cell partial outputs (n P C_out);
     - `grouped`, `grouped_pointwise`: a multiply-add of the per-sample grouped convolution (P x K) for kernels of
-      several taps and of one, times the input blocks g_i (one convolution each), None where a method does not
-      consider it for dense convolutions.
+      several taps and of one (in memory mode lean times the input blocks g_i, one convolution each), None where a
+      method does not consider it for dense convolutions; `grouped_assembly`: a multiply-add of its assembly of
+      the K_whole mixed kernels (K_whole x K).
     """
 
     batched: float
@@ -50,6 +52,7 @@ class PathCosts:
     small_cells: int = 0
     grouped: float | None = None
     grouped_pointwise: float | None = None
+    grouped_assembly: float = 1.0
     grouped_traffic: tuple[float, float] = (0.0, 0.0)
     grouped_passes: int = 1
     cache_bytes: int = 1 << 24
@@ -64,8 +67,8 @@ def choose_path(geometry: Geometry, positions: int, cells: int, costs: PathCosts
     the cheapest of (see PathCosts for the units):
     - batched: P K + (assembly n + traffic) K;
     - mixed: n P C_out c_in' dense products + mixing the input + its intermediates;
-    - grouped (where the method prices it): g_i P K + (K_whole + passes x traffic) K, K_whole assembled again in
-      memory mode lean.
+    - grouped (where the method prices it): P K + (assembly K_whole + passes x traffic) K (lean: g_i P K, and
+      K_whole assembled again).
     """
     if shared:
         return "shared"
@@ -82,9 +85,10 @@ def choose_path(geometry: Geometry, positions: int, cells: int, costs: PathCosts
     candidates = {}
     assembly = costs.assembly_lean if memory == "lean" else costs.assembly
     rate = costs.grouped_pointwise if pointwise else costs.grouped
-    if rate is not None:  # one grouped convolution per input block g_i, each over c_in of the channels
-        whole = (cells if kernels is None else kernels) * assembly / costs.assembly
-        candidates["grouped"] = positions * size * rate * geometry.blocks_in + (
+    if rate is not None:  # lean: one grouped convolution per input block g_i, assembled again in backward
+        blocks = geometry.blocks_in if memory == "lean" else 1
+        whole = (cells if kernels is None else kernels) * costs.grouped_assembly * assembly / costs.assembly
+        candidates["grouped"] = positions * size * rate * blocks + (
             whole + costs.grouped_passes * costs.grouped_traffic[spilled]) * size
     candidates["batched"] = positions * size * costs.batched + (
         assembly * cells + costs.batched_traffic[spilled]) * size
