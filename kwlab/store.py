@@ -28,8 +28,10 @@ A trial directory:
     tensorboard/     the trial's TensorBoard event files (one run, named by variant and seed)
     mlflow.json      the id of the trial's MLflow run, when the sweep logs to MLflow
 
-Statuses (`TrialDir.status`): finished (summary.json says so), stopped (stopped.json), failed (error.json), running
-(some epochs recorded) and pending.
+Statuses (`TrialDir.status`): finished (summary.json says so, and no record holds a non-finite metric), stopped
+(stopped.json), failed (error.json, or such a non-finite record: diverged), running (some epochs recorded) and
+pending. Every file is written durably (kwlab.files); one torn anyway by a crash reads as absent, and the torn end of
+metrics.jsonl is dropped with a warning.
 """
 
 from __future__ import annotations
