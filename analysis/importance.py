@@ -20,6 +20,7 @@ import pandas as pd
 from analysis.figures.importance import importance_bars, parallel_coordinates, slices
 from analysis.style import save_figure
 from analysis.sweep import Sweep, factor_groups, group_title, metric_label
+from analysis.tables import to_markdown
 from kwlab.sweep.spec import Parameter
 from kwlab.tracking.optuna_store import distributions, optuna_value
 
@@ -40,8 +41,9 @@ class Importance:
     keys: list[str]  # one dotted key per swept group (keys zipped in lock-step are one group)
     titles: dict[str, str]  # key -> its group's title
     study: optuna.Study
-    importances: pd.DataFrame  # key, title, importance
+    importances: pd.DataFrame  # key, title, importance (empty when not estimable)
     left_out: dict[str, int]  # reason -> trials
+    missing: str | None  # why the importances are not estimable, or None
 
 
 def swept_groups(sweep: Sweep, variants: pd.DataFrame) -> list[list[str]]:
@@ -56,7 +58,7 @@ def _plain(value: Any) -> Any:
 
 def parameter_importance(sweep: Sweep, groups: list[list[str]]) -> Importance:
     """Optuna's fANOVA importance of each group's key on the sweep's metric, over the usable finished trials; an
-    empty table when there are too few of them (fewer than MIN_TRIALS, or a key at a single value)."""
+    empty table, and why, when they cannot say (fewer than MIN_TRIALS, one value of the metric, or of a key)."""
     keys = [group[0] for group in groups]
     trials, metric = sweep.trials, sweep.metric
     left_out = {status: int(n) for status, n in trials["status"].value_counts().items() if status != "finished"}
@@ -76,12 +78,16 @@ def parameter_importance(sweep: Sweep, groups: list[list[str]]) -> Importance:
     titles = {group[0]: group_title(group) for group in groups}
     table = pd.DataFrame(columns=["key", "title", "importance"])
     usable = study.trials
-    if len(usable) >= MIN_TRIALS and all(len({t.params[k] for t in usable}) > 1 for k in keys) \
-            and len({t.value for t in usable}) > 1:  # fANOVA has nothing to explain when every value is the same
+    single = [titles[k] for k in keys if len({t.params[k] for t in usable}) < 2]
+    missing = (f"too few so far (it needs at least {MIN_TRIALS})" if len(usable) < MIN_TRIALS
+               else f"every one has the same {metric}, so there is nothing to explain"
+               if len({t.value for t in usable}) < 2
+               else f"{', '.join(single)} took one value among them" if single else None)
+    if missing is None:
         found = optuna.importance.get_param_importances(
             study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=SEED), params=keys)
         table = pd.DataFrame([{"key": k, "title": titles[k], "importance": v} for k, v in found.items()])
-    return Importance(keys, titles, study, table, {k: v for k, v in left_out.items() if v})
+    return Importance(keys, titles, study, table, {k: v for k, v in left_out.items() if v}, missing)
 
 
 def _left_out_words(left_out: dict[str, int]) -> str:
@@ -108,14 +114,14 @@ def importance_sections(result: Analysis, out: Path) -> list[Section]:
     usable = len(found.study.trials)
     counted = f"{usable} finished trial{'s' if usable != 1 else ''} (one per seed; {_left_out_words(found.left_out)})"
     titles = ", ".join(found.titles.values())
-    if found.importances.empty:
-        return [Section("Which setting mattered", f"Parameter importance of {titles} needs at least {MIN_TRIALS} "
-                        f"finished trials with a finite {metric_label(sweep.metric)}, not all equal, and every swept "
-                        f"key at two values or more among them; this sweep has {counted}: too few so far.")]
+    if found.missing is not None:
+        return [Section("Which setting mattered", f"No parameter importance of {titles} yet: it uses the finished "
+                        f"trials with a finite {metric_label(sweep.metric)}, and this sweep has {counted}: "
+                        f"{found.missing}.")]
     found.importances.to_csv(out / "importance.csv", index=False)
     label = metric_label(sweep.metric)
-    table = "\n".join(["| swept key | importance |", "|---|---:|"] + [
-        f"| {row['title']} | {row['importance']:.3f} |" for row in found.importances.to_dict("records")])
+    table = to_markdown(pd.DataFrame({"swept key": found.importances["title"],
+                                      "importance": found.importances["importance"].map("{:.3f}".format)}))
     top = found.importances.iloc[0]
     sentence = (f"How much of the variation of {label} over {counted} each swept key explains, by Optuna's "
                 f"{EVALUATOR} evaluator (`optuna.importance.FanovaImportanceEvaluator`, seed {SEED}; named, because "

@@ -192,8 +192,9 @@ def test_report_says_when_there_are_too_few_trials_for_importance(tmp_path: Path
     make_trial(results, "c", "lr=0.01,budget=1", {"optim.lr": 0.01, "kw.budget": 1}, [10.0], "running")
     out = write_report([results.path]).parent
     text = (out / "report.md").read_text()
-    assert ("needs at least 4 finished trials" in text and "this sweep has 2 finished trials (one per seed; left "
-            "out: 1 running): too few so far" in text)
+    assert ("No parameter importance of lr, budget yet: it uses the finished trials with a finite test top-1 (%), "
+            "and this sweep has 2 finished trials (one per seed; left out: 1 running): too few so far (it needs at "
+            "least 4)." in text)
     assert not (out / "importance.png").exists() and not (out / "parallel_coordinates.png").exists()
 
 

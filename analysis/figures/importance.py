@@ -38,11 +38,10 @@ def parallel_coordinates(study: optuna.Study, params: list[str], target_name: st
     """Optuna's parallel-coordinates plot: one line per trial through its swept values to its metric."""
     fig = _optuna_figure(optuna.visualization.matplotlib.plot_parallel_coordinate, study, params, target_name)
     fig.set_size_inches(PAGE_WIDTH, 3.0)
+    fig.set_layout_engine("tight")  # the axis names below the axes stay inside the figure
     return fig
 
 
 def slices(study: optuna.Study, params: list[str], target_name: str) -> Figure:
     """Optuna's slice plots: the metric of every trial against each swept key."""
-    fig = _optuna_figure(optuna.visualization.matplotlib.plot_slice, study, params, target_name)
-    fig.set_size_inches(PAGE_WIDTH, 2.6)
-    return fig
+    return _optuna_figure(optuna.visualization.matplotlib.plot_slice, study, params, target_name)  # Optuna's size
