@@ -6,7 +6,7 @@ a shared, noisy machine slows them alike; the table reports medians. Per variant
 forward+backward time, their ratio to the static model, the floor (the fewest MACs per image any exact algorithm of
 the mixing engine needs, per layer the cheaper of assembling kernels then convolving and mixing the input then
 convolving, plus the attention, over the static model's: `Price.floor`), the bytes autograd
-keeps for backward, the peak memory where the device reports it, and the fast paths the layers take.
+keeps for backward, the peak memory where the device reports it, and the paths the layers take.
 `--memory reference` adds the straightforward reference computation, the "before" (KW: every kernel assembled, one
 grouped convolution; CondConv, DY-Conv, ODConv: one convolution per sample).
 """

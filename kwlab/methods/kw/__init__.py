@@ -1,1 +1,2 @@
-"""KernelWarehouse (Li & Yao, ICML 2024): config, planner, attention, warehouse, layers, fast paths, converter."""
+"""KernelWarehouse (Li & Yao, ICML 2024): config, planner, attention, warehouse, layers, converter and layouts; its
+per-sample paths are the mixing engine's (kwlab.methods.mixing)."""
