@@ -194,21 +194,24 @@ def test_a_static_family_through_kwlab_sweep_and_report(tmp_path: Path) -> None:
 
 
 def test_the_quick_start_regime_is_the_one_the_readme_describes(capsys: pytest.CaptureFixture) -> None:
-    """sweeps/cell_size.yaml's default profile: KW 1x at width 2 costs 1.16x the static parameters (357K against
-    308K) and 3.1x its MACs; the static family (widths 1-4) spans KW 1x's parameters and MACs and cell 1/2's
+    """sweeps/cell_size.yaml's default profile: KW 1x at width 1.5 costs 1.27x the static parameters (221K against
+    174K) and 3.1x its MACs; the static family (widths 1.5-4) spans KW 1x's parameters and MACs and cell 1/2's
     parameters, not cell 1/2's MACs (README, Quick start; the spec's header)."""
     assert kwlab_main(["validate", "sweeps/cell_size.yaml"]) == 0
     assert "6 variants x 3 seeds = 18 trials" in capsys.readouterr().out  # KW cells 1 and 1/2, four static widths
     spec = yaml.safe_load((ROOT / "sweeps" / "cell_size.yaml").read_text())
-    widths = {c["name"]: c["set"].get("model.kwargs.width", 2.0) for c in spec["cases"]}
-    assert widths == {"static": 2.0, "static_w1": 1.0, "static_w3": 3.0, "static_w4": 4.0}
-    assert spec["fixed"] == {"model.kwargs": {"width": 2.0}} and spec["parameters"]["kw.cell_in_ratio"]["values"] == [1, 0.5]
-    kw = price_model("cifar_resnet8", "kw", {"budget": 1}, (1, 8, 8), num_classes=10, in_chans=1, width=2.0)
-    cells = price_model("cifar_resnet8", "kw", {"budget": 1, "cell_in_ratio": 0.5, "cell_out_ratio": 0.5}, (1, 8, 8),
-                        num_classes=10, in_chans=1, width=2.0)
-    static = {w: price_model("cifar_resnet8", "static", None, (1, 8, 8), num_classes=10, in_chans=1, width=w)
-              for w in (1.0, 2.0, 3.0, 4.0)}
-    assert (kw.params, static[2.0].params) == (357_012, 308_074) and round(kw.params / static[2.0].params, 2) == 1.16
-    assert round(kw.macs / static[2.0].macs, 1) == 3.1
-    assert static[1.0].params < kw.params < static[4.0].params and static[1.0].macs < kw.macs < static[4.0].macs
-    assert cells.params < static[4.0].params and cells.macs > static[4.0].macs  # out of range at equal MACs
+    widths = {c["name"]: c["set"].get("model.kwargs.width", 1.5) for c in spec["cases"]}
+    assert widths == {"static": 1.5, "static_w2": 2.0, "static_w3": 3.0, "static_w4": 4.0}
+    assert spec["fixed"] == {"model.kwargs": {"width": 1.5}}
+    assert spec["parameters"]["kw.cell_in_ratio"]["values"] == [1, 0.5]
+    image = (1, 8, 8)
+    kw = price_model("cifar_resnet8", "kw", {"budget": 1}, image, num_classes=10, in_chans=1, width=1.5)
+    cells = price_model("cifar_resnet8", "kw", {"budget": 1, "cell_in_ratio": 0.5, "cell_out_ratio": 0.5}, image,
+                        num_classes=10, in_chans=1, width=1.5)
+    static = {w: price_model("cifar_resnet8", "static", None, image, num_classes=10, in_chans=1, width=w)
+              for w in widths.values()}
+    assert (kw.params, static[1.5].params) == (220_988, 173_842) and round(kw.params / static[1.5].params, 2) == 1.27
+    assert round(kw.macs / static[1.5].macs, 1) == 3.1
+    assert static[1.5].params < kw.params < static[4.0].params and static[1.5].macs < kw.macs < static[4.0].macs
+    assert static[3.0].params < cells.params < static[4.0].params
+    assert cells.macs > static[4.0].macs  # out of range at equal MACs
