@@ -188,6 +188,7 @@ def test_report_on_a_read_only_store_suggests_out(swept: tuple, tmp_path: Path,
 
 # -- SIGTERM, and a second sweep on the same machine
 
+@pytest.mark.slow  # two sweeps through Ray: about 90 s on a busy 2-core machine
 def test_sigterm_takes_the_ctrl_c_path_and_a_second_local_sweep_is_told(tmp_path: Path) -> None:
     """Before: SIGTERM (a scheduler's preemption) ended the runner with exit 134 and Ray's C++ '*** SIGTERM received'
     dump, no kwlab line, the lock and tables left as they happened to be; two local sweeps at once each took the
@@ -253,16 +254,16 @@ def small_disk(tmp_path: Path) -> Iterator[Path]:
         subprocess.run(["umount", "-l", str(disk)], capture_output=True)
 
 
-def test_a_full_disk_before_launch_is_one_line(small_disk: Path, tmp_path: Path) -> None:
+def test_a_full_disk_before_launch_is_one_line(small_disk: Path, tmp_path: Path,
+                                               capsys: pytest.CaptureFixture) -> None:
     spec = write_spec(tmp_path, "full", cases=[{"name": "static", "set": {"kw": None}}])
     filler = os.open(small_disk / "filler", os.O_WRONLY | os.O_CREAT)
     with pytest.raises(OSError, match="No space left"):
         while True:
             os.write(filler, b"\0" * 2**16)
     os.close(filler)
-    result = kwlab_cli("sweep", str(spec), "--results", str(small_disk))
-    assert result.returncode == 1
-    line = one_line(result.stderr)
+    assert main(["sweep", str(spec), "--results", str(small_disk)]) == 1
+    line = one_line(capsys.readouterr().err)
     assert line.startswith(f"kwlab sweep: {small_disk / 'full'}: cannot write ")
     assert line.endswith(": No space left on device (the disk is full)")
 
