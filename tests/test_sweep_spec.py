@@ -152,7 +152,7 @@ def test_config_hash_is_stable_and_order_free() -> None:
 def test_shipped_specs_parse(path: Path) -> None:
     spec = load_spec(path)
     folder = path.parent.relative_to(SWEEPS).parts
-    assert spec.name == "_".join([*folder, path.stem] if path.stem == "study" else [path.stem])
+    assert spec.name == "_".join([*folder, path.stem])  # results/fashion_study/, results/fashion_equal_cost/
     if spec.name != "smoke":  # every real ablation is paired over seeds against the static model
         assert len(spec.seeds) >= 3 and spec.baseline == "static"
     if not folder and spec.name != "smoke":  # the shipped ablations run a short default profile; a study runs as is
