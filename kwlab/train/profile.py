@@ -15,12 +15,13 @@ the recipe itself carries no timing code) and charges each moment of wall time t
 Nested parts go to the innermost one, except that everything inside the attention records counts as attention
 records. The FLOP time is the time the trial's multiply-adds at its method's floor (`Price.floor_macs`: 3 per MAC
 for a training image, forward and backward; 1 for an evaluated image) would take at the rate this machine runs the
-static model's forward+backward at the trial's batch size, measured after the trial on a few steps.
+static model's forward+backward at the trial's batch size, measured after the trial (the fastest of a few steps).
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -172,9 +173,9 @@ class TrialProfile:
         total = self.total or 1.0
         return {category: 100 * self.seconds.get(category, 0.0) / total for category in CATEGORIES}
 
-    def flop_time(self, steps: int = 3) -> FlopTime:
-        """The trial's MACs at its floor and their time at the static model's rate, measured now on `steps`
-        forward+backward passes (after one untimed) of a batch shaped like the trial's."""
+    def flop_time(self, steps: int = 5) -> FlopTime:
+        """The trial's MACs at its floor and their time at the static model's rate, measured now on the fastest of
+        `steps` forward+backward passes (after one untimed) of a batch shaped like the trial's."""
         cfg = self.cfg
         splits = self.splits if self.splits is not None else kwdata.load(cfg.data, seed=cfg.seed)
         price = recipe.price(cfg, splits.num_classes, splits.in_chans, splits.image_size)
@@ -183,7 +184,7 @@ class TrialProfile:
         model.to(device=runtime.device, memory_format=runtime.memory_format).train()
         shape = (cfg.batch_size, splits.in_chans, splits.image_size, splits.image_size)
         x = torch.randn(shape, device=runtime.device).to(memory_format=runtime.memory_format)
-        elapsed = 0.0
+        fastest = math.inf  # the fastest step: a machine shared with other jobs slows some steps
         for step in range(steps + 1):
             began = time.perf_counter()
             with runtime.autocast():
@@ -191,8 +192,8 @@ class TrialProfile:
             out.float().sum().backward()
             if runtime.device.type == "cuda":
                 torch.cuda.synchronize(runtime.device)
-            elapsed += (time.perf_counter() - began) if step else 0.0
-        rate = 3 * price.macs_parts["conv"] * cfg.batch_size * steps / elapsed  # the static model's MACs
+            fastest = min(fastest, time.perf_counter() - began) if step else fastest
+        rate = 3 * price.macs_parts["conv"] * cfg.batch_size / fastest  # the static model's MACs
         evaluated = sum(count for category, count in self.images.items() if category != TRAINING)
         macs = float(price.floor_macs) * (3 * self.images.get(TRAINING, 0) + evaluated)
         return FlopTime(macs, rate, macs / rate)
