@@ -88,7 +88,7 @@ def test_resume_after_a_kill_ends_like_an_uninterrupted_run(
 def test_trial_directory_files(kw_trial: tuple[Path, list[dict]]) -> None:
     trial, history = kw_trial
     assert {p.name for p in trial.iterdir()} == {store.CONFIG, store.METRICS, store.SUMMARY, store.ATTENTION,
-                                                 store.CHECKPOINT, store.BEST}
+                                                 store.CHECKPOINT, store.BEST, store.TENSORBOARD}
     assert load_config(trial / store.CONFIG) == tiny()
     recorded = read_metrics(trial)
     assert [set(m) for m in recorded] == [METRIC_KEYS] * 3 and recorded == json.loads(json.dumps(history))
