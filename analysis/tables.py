@@ -181,9 +181,9 @@ def equal_cost_table(comparisons: dict[str, pd.DataFrame], *, diff_unit: str = "
     columns = ["variant", "at equal", "cost", "static family", diff_column, "p (Holm)", f"MDD{unit}", "resolved",
                "seeds for Δ", "pairs"]
     out = pd.DataFrame(rows, columns=columns)
-    out.attrs["notes"] = [f"Δ vs static: the variant minus the static family interpolated to its cost, linearly in "
-                          f"log cost between the two nearest static widths, seed by seed; p (Holm) across the "
-                          f"variants at each cost; out of range: the variant's cost lies outside the family's span."]
+    out.attrs["notes"] = ["Δ vs static: the variant minus the static family interpolated to its cost, linearly in "
+                          "log cost between the two nearest static widths, seed by seed; p (Holm) across the "
+                          "variants at each cost; out of range: the variant's cost lies outside the family's span."]
     out.attrs["footnotes"] = footnotes.lines()
     return out
 

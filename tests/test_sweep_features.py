@@ -12,6 +12,7 @@ import signal
 import time
 from pathlib import Path
 
+import optuna
 import pandas as pd
 import pytest
 
@@ -19,6 +20,7 @@ import kwlab
 import kwlab.results
 from kwlab import store
 from kwlab.cli import main
+from kwlab.tracking.optuna_store import storage_url
 from sweep_helpers import TINY, kwlab_cli, start_cli, write_spec
 
 
@@ -95,7 +97,8 @@ def test_a_variants_seeds_train_an_epoch_each_in_turn_and_tune_sees_their_mean(
 
 
 def test_bayes_suggests_variants_trained_at_every_seed(tmp_path: Path) -> None:
-    """Before: `method: bayes` died on its first trial with `KeyError: 'trial'` in the event callback."""
+    """Before: `method: bayes` died on its first trial with `KeyError: 'trial'` in the event callback. OptunaSearch
+    samples from the store's optuna.db, and a rerun asks for no suggestion it has made."""
     spec = write_spec(tmp_path, "search", method="bayes", num_samples=2, sampler_seed=3, seeds=[0, 1],
                       parameters={"optim.lr": {"distribution": "log_uniform_values", "min": 0.01, "max": 0.2},
                                   "kw.budget": {"values": [1, 2]}})
@@ -108,9 +111,20 @@ def test_bayes_suggests_variants_trained_at_every_seed(tmp_path: Path) -> None:
     assert trials["optim.lr"].between(0.01, 0.2).all() and set(trials["kw.budget"]) <= {1, 2}
     assert (trials["params_total"] > 0).all()  # priced, like a grid's trials
     assert result.stdout.count("finished ") == 2 and "seeds 0,1" in result.stdout
-    mtimes = {p: p.stat().st_mtime_ns for p in (tmp_path / "search").glob(f"{store.TRIALS}/*/{store.SUMMARY}")}
+    results = tmp_path / "search"
+    study = optuna.load_study(study_name="search", storage=storage_url(results))  # OptunaSearch used the store's db
+    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
+    for trial in study.trials:  # OptunaSearch's trial is the variant, valued at the mean of its seeds' best epochs
+        assert set(trial.params) == {"optim.lr", "kw.budget"} and trial.user_attrs["seeds"] == [0, 1]
+        assert trial.user_attrs["method"] == "kw" and trial.user_attrs["status"] == "finished"
+        best = [max(e["val_top1"] for e in store.Store(results).trial(t).metrics())
+                for t in trial.user_attrs["trial_ids"]]
+        assert trial.value == pytest.approx(sum(best) / 2)
+    mtimes = {p: p.stat().st_mtime_ns for p in results.glob(f"{store.TRIALS}/*/{store.SUMMARY}")}
     again = kwlab_cli("sweep", str(spec), "--results", str(tmp_path))  # the seeded search replays, trains nothing
-    assert again.returncode == 0 and len(kwlab.results.load(tmp_path / "search").trials) == 4
+    assert again.returncode == 0 and len(kwlab.results.load(results).trials) == 4
+    assert "then 0 Optuna suggestions" in again.stdout
+    assert len(optuna.load_study(study_name="search", storage=storage_url(results)).trials) == 2
     assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
 
 

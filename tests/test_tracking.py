@@ -234,23 +234,3 @@ def test_an_unreachable_mlflow_server_is_one_line_before_launch(tmp_path: Path,
     assert code == 2 and err.count("\n") == 1 and time.time() - started < 60
     assert f"tracking.mlflow.uri: cannot reach the MLflow tracking server at {uri}" in err
     assert not list((tmp_path / "nowhere").glob(f"{store.TRIALS}/*/{store.METRICS}"))
-
-
-@pytest.mark.slow  # two sweeps: minutes on 2 cores
-def test_a_bayes_sweep_samples_from_the_study_in_the_store(tmp_path: Path) -> None:
-    spec = write_spec(tmp_path, "search", method="bayes", num_samples=2, sampler_seed=3, seeds=[0, 1],
-                      parameters={"optim.lr": {"distribution": "log_uniform_values", "min": 0.01, "max": 0.2},
-                                  "kw.budget": {"values": [1, 2]}})
-    first = kwlab_cli("sweep", str(spec), "--results", str(tmp_path))
-    assert first.returncode == 0, first.stderr
-    results = tmp_path / "search"
-    study = optuna.load_study(study_name="search", storage=storage_url(results))
-    assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
-    for trial in study.trials:  # OptunaSearch's trial is the variant, valued at the mean of its seeds' best epochs
-        assert set(trial.params) == {"optim.lr", "kw.budget"} and trial.user_attrs["seeds"] == [0, 1]
-        assert trial.user_attrs["method"] == "kw" and trial.user_attrs["status"] == "finished"
-        best = [max(e["val_top1"] for e in epochs_of(results, t)) for t in trial.user_attrs["trial_ids"]]
-        assert trial.value == pytest.approx(sum(best) / 2)
-    again = kwlab_cli("sweep", str(spec), "--results", str(tmp_path))
-    assert again.returncode == 0 and "then 0 Optuna suggestions" in again.stdout
-    assert len(optuna.load_study(study_name="search", storage=storage_url(results)).trials) == 2
