@@ -11,21 +11,19 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import optuna
 import pandas as pd
 
 from analysis.figures.importance import importance_bars, parallel_coordinates, slices
+from analysis.section import Section
 from analysis.style import save_figure
 from analysis.sweep import Sweep, factor_groups, group_title, metric_label
 from analysis.tables import to_markdown
 from kwlab.sweep.spec import Parameter
 from kwlab.tracking.optuna_store import distributions, optuna_value
-
-if TYPE_CHECKING:
-    from analysis.report import Analysis, Section
 
 EVALUATOR = "fANOVA"  # NOTE: named, not Optuna's default: Optuna 5 changed the default from fANOVA to PED-ANOVA
 SEED = 0  # fANOVA's random forest
@@ -96,18 +94,16 @@ def _left_out_words(left_out: dict[str, int]) -> str:
     return "left out: " + ", ".join(f"{n} {reason}" for reason, n in left_out.items())
 
 
-def importance_sections(result: Analysis, out: Path) -> list[Section]:
+def importance_sections(sweep: Sweep, variants: pd.DataFrame, out: Path) -> list[Section]:
     """The report's 'Which setting mattered' sections for a sweep of two or more swept keys (else none): the
     importance table and bars, the parallel-coordinates figure and the slice plots, or why there are too few
-    trials for them."""
-    from analysis.report import Section  # the report imports this module: its Section is read when called
+    trials for them. `variants` is the report's variant table (analysis.sweep.variants)."""
 
     for stem in STEMS:  # an earlier report's figures, which this one may not draw again
         for path in out.glob(f"{stem}.*"):
             if path.suffix in (".png", ".pdf", ".csv"):
                 path.unlink()
-    sweep = result.sweep
-    groups = swept_groups(sweep, result.variants)
+    groups = swept_groups(sweep, variants)
     if len(groups) < 2:
         return []
     found = parameter_importance(sweep, groups)

@@ -28,6 +28,7 @@ from analysis.figures import (
     params_accuracy,
 )
 from analysis.importance import importance_sections
+from analysis.section import Section
 from analysis.style import BASELINE_COLOR, PAGE_WIDTH, human_count, palette, save_figure
 from analysis.sweep import (
     Sweep,
@@ -56,16 +57,6 @@ FIGURE_STEMS = ("params_accuracy", "macs_accuracy", "params_accuracy_by_method",
                 "learning_curves", "attention_functions", "attention_values")
 PRICES = (("params_total", "params_accuracy", "parameter count"),  # (column, figure stem, in words)
           ("macs_per_image", "macs_accuracy", "MACs per image"))
-
-
-@dataclass
-class Section:
-    """One item of report.md: a heading, the sentence saying what was compared, and the files it shows."""
-
-    heading: str
-    sentence: str
-    images: list[Path] = field(default_factory=list)  # PNGs shown inline (PDF next to each)
-    text: str = ""  # Markdown inserted after the sentence (e.g. a table)
 
 
 @dataclass
@@ -170,7 +161,7 @@ def _report_sweep(sweep: Sweep, out: Path, *, baseline: str | None, interval: st
                 *_method_sections(result, out),
                 _curves_section(result, out),
                 *_heatmap_sections(result, out, heatmap_trials), *_attention_function_sections(result, out),
-                *importance_sections(result, out)]
+                *importance_sections(result.sweep, result.variants, out)]
     result.summary.to_csv(out / "summary.csv", index=False)
     report = out / "report.md"
     report.write_text(_markdown(result, [s for s in sections if s is not None], out, resamples, seed))
