@@ -122,7 +122,7 @@ def analyse(sweep: Sweep, baseline: str | None = None, *, interval: str = "t", e
     versus_static = {}
     for cost in equal_cost.COSTS:
         rows = equal_cost.compare(sweep.trials, table, sweep.metric, cost)
-        if equal_cost.static_family(table, cost).usable:
+        if len(rows):  # a usable family and a variant outside it
             versus_static[cost] = power.with_power(rows, effect=effect, minimum=stats.MIN_SEEDS)
     return Analysis(sweep, summary, table, groups, colors, str(base.iloc[0]) if len(base) else None, interval,
                     effect, versus_static)
@@ -245,8 +245,8 @@ def _equal_cost_section(result: Analysis, out: Path) -> Section | None:
     statics = result.variants[result.variants["method"] == equal_cost.STATIC] if "method" in result.variants \
         else result.variants.iloc[0:0]
     if not result.equal_cost:
-        if statics.empty:
-            return None
+        if statics.empty or equal_cost.static_family(result.variants, "params").usable:
+            return None  # no static model, or only static models
         return Section("Equal cost", "The sweep has the static model at one cost only, so no variant can be "
                        "compared with the static model at equal parameters or MACs: the differences below are at "
                        "equal width, whatever each variant costs. Add the static model at other widths (cases "

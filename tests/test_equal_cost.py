@@ -215,3 +215,13 @@ def test_the_quick_start_regime_is_the_one_the_readme_describes(capsys: pytest.C
     assert static[1.5].params < kw.params < static[4.0].params and static[1.5].macs < kw.macs < static[4.0].macs
     assert static[3.0].params < cells.params < static[4.0].params
     assert cells.macs > static[4.0].macs  # out of range at equal MACs
+
+
+def test_a_sweep_of_static_widths_alone_has_no_equal_cost_section(tmp_path: Path,
+                                                                   capsys: pytest.CaptureFixture) -> None:
+    store = make_store(tmp_path, ("static", "static_w0.5", "static_w2"))
+    assert kwlab_main(["report", str(store)]) == 0
+    assert "equal cost" not in capsys.readouterr().out
+    report = (store / "report" / "report.md").read_text()
+    assert "## Equal cost" not in report and not (store / "report" / "equal_cost.md").exists()
+    assert "Δ vs static at equal" not in (store / "report" / "ablation.md").read_text()
