@@ -123,6 +123,21 @@ def with_power(summary: pd.DataFrame, *, effect: float | None = None, alpha: flo
     return out
 
 
+def equal_cost_power(trials: pd.DataFrame, variants: pd.DataFrame, metric: str, *, effect: float | None = None,
+                     alpha: float = ALPHA, power: float = POWER) -> dict[str, pd.DataFrame]:
+    """analysis.equal_cost.compare with the power columns (`with_power`) for each cost that has a static family and
+    a variant outside it: what `kwlab report` and `kwlab power` show."""
+    from analysis import equal_cost  # imported here, like main's imports: it draws on matplotlib's styles
+    from analysis.stats import MIN_SEEDS
+
+    out = {}
+    for cost in equal_cost.COSTS:
+        rows = equal_cost.compare(trials, variants, metric, cost, confidence=1 - alpha)
+        if len(rows):
+            out[cost] = with_power(rows, effect=effect, alpha=alpha, power=power, minimum=MIN_SEEDS)
+    return out
+
+
 def seeds_text(seeds: float) -> str:
     """'12', or '> 10,000' (a zero difference, or beyond MAX_SEEDS); a dash when not estimable."""
     if not np.isfinite(seeds):
@@ -167,11 +182,11 @@ def main(args: argparse.Namespace) -> int:
     baseline = summary.loc[summary["is_baseline"], "variant"]
     rows = [table[~table["is_baseline"]].assign(versus=str(baseline.iloc[0]) if len(baseline) else None,
                                                 comparison=lambda t: t["variant"])]
-    for cost, at in equal_cost.SHORT.items():  # against the static family at equal cost, when there is one
-        versus = equal_cost.compare(sweep.trials, variants(sweep), sweep.metric, cost, confidence=1 - args.alpha)
-        if len(versus):
-            versus = with_power(versus, effect=args.effect, alpha=args.alpha, power=args.power, minimum=MIN_SEEDS)
-            rows.append(versus.assign(versus=f"static at equal {at}", comparison=versus["variant"] + f" @ equal {at}"))
+    versus_static = equal_cost_power(sweep.trials, variants(sweep), sweep.metric, effect=args.effect,
+                                     alpha=args.alpha, power=args.power)
+    for cost, versus in versus_static.items():  # against the static family at equal cost, when there is one
+        at = equal_cost.SHORT[cost]
+        rows.append(versus.assign(versus=f"static at equal {at}", comparison=versus["variant"] + f" @ equal {at}"))
     rows = pd.concat(rows, ignore_index=True)
     unit = diff_unit(sweep.metric)
     report = {"store": str(sweep.path), "sweep": sweep.name, "metric": sweep.metric, "metric_note": sweep.metric_note,

@@ -119,13 +119,8 @@ def analyse(sweep: Sweep, baseline: str | None = None, *, interval: str = "t", e
     colors = palette(order, ordinal=_ordinal(table, groups))
     if len(base_label):
         colors[base_label.iloc[0]] = BASELINE_COLOR
-    versus_static = {}
-    for cost in equal_cost.COSTS:
-        rows = equal_cost.compare(sweep.trials, table, sweep.metric, cost)
-        if len(rows):  # a usable family and a variant outside it
-            versus_static[cost] = power.with_power(rows, effect=effect, minimum=stats.MIN_SEEDS)
     return Analysis(sweep, summary, table, groups, colors, str(base.iloc[0]) if len(base) else None, interval,
-                    effect, versus_static)
+                    effect, power.equal_cost_power(sweep.trials, table, sweep.metric, effect=effect))
 
 
 def _ordinal(table: pd.DataFrame, groups: list[list[str]]) -> bool:
@@ -275,6 +270,8 @@ def equal_cost_lines(result: Analysis) -> list[str]:
     for name in names:
         parts = []
         for cost, rows in result.equal_cost.items():
+            if name not in set(rows["variant"]):  # a member of this cost's family only
+                continue
             row = rows[rows["variant"] == name].iloc[0]
             value = (estimate(row["diff"], row["diff_low"], row["diff_high"], signed=True) if row["in_range"]
                      else "out of range")
