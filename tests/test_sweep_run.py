@@ -43,6 +43,8 @@ def test_smoke_sweep_runs_through_ray_and_resumes_as_a_no_op(tmp_path: Path) -> 
     assert again.returncode == 0 and "0 of 2 fixed trials to run" in again.stdout and "started" not in again.stdout
 
 
+# slow: the default suite resumes in the smoke, Ctrl-C and torn-file tests; this one adds kill -9 of the runner
+@pytest.mark.slow
 def test_resume_after_the_runner_is_killed(tmp_path: Path) -> None:
     spec = write_spec(tmp_path, "killed", parameters={"kw.budget": {"values": [1, 2]}},
                       cases=[{"name": "static", "set": {"kw": None}}], baseline="static", max_concurrent_trials=1,
