@@ -55,6 +55,8 @@ def two_workers(config: dict, folder: Path) -> tuple[list[dict], list[dict]]:
     return tuple(json.loads((folder / f"rank{rank}.json").read_text()) for rank in (0, 1))
 
 
+# slow: the default suite runs a two-worker trial through Ray Train (test_sweep_workers); this one checks the numbers
+@pytest.mark.slow
 def test_two_workers_with_syncbn_train_like_one(tmp_path: Path) -> None:
     """Same global batch, same seed, SyncBatchNorm: the first epoch's training loss of two workers equals one
     worker's. Each step's loss and gradient are means over the same 32 samples, computed in two halves (batch

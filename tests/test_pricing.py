@@ -86,11 +86,11 @@ def test_a_sweep_trial_keeps_the_price_its_sweep_computed(tmp_path, monkeypatch)
     threads = torch.get_num_threads()
     swept = store.TrialDir(tmp_path / "swept")
     swept.path.mkdir()
-    swept.write_sweep_meta({"trial_id": "t", "price": price_config(cfg.to_dict())})
+    swept.write_sweep_meta({"trial_id": "t", "price": price_config(cfg)})
     priced = []
     monkeypatch.setattr(recipe, "price", lambda *args: priced.append(args) or pytest.fail("priced again"))
     list(run(cfg, swept.path))
-    assert swept.summary()["macs_per_image"] == price_config(cfg.to_dict())["macs_per_image"] > 0 and not priced
+    assert swept.summary()["macs_per_image"] == price_config(cfg)["macs_per_image"] > 0 and not priced
     monkeypatch.undo()
     alone = store.TrialDir(tmp_path / "alone")
     list(run(cfg, alone.path))

@@ -43,6 +43,8 @@ def test_smoke_sweep_runs_through_ray_and_resumes_as_a_no_op(tmp_path: Path) -> 
     assert again.returncode == 0 and "0 of 2 fixed trials to run" in again.stdout and "started" not in again.stdout
 
 
+# slow: the default suite resumes in the smoke, Ctrl-C and torn-file tests; this one adds kill -9 of the runner
+@pytest.mark.slow
 def test_resume_after_the_runner_is_killed(tmp_path: Path) -> None:
     spec = write_spec(tmp_path, "killed", parameters={"kw.budget": {"values": [1, 2]}},
                       cases=[{"name": "static", "set": {"kw": None}}], baseline="static", max_concurrent_trials=1,
@@ -155,3 +157,24 @@ def test_results_load_refuses_a_folder_that_is_not_a_store(tmp_path: Path) -> No
     trial.write_sweep_meta({"trial_id": "t1", "variant_id": "v", "variant": "a", "is_baseline": False, "seed": 0,
                             "parameters": {}})
     assert kwlab.results.load(tmp_path).trials["status"].tolist() == ["pending"]
+
+
+def test_a_trial_config_is_validated_once_and_crosses_to_the_trial_typed(tmp_path: Path, monkeypatch) -> None:
+    """`kwlab sweep` validates each trial's config when it expands the spec; the trial function receives that typed
+    config (pickled by Ray as it is) and trains it without building or validating it again."""
+    import pickle
+
+    from kwlab.sweep.command import plan_sweep
+    from kwlab.sweep.runner import _train_seeds, describe_trial, prepare
+    from kwlab.train.config import TrainConfig
+
+    plan = plan_sweep(str(ROOT / "sweeps" / "smoke.yaml"), None, [], 100)
+    trial = next(t for t in plan.trials if t.variant.name == "static")
+    prepare(tmp_path, [trial], {})
+    seed = pickle.loads(pickle.dumps(describe_trial(trial, tmp_path)))  # what a Ray worker unpickles
+    assert isinstance(seed["config"], TrainConfig) and seed["config"] == trial.cfg
+    monkeypatch.setattr(TrainConfig, "__init__", lambda *a, **k: pytest.fail("a trial config was validated again"))
+    reports: list[dict] = []
+    _train_seeds([seed], {"metric": "val_top1", "goal": "maximize", "threads": 1}, reports.append)
+    assert reports[-1]["final"] and reports[-1]["seeds"] == 1 and 0 <= reports[-1]["score"] <= 100
+    assert store.TrialDir(Path(seed["dir"])).summary()["status"] == "finished"

@@ -22,6 +22,7 @@ from kwlab.errors import KWLabError, WriteError
 from kwlab.sweep.expand import (Trial, apply_constraints, base_config, check_size, compact_seeds, costliest_first,
                                 count_line, expand, price, seeds_by_variant, size_line, variant_count)
 from kwlab.sweep.spec import Resolved, SweepSpec, resolve_spec
+from kwlab.train.config import TrainConfig
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -60,7 +61,7 @@ class Plan:
     trials: list[Trial]
     priced: pd.DataFrame
     base: dict[str, Any]
-    probe: dict[str, Any] | None = None  # bayes: the config of one suggestion, for checks and estimates
+    probe: TrainConfig | None = None  # bayes: the config of one suggestion, for checks and estimates
 
     @property
     def spec(self) -> SweepSpec:
@@ -86,7 +87,7 @@ def plan_sweep(path: str, profile: str | None, sets: list[str], max_variants: in
 
         probe = resolve(base, random_variants(spec.model_copy(update={"num_samples": 1}))[0], spec.seeds[0], path)
         check_trial_configs(spec, [probe], path)
-    check_trial_configs(spec, [t.config for t in trials], path)
+    check_trial_configs(spec, [t.cfg for t in trials], path)
     priced = price(trials, path)
     if spec.constraints:
         trials = apply_constraints(trials, priced, spec.constraints, path)
@@ -94,15 +95,13 @@ def plan_sweep(path: str, profile: str | None, sets: list[str], max_variants: in
     return Plan(resolved, trials, priced[priced["variant_id"].isin(kept)].reset_index(drop=True), base, probe)
 
 
-def check_trial_configs(spec: SweepSpec, configs: list[dict[str, Any]], source: str) -> None:
+def check_trial_configs(spec: SweepSpec, configs: list[TrainConfig], source: str) -> None:
     """What the trials need from the spec, checked before launch: the metric they record, and a GPU for a trial
     that asks for CUDA."""
     from kwlab.store import metric_goal
-    from kwlab.train.config import TrainConfig
     from kwlab.train.recipe import recorded_metrics
 
-    for config in configs:
-        cfg = TrainConfig.from_dict(config)
+    for cfg in configs:
         recorded = recorded_metrics(cfg)
         name = spec.metric.name
         if name not in recorded:

@@ -12,10 +12,9 @@ import heapq
 import json
 import os
 from dataclasses import dataclass
-from typing import Any
-
 from kwlab.sweep.expand import Trial
 from kwlab.sweep.spec import SweepSpec
+from kwlab.train.config import TrainConfig
 
 # Starting the local Ray instance, Tune's set-up, the first workers' imports and the shutdown: 14 s measured on the
 # 2-core CPU here (smoke sweep, 2026-11-22 and again 2026-12-01).
@@ -50,21 +49,20 @@ def concurrency(spec: SweepSpec, max_concurrent: int | None, trials: int) -> int
 
 
 def estimate(spec: SweepSpec, trials: list[Trial], max_concurrent: int | None,
-             extra: list[dict[str, Any]] = (), to_run: list[Trial] | None = None) -> Estimate:
+             extra: list[TrainConfig] = (), to_run: list[Trial] | None = None) -> Estimate:
     """Time one trial of each variant and estimate the sweep: `to_run` (default: all `trials`) plus `extra`, configs
     of trials not in `trials` (e.g. a bayes sweep's suggestions, priced by a probe)."""
-    from kwlab.train import TrainConfig
     from kwlab.train.recipe import time_trial
 
     cache: dict[str, float] = {}
 
-    def seconds(config: dict[str, Any]) -> float:
-        key = json.dumps({k: v for k, v in config.items() if k != "seed"}, sort_keys=True)
+    def seconds(cfg: TrainConfig) -> float:
+        key = json.dumps({k: v for k, v in cfg.to_dict().items() if k != "seed"}, sort_keys=True)
         if key not in cache:
-            cache[key] = time_trial(TrainConfig.from_dict(config)).trial_s
+            cache[key] = time_trial(cfg).trial_s
         return cache[key]
 
-    per_variant = {t.variant_id: seconds(t.config) for t in trials}
+    per_variant = {t.variant_id: seconds(t.cfg) for t in trials}
     durations = [per_variant[t.variant_id] for t in (trials if to_run is None else to_run)] + [seconds(c) for c in extra]
     slots = concurrency(spec, max_concurrent, len(durations))
     return Estimate(per_variant, slots, RAY_FIXED_S + makespan(durations, slots) if durations else 0.0)

@@ -11,7 +11,7 @@ import itertools
 import json
 import math
 from dataclasses import dataclass, field
-from functools import cache
+from functools import cached_property
 from pathlib import Path
 from typing import Any
 
@@ -37,11 +37,16 @@ class Variant:
 
 @dataclass(frozen=True)
 class Trial:
-    """A variant at one seed, with its resolved trial config and stable ids."""
+    """A variant at one seed, with its resolved, validated trial config and stable ids."""
 
     variant: Variant
     seed: int
-    config: dict[str, Any] = field(repr=False)
+    cfg: TrainConfig = field(repr=False)
+
+    @cached_property
+    def config(self) -> dict[str, Any]:
+        """The resolved config as a plain tree (what the store and the hashes read)."""
+        return self.cfg.to_dict()
 
     @property
     def trial_id(self) -> str:
@@ -168,14 +173,15 @@ def variants(spec: SweepSpec) -> list[Variant]:
               for c in cases), *points]
 
 
-def resolve(base: dict[str, Any], variant: Variant, seed: int, source: str) -> dict[str, Any]:
-    """The full, validated trial config of a variant at a seed, as a plain tree."""
+def resolve(base: dict[str, Any], variant: Variant, seed: int, source: str) -> TrainConfig:
+    """The full, validated trial config of a variant at a seed: the only validation a trial's config gets (the
+    typed config crosses to Ray as it is)."""
     tree = json.loads(json.dumps(base))  # deep copy of plain data
     for key, value in variant.overrides.items():
         set_dotted(tree, key, value)
     tree["seed"] = seed
     try:
-        return TrainConfig.from_dict(tree).to_dict()
+        return TrainConfig.from_dict(tree)
     except KWLabError as error:
         raise KWLabError(f"{source}: variant {variant.name!r}: {error}") from None
 
@@ -222,25 +228,29 @@ def compact_seeds(seeds: list[int]) -> str:
 COST_COLUMNS = ("params_total", "macs_per_image")
 
 
-@cache
-def _data_shape(data_json: str) -> tuple[int, int, int]:
-    from kwlab.data import DataSpec, load
-
-    splits = load(DataSpec.from_dict(json.loads(data_json)))
-    return splits.num_classes, splits.in_chans, splits.image_size
+_DATA_SHAPES: dict[str, tuple[int, int, int]] = {}
+_PRICES: dict[str, dict[str, int]] = {}
 
 
-@cache
-def _price(tree_json: str) -> dict[str, int]:
+def _data_shape(cfg: TrainConfig) -> tuple[int, int, int]:
+    from kwlab.data import load
+
+    key = json.dumps(cfg.data.to_dict(), sort_keys=True)
+    if key not in _DATA_SHAPES:
+        splits = load(cfg.data)
+        _DATA_SHAPES[key] = (splits.num_classes, splits.in_chans, splits.image_size)
+    return _DATA_SHAPES[key]
+
+
+def price_config(cfg: TrainConfig) -> dict[str, int]:
+    """A resolved trial config's price: params_total, macs_per_image and their parts (see Method.price); computed
+    once per distinct config in a process."""
     from kwlab.train.recipe import price
 
-    cfg = TrainConfig.from_dict(json.loads(tree_json))
-    return price(cfg, *_data_shape(json.dumps(cfg.data.to_dict(), sort_keys=True))).to_dict()
-
-
-def price_config(config: dict[str, Any]) -> dict[str, int]:
-    """A resolved trial config's price: params_total, macs_per_image and their parts (see Method.price)."""
-    return _price(json.dumps(config, sort_keys=True))
+    key = json.dumps(cfg.to_dict(), sort_keys=True)
+    if key not in _PRICES:
+        _PRICES[key] = price(cfg, *_data_shape(cfg)).to_dict()
+    return _PRICES[key]
 
 
 def price(trials: list[Trial], source: str) -> pd.DataFrame:
@@ -251,7 +261,7 @@ def price(trials: list[Trial], source: str) -> pd.DataFrame:
             continue
         seen.add(trial.variant_id)
         try:
-            cost = price_config(trial.config)
+            cost = price_config(trial.cfg)
         except KWLabError as error:
             raise KWLabError(f"{source}: variant {trial.variant.name!r}: {error}") from None
         # `params` and `macs` are the names constraints use

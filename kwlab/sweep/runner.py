@@ -52,8 +52,9 @@ LOCAL_SWEEPS = Path(tempfile.gettempdir()) / "kwlab-local-sweeps"  # a file per 
 
 
 def describe_trial(trial: Trial, store_path: Path) -> dict[str, Any]:
-    """One seed of a Tune trial: its directory, resolved config and seed."""
-    return {"dir": str(store.Store(store_path).trial(trial.trial_id).path.resolve()), "config": trial.config,
+    """One seed of a Tune trial: its directory, typed config (validated once, when the sweep expanded it; Ray
+    pickles it as it is) and seed."""
+    return {"dir": str(store.Store(store_path).trial(trial.trial_id).path.resolve()), "config": trial.cfg,
             "seed": trial.seed}
 
 
@@ -71,7 +72,7 @@ def train_variant(config: dict[str, Any]) -> None:
     if "base" in job:  # a bayes suggestion: the variant is the point Optuna chose
         variant = suggested_variant(config)
         trials = [Trial(variant, seed, resolve(job["base"], variant, seed, job["source"])) for seed in job["seeds"]]
-        prepare(Path(job["store"]), trials, {trials[0].variant_id: price_config(trials[0].config)})
+        prepare(Path(job["store"]), trials, {trials[0].variant_id: price_config(trials[0].cfg)})
         seeds = [describe_trial(trial, Path(job["store"])) for trial in trials]
     else:
         seeds = job["trials"]
@@ -121,7 +122,7 @@ def _train_seeds(seeds: list[dict[str, Any]], job: dict[str, Any], report: Any, 
     round the epoch and the mean over seeds of each seed's best metric so far."""
     import torch
 
-    from kwlab.train import TrainConfig, run
+    from kwlab.train import run
     from kwlab.train.distributed import SINGLE
 
     dist = dist or SINGLE
@@ -139,7 +140,7 @@ def _train_seeds(seeds: list[dict[str, Any]], job: dict[str, Any], report: Any, 
             trial.clear_outcome()
         if history:  # resuming: the metric so far counts for ASHA's rungs
             best[seed["seed"]] = _best([m[metric] for m in history], goal)
-        epochs = run(TrainConfig.from_dict(seed["config"]), trial.path, dist=dist)
+        epochs = run(seed["config"], trial.path, dist=dist)
         runs[seed["seed"]] = _logged(trial, epochs) if dist.main else epochs
     epoch = 0
     while runs:
