@@ -1,5 +1,5 @@
 """The README and the study's README quote the committed Fashion-MNIST study: every difference they quote is the
-one in the committed summary table (`kwlab report` output) it says it comes from."""
+one in the committed summary or equal-cost table (`kwlab report` output) it says it comes from."""
 
 from __future__ import annotations
 
@@ -14,8 +14,13 @@ STUDY = ROOT / "analysis" / "studies" / "fashion-mnist"
 QUOTED = {
     ".": ["budget=1/4", "budget=1/2", "budget=1", "budget=2", "budget=4", "dyconv_4", "condconv_8", "odconv_1x",
           "odconv_4x", "sharing=none"],
-    "vs-kw-1x": ["budget=4", "cell=1/2", "sharing=none", "sharing=role", "sharing=2", "sharing=network"],
+    "vs-kw-1x": ["budget=4", "cell=1/2", "sharing=none", "sharing=role", "sharing=2", "sharing=network", "dyconv_4"],
     "vs-caf-4x": ["softmax@4x", "sigmoid@4x", "caf_no_init@4x", "relu_l1@4x", "dyconv_4"],
+}
+# (cost, variant) of every equal-cost difference the READMEs quote (equal_cost.csv)
+QUOTED_AT_EQUAL_COST = {
+    "params": ["sharing=none", "budget=1/4", "budget=1"],
+    "macs": ["sharing=none", "sharing=network", "budget=1", "budget=4", "dyconv_4", "condconv_8"],
 }
 
 
@@ -31,3 +36,7 @@ def test_quoted_differences_are_the_committed_ones(readme: Path) -> None:
         summary = pd.read_csv(STUDY / folder / "summary.csv").set_index("variant")
         for variant in variants:
             assert quoted(summary.loc[variant]) in text, f"{readme.name}: {folder}/{variant}"
+    equal_cost = pd.read_csv(STUDY / "equal_cost.csv").set_index(["cost", "variant"])
+    for cost, variants in QUOTED_AT_EQUAL_COST.items():
+        for variant in variants:
+            assert quoted(equal_cost.loc[(cost, variant)]) in text, f"{readme.name}: equal {cost}/{variant}"
