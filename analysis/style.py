@@ -82,6 +82,18 @@ def palette(labels: Sequence[str], baseline: str | None = None, ordinal: bool = 
     return mapping
 
 
+def legend_columns(fig: Figure, names: Sequence[str], most: int = 3) -> int:
+    """Columns for a figure-level legend of `names` (at most `most`), widening `fig` where a row of them would run
+    past its edges (constrained layout makes room below the axes, never beside them)."""
+    fontsize = plt.rcParams["legend.fontsize"]
+    fontsize = fontsize if isinstance(fontsize, (int, float)) else 7
+    longest = max((len(name) for name in names), default=1)
+    column = (longest * 0.55 * fontsize + 3.5 * fontsize) / 72  # ~0.55 em a character, then handle and spacing
+    ncols = max(1, min(most, len(names)))
+    fig.set_figwidth(max(fig.get_figwidth(), ncols * column))
+    return ncols
+
+
 def row_major(items: list[str], ncols: int) -> list[str]:
     """Reorder legend entries so that matplotlib's column-by-column filling reads left to right, row by row."""
     rows = -(-len(items) // ncols)

@@ -628,3 +628,16 @@ def test_report_lists_the_seeds_the_spec_asks_for_that_the_store_lacks(tmp_path:
     listed = (folder / "report" / "report.md").read_text().split("Missing (seeds the spec lists")[1]
     lines = [line for line in listed.splitlines() if line.startswith("- ")]
     assert f"- {names[0]}, seed 8" in lines and f"- {names[0]}, seed 7" not in lines and f"- {names[1]}, seed 7" in lines
+
+
+def test_a_legend_of_many_long_labels_stays_inside_the_figure() -> None:
+    """Before: the Fashion study's 23 variants gave a three-column legend wider than the figure, cut at both edges."""
+    names = ["static", *(f"static_width{w}" for w in (0.75, 1, 1.5, 2.25)), "sharing=network", "caf_no_init@4x",
+             *(f"budget={b}" for b in ("1/4", "1/2", 1, 2, 4)), "sharing=none", "condconv", "odconv_4x"]
+    points = pd.DataFrame({"variant": names, "label": names, "mean": np.linspace(84, 87, len(names)),
+                           "ci_low": 83.5, "ci_high": 87.5, "is_baseline": [n == "static" for n in names],
+                           "params_total": np.geomspace(2e4, 1.5e6, len(names))})
+    fig = params_accuracy(points, family=points[points["variant"].str.startswith("static")])
+    fig.canvas.draw()
+    legend, frame = fig.legends[0].get_window_extent(), fig.bbox
+    assert frame.x0 - 1 <= legend.x0 and legend.x1 <= frame.x1 + 1 and legend.y0 >= frame.y0 - 1

@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from analysis.style import COLUMN_WIDTH, new_figure, palette, paper_style, row_major
+from analysis.style import COLUMN_WIDTH, legend_columns, new_figure, palette, paper_style, row_major
 
 
 def learning_curves(
@@ -59,7 +59,7 @@ def learning_curves(
             axes[-1, 0].set_xticks(np.unique(epochs["epoch"].to_numpy(dtype=int)))
         handles, names = axes[0, 0].get_legend_handles_labels()
         if handles:
-            ncols = min(3, len(handles))
+            ncols = legend_columns(fig, names)
             by_name = dict(zip(names, handles, strict=True))
             names = row_major(names, ncols)
             fig.legend([by_name[n] for n in names], names, title=hue_title, loc="outside lower center", ncols=ncols,
