@@ -12,6 +12,7 @@ import heapq
 import json
 import os
 from dataclasses import dataclass
+
 from kwlab.sweep.expand import Trial
 from kwlab.sweep.spec import SweepSpec
 from kwlab.train.config import TrainConfig

@@ -11,7 +11,7 @@ import itertools
 import json
 import math
 from dataclasses import dataclass, field
-from functools import cached_property
+from functools import cache, cached_property
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +19,7 @@ import numpy as np
 import pandas as pd
 
 from kwlab.config import load_yaml
+from kwlab.data import DataSpec
 from kwlab.errors import KWLabError
 from kwlab.overrides import set_dotted
 from kwlab.sweep.spec import Parameter, SweepSpec
@@ -228,18 +229,15 @@ def compact_seeds(seeds: list[int]) -> str:
 COST_COLUMNS = ("params_total", "macs_per_image")
 
 
-_DATA_SHAPES: dict[str, tuple[int, int, int]] = {}
-_PRICES: dict[str, dict[str, int]] = {}
+_PRICES: dict[str, dict[str, int]] = {}  # by config JSON: a TrainConfig holds dicts (model kwargs), so it is not hashable
 
 
-def _data_shape(cfg: TrainConfig) -> tuple[int, int, int]:
+@cache
+def _data_shape(data: DataSpec) -> tuple[int, int, int]:
     from kwlab.data import load
 
-    key = json.dumps(cfg.data.to_dict(), sort_keys=True)
-    if key not in _DATA_SHAPES:
-        splits = load(cfg.data)
-        _DATA_SHAPES[key] = (splits.num_classes, splits.in_chans, splits.image_size)
-    return _DATA_SHAPES[key]
+    splits = load(data)
+    return splits.num_classes, splits.in_chans, splits.image_size
 
 
 def price_config(cfg: TrainConfig) -> dict[str, int]:
@@ -249,7 +247,7 @@ def price_config(cfg: TrainConfig) -> dict[str, int]:
 
     key = json.dumps(cfg.to_dict(), sort_keys=True)
     if key not in _PRICES:
-        _PRICES[key] = price(cfg, *_data_shape(cfg)).to_dict()
+        _PRICES[key] = price(cfg, *_data_shape(cfg.data)).to_dict()
     return _PRICES[key]
 
 
