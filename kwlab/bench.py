@@ -35,6 +35,7 @@ from kwlab.allocator import keep_freed_memory
 from kwlab.errors import KWLabError
 
 MEMORY_CHOICES = ("fast", "lean", "reference")
+PATH_CHOICES = ("auto", "measured")
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -50,6 +51,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--memory", default="fast,lean",
                         help="comma list of memory modes for the KW and dynamic-convolution variants: fast, lean, "
                              "reference (the plain path)")
+    parser.add_argument("--choice", default="auto",
+                        help="comma list of how the layers pick their paths: auto (the cost model), measured (the "
+                             "modelled candidates timed once per layer shape, before the timed rounds)")
     parser.add_argument("--repeats", type=int, default=5, help="timed rounds (medians are reported)")
     parser.add_argument("--warmup", type=int, default=2, help="untimed rounds first")
     parser.add_argument("--device", default="auto", help="auto (cuda when available), cpu or cuda[:N]")
@@ -65,10 +69,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 @dataclass
 class Row:
-    """One measured variant x memory mode."""
+    """One measured variant x memory mode x path choice."""
 
     variant: str
     memory: str
+    choice: str = "-"
     fwd_ms: float = math.nan
     fwd_bwd_ms: float = math.nan
     step_ms: float | None = None
@@ -105,7 +110,7 @@ class Entry:
 
 def main(args: argparse.Namespace) -> int:
     """Build, measure and report."""
-    from kwlab.methods import build_model, price_model
+    from kwlab.methods import build_model, path_layers, price_model
 
     device = _device(args.device)
     keep_freed_memory()  # as `kwlab train` does: both the static model and the KW variants reuse their buffers
@@ -117,6 +122,10 @@ def main(args: argparse.Namespace) -> int:
     for mode in modes:
         if mode not in MEMORY_CHOICES:
             raise KWLabError(f"--memory: {mode!r} is not one of {', '.join(MEMORY_CHOICES)}")
+    choices = [c.strip() for c in args.choice.split(",") if c.strip()]
+    for choice in choices:
+        if choice not in PATH_CHOICES:
+            raise KWLabError(f"--choice: {choice!r} is not one of {', '.join(PATH_CHOICES)}")
     if args.batch < 1 or args.size < 1 or args.repeats < 1:
         raise KWLabError("--batch, --size and --repeats must be positive")
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
@@ -135,11 +144,11 @@ def main(args: argparse.Namespace) -> int:
             continue
         price = price_model(args.model, variant.method, variant.settings, (args.in_chans, args.size, args.size),
                             **timm_args)
-        for mode in modes:
+        for mode, choice in [(m, c) for m in modes for c in (["-"] if m == "reference" else choices)]:
             model = build(variant)
-            for layer in _path_layers(model):
-                layer.path, layer.memory = ("reference", "fast") if mode == "reference" else ("auto", mode)
-            row = Row(variant.name, mode, floor=price.floor_macs / price.macs_parts["conv"])
+            for layer in path_layers(model):
+                layer.path, layer.memory = ("reference", "fast") if mode == "reference" else (choice, mode)
+            row = Row(variant.name, mode, choice, floor=price.floor_macs / price.macs_parts["conv"])
             entries.append(Entry(row, model))
 
     autocast = _autocast(device, args.dtype)
@@ -231,14 +240,6 @@ def _parse_variants(text: str) -> list[Variant]:
     return variants
 
 
-def _path_layers(model: nn.Module) -> list[nn.Module]:
-    """The layers that choose a fast path (KW layers and dynamic convolutions): they have `path` and `path_for`."""
-    from kwlab.methods.dynamic import DynamicConv
-    from kwlab.methods.kw.layers import KWLayer
-
-    return [m for m in model.modules() if isinstance(m, (KWLayer, DynamicConv))]
-
-
 def _device(text: str) -> torch.device:
     if text == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -324,14 +325,16 @@ def _saved_bytes(model: nn.Module, x: torch.Tensor, autocast) -> int:
 
 def _paths(model: nn.Module, x: torch.Tensor, autocast) -> dict[str, int]:
     """How many KW layers and dynamic convolutions take each path for this input."""
+    from kwlab.methods import path_layers
+
     counts: Counter[str] = Counter()
 
     def record(layer: nn.Module, inputs: tuple[torch.Tensor, ...]) -> None:
         counts[layer.path_for(inputs[0])] += 1
 
-    handles = [m.register_forward_pre_hook(record) for m in _path_layers(model)]
-    try:
-        with torch.no_grad(), autocast():
+    handles = [m.register_forward_pre_hook(record) for m in path_layers(model)]
+    try:  # autograd on, as in the timed forward+backward: a measured choice is made (and timed) here
+        with torch.enable_grad(), autocast():
             model(x)
     finally:
         for handle in handles:
@@ -379,14 +382,15 @@ def _print_table(machine: dict[str, Any], settings: dict[str, Any], rows: list[R
              f"{settings['dtype']}{', channels-last' if settings['channels_last'] else ''}"
              f"{', compiled' if settings['compile'] else ''}; median of {settings['repeats']} interleaved rounds")
     table = Table(title=title, title_justify="left")
-    columns = ["variant", "memory", "fwd ms", "fwd+bwd ms", "x static", "floor", "x floor"]
+    columns = ["variant", "memory", "choice", "fwd ms", "fwd+bwd ms", "x static", "floor", "x floor"]
     if train_step:
         columns += ["step ms", "step x"]
     columns += ["saved MiB", "saved x", "peak MiB", "paths"]
     for column in columns:
-        table.add_column(column, justify="left" if column in ("variant", "memory", "paths") else "right", no_wrap=True)
+        table.add_column(column, justify="left" if column in ("variant", "memory", "choice", "paths") else "right",
+                         no_wrap=True)
     for row in rows:
-        cells = [row.variant, row.memory, f"{row.fwd_ms:.1f}", f"{row.fwd_bwd_ms:.1f}", f"{row.ratio_fwd_bwd:.2f}",
+        cells = [row.variant, row.memory, row.choice, f"{row.fwd_ms:.1f}", f"{row.fwd_bwd_ms:.1f}", f"{row.ratio_fwd_bwd:.2f}",
                  f"{row.floor:.2f}", f"{row.vs_floor:.2f}"]
         if train_step:
             cells += [f"{row.step_ms:.1f}", f"{row.ratio_step:.2f}"]
@@ -409,5 +413,6 @@ def _print_table(machine: dict[str, Any], settings: dict[str, Any], rows: list[R
                   "exact algorithm the mixing engine has (per layer: assembly then convolution, or mixing the input "
                   "then convolution) plus the attention, over the static model's; x floor: x static over floor; step: "
                   "forward, backward and SGD step; saved: bytes autograd keeps for backward (parameters included, "
-                  "each storage once); paths: KW layers and dynamic convs per path")
+                  "each storage once); choice: how the layers pick a path (auto: the cost model; measured: timed once per "
+                  "layer shape); paths: KW layers and dynamic convs per path")
 

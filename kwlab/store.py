@@ -68,7 +68,7 @@ STATUSES = ("finished", "stopped", "failed", "running", "pending")
 # summary.json of a finished trial: these keys, plus best_<m>, final_<m> and best_<m>_epoch for every epoch metric
 # m (see `summarize_epochs`) and the test metrics the recipe evaluates once at the end
 SUMMARY_KEYS = ("status", "method", "params_total", "macs_per_image", "epochs", "seed", "train_images",
-                "val_images", "test_images", "wall_time_s", "device", "versions", "git")
+                "val_images", "test_images", "wall_time_s", "device", "paths", "versions", "git")
 IDENTITY = ("trial_id", "variant_id", "variant", "is_baseline", "seed")  # what sweep.json names a trial by
 TRIAL_COLUMNS = [*IDENTITY, "status", "error"]
 JSON_COLUMNS = "kwlab.json_columns"  # parquet metadata: columns stored as JSON text (values of mixed types)

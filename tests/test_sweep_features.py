@@ -320,9 +320,9 @@ def plugin_resnet8(pretrained: bool = False, **kwargs):
 
 def test_feature_matrix_random_zip_cases_constraints_fixed_profile_set_and_plugins(tmp_path: Path) -> None:
     """One sweep over the spec keys a study combines: a random search over a registered plugin attention function and
-    zipped cell ratios, on a plugin dataset, with a plugin method among the cases, a constraint, fixed values, a
-    profile that sets spec keys, --set on the spec and on the config. Before: a plugin's attention function never
-    reached the Ray workers."""
+    zipped cell ratios, on a plugin dataset, with a plugin method among the cases, a constraint, fixed values (the
+    measured path choice among them), a profile that sets spec keys, --set on the spec and on the config. Before: a
+    plugin's attention function never reached the Ray workers."""
     (tmp_path / "plugins").mkdir()
     (tmp_path / "plugins" / "gate.py").write_text(PLUGIN)
     (tmp_path / "site").mkdir()
@@ -336,7 +336,8 @@ def test_feature_matrix_random_zip_cases_constraints_fixed_profile_set_and_plugi
         cases=[{"name": "static", "set": {"kw": None}}, {"name": "huge", "set": {"kw.budget": 16}},
                {"name": "plain", "set": {"method": "plain", "model.name": "plugin_resnet8"}}],
         baseline="static", constraints=["params < 800_000"],
-        fixed={"optim.label_smoothing": 0.0, "batch_size": 32, "data.name": "few_digits", "data.train_size": None},
+        fixed={"optim.label_smoothing": 0.0, "batch_size": 32, "data.name": "few_digits", "data.train_size": None,
+               "runtime.paths": "measured"},
         profiles={"default": {}, "quick": {"seeds": [3], "max_concurrent_trials": 1, "optim.lr": 0.2}})
     result = kwlab_cli("sweep", str(spec), "--profile", "quick", "--set", "optim.lr=0.05", "--set",
                        "failure.max_retries=0", "--results", str(tmp_path),
@@ -357,6 +358,11 @@ def test_feature_matrix_random_zip_cases_constraints_fixed_profile_set_and_plugi
         config = trial.config()
         assert config["optim"]["label_smoothing"] == 0.0 and config["batch_size"] == 32  # fixed
         assert config["optim"]["lr"] == 0.05  # --set over the profile over the base
+        assert config["runtime"]["paths"] == "measured"
+        layers = trial.summary()["paths"]  # the paths the 8 KW layers of cifar_resnet8 took in training
+        kw_trial = trial.sweep_meta()["variant"] not in ("static", "plain")
+        assert (sum(layers.values()) == 8 and set(layers) <= {"batched", "mixed", "grouped", "shared"}) if kw_trial \
+            else layers == {}
     attention = {}
     for row in kw_rows.itertuples():
         arrays = dict(__import__("numpy").load(store.Store(folder).trial(row.trial_id).file(store.ATTENTION)))

@@ -6,6 +6,7 @@ dynamic convolutions it generalises; users add their own with `@register_method`
 
 from __future__ import annotations
 
+from collections import Counter
 from typing import Any
 
 import torch
@@ -48,6 +49,31 @@ def build_model(name: str, method: str = "static", settings: Config | dict[str, 
     if init == "reference":  # then what the method built, e.g. KW cells per own slice (the copies are overwritten)
         reset_dynamic_like_reference(model)
     return model
+
+
+def path_layers(model: nn.Module) -> list[nn.Module]:
+    """The layers of `model` that choose a path of the mixing engine (KW layers, dynamic convolutions, a plugin's
+    own): those with a `path` and a `path_for`."""
+    return [m for m in model.modules() if hasattr(m, "path") and callable(getattr(m, "path_for", None))]
+
+
+def set_paths(model: nn.Module, path: str) -> None:
+    """Set how every such layer picks its path: 'auto' (the cost model), 'measured' (timed once per layer shape) or
+    one of the engine's paths forced (mixing.PATHS)."""
+    from kwlab.methods.mixing import PATHS
+
+    if path not in PATHS:
+        raise ValueError(f"path {path!r} is not one of {PATHS}")
+    for layer in path_layers(model):
+        layer.path = path
+
+
+def training_paths(model: nn.Module) -> dict[str, int]:
+    """How many of `model`'s path-choosing layers took each path in their last forward under autograd (a training
+    step)."""
+    taken = Counter(getattr(layer, "training_path", None) for layer in path_layers(model))
+    taken.pop(None, None)
+    return dict(sorted(taken.items()))
 
 
 def price_model(name: str, method: str, settings: Config | dict[str, Any] | None, input_shape: tuple[int, ...],

@@ -87,6 +87,7 @@ class DynamicConv(nn.Module):
         self.padding = padding if isinstance(padding, str) else _pair(padding)
         self.memory = memory  # fast | lean: whether the engine's backward may keep per-sample kernels
         self.path = "auto"
+        self.training_path: str | None = None  # the path of the last forward under autograd
         self.pads = mixing.resolve_padding(self.padding, self.kernel_size, self.dilation)
 
     @property
@@ -119,12 +120,23 @@ class DynamicConv(nn.Module):
         return math.prod(self.geometry.out_size(tuple(x.shape[2:])))
 
     def path_for(self, x: torch.Tensor) -> str:
-        """The path the forward takes for input x (B, C_in, H, W)."""
-        return mixing.resolve_path(self.path, lambda: self.choose(self.positions(x), x.shape[0],
-                                                                  mixing.compute_dtype(x).itemsize))
+        """The path the forward takes for input x (B, C_in, H, W): `path`, or the one 'auto' or 'measured' picks."""
+        path = mixing.resolve_path(
+            self.path, lambda: self.modelled(self.positions(x), x.shape[0], mixing.compute_dtype(x).itemsize),
+            lambda path: self.engine_trial(x, path),
+            mixing.shape_key(x, type(self), self.geometry, self.kernels, self.memory, self.bias is not None), x.device)
+        if torch.is_grad_enabled():
+            self.training_path = path
+        return path
 
-    def choose(self, positions: int, batch: int, itemsize: int) -> str:
-        """The path for a batch of `batch` samples with P = `positions` output positions each."""
+    def modelled(self, positions: int, batch: int, itemsize: int) -> dict[str, float]:
+        """The modelled cost of each path this layer can take for a batch of `batch` samples with P = `positions`
+        output positions each (`mixing.path_costs`)."""
+        raise NotImplementedError
+
+    def engine_trial(self, x: torch.Tensor, path: str) -> None:
+        """One call of this layer's convolution along `path` on x with made-up attentions, backward included where
+        autograd records (what the 'measured' choice times; no .grad is touched)."""
         raise NotImplementedError
 
     def conv_kernels(self) -> torch.Tensor:
@@ -177,9 +189,14 @@ class MixtureConv2d(DynamicConv):
     def conv_kernels(self) -> torch.Tensor:
         return self.weight
 
-    def choose(self, positions: int, batch: int, itemsize: int) -> str:
-        return mixing.choose_path(self.geometry, positions, self.kernels, DYNAMIC_PATH_COSTS, batch=batch,
-                                  itemsize=itemsize, memory=self.memory)
+    def modelled(self, positions: int, batch: int, itemsize: int) -> dict[str, float]:
+        return mixing.path_costs(self.geometry, positions, self.kernels, DYNAMIC_PATH_COSTS, batch=batch,
+                                 itemsize=itemsize, memory=self.memory)
+
+    def engine_trial(self, x: torch.Tensor, path: str) -> None:
+        x = x.detach().requires_grad_(x.requires_grad)
+        alpha = x.new_full((x.shape[0], self.kernels), 1 / self.kernels).requires_grad_(torch.is_grad_enabled())
+        mixing.engine_trial(lambda: self.convolve(x, alpha, path), [x, alpha, self.weight, self.bias])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         """Convolve every sample with its own mixed kernel, along the path for this shape."""

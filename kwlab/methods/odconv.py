@@ -147,13 +147,25 @@ class ODConv2d(DynamicConv):
         """The K kernels in conv layout (K, C_out, C_in/g, k, k) (a view)."""
         return self.weight.permute(0, 3, 4, 1, 2)
 
-    def choose(self, positions: int, batch: int, itemsize: int) -> str:
+    def modelled(self, positions: int, batch: int, itemsize: int) -> dict[str, float]:
         if self.kernels == 1 and self.taps == 1:  # nothing is per-sample but the scalings
-            return "shared"
+            return {"shared": 0.0}
         spatial = self.taps > 1
-        return mixing.choose_path(self.geometry, positions, self.kernels * self.taps, ODCONV_TAP_COSTS if spatial
-                                  else DYNAMIC_PATH_COSTS, kernels=self.kernels, batch=batch, itemsize=itemsize,
-                                  memory=self.memory)
+        return mixing.path_costs(self.geometry, positions, self.kernels * self.taps, ODCONV_TAP_COSTS if spatial
+                                 else DYNAMIC_PATH_COSTS, kernels=self.kernels, batch=batch, itemsize=itemsize,
+                                 memory=self.memory)
+
+    def engine_trial(self, x: torch.Tensor, path: str) -> None:
+        x, grad, head = x.detach().requires_grad_(x.requires_grad), torch.is_grad_enabled(), self.attention
+
+        def constant(width: int, value: float) -> torch.Tensor:
+            return x.new_full((x.shape[0], width), value).requires_grad_(grad)
+
+        att = Attentions(constant(self.in_channels, 1.0),
+                         None if head.filter is None else constant(self.out_channels, 1.0),
+                         None if head.spatial is None else constant(self.taps, 0.5),
+                         None if head.kernel is None else constant(self.kernels, 1 / self.kernels))
+        mixing.engine_trial(lambda: self.convolve(x, att, path), [x, *att, self.weight, self.bias])
 
     def mixing_counts(self) -> tuple[int, int]:
         """K x k x k tap cells over K whole kernels; none per sample for k = 1, K = 1 (the scalings alone)."""

@@ -85,6 +85,10 @@ class RuntimeConfig(Config):
     precision: Literal["auto", "fp32", "bf16"] = "auto"  # auto: bf16 autocast on CUDA, fp32 on CPU
     channels_last: bool | str = "auto"  # auto (on CUDA) | true | false
     compile: bool = False  # torch.compile the model for training and evaluation
+    # how each KW layer or dynamic convolution picks its engine path per input shape: auto (the cost model; a run
+    # repeats bit for bit) | measured (the modelled candidates timed once per shape; faster where the model is off,
+    # results may differ between runs at float tolerance)
+    paths: Literal["auto", "measured"] = "auto"
     threads: int | None = Field(None, ge=1)  # torch intra-op CPU threads (set for the whole process); None: default
     sync_bn: bool = False  # several workers: BatchNorms normalise over the global batch (SyncBatchNorm)
 

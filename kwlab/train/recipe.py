@@ -36,7 +36,7 @@ from kwlab import data as kwdata
 from kwlab import store
 from kwlab.allocator import keep_freed_memory
 from kwlab.errors import KWLabError
-from kwlab.methods import METHODS, Price, build_model, price_model
+from kwlab.methods import METHODS, Price, build_model, price_model, set_paths, training_paths
 from kwlab.methods.protocol import Schedule
 from kwlab.provenance import describe_device, git_state, peak_memory_mb, versions
 from kwlab.tracking.tensorboard import TrialBoard
@@ -247,6 +247,7 @@ def build_training(cfg: TrainConfig, splits: kwdata.Splits, runtime: Runtime, di
         from kwlab.methods.kw.reference_checkpoint import load_reference_checkpoint
 
         load_reference_checkpoint(model, cfg.model.init_from_reference)
+    set_paths(model, cfg.runtime.paths)
     if dist.world > 1 and cfg.runtime.sync_bn:
         model = global_batchnorm(model, runtime.device)
     model.to(device=runtime.device, memory_format=runtime.memory_format)
@@ -432,7 +433,7 @@ def finish(training: Training, trial: store.TrialDir, splits: kwdata.Splits, his
         "test_images": len(splits.test) if splits.test is not None else 0, **store.summarize_epochs(history),
         **tested, "wall_time_s": round(wall_time_s, 3), "workers": workers,
         "device": describe_device(training.runtime.device) + (f" x {workers} workers" if workers > 1 else ""),
-        "versions": versions(), "git": git_state(),
+        "paths": training_paths(model), "versions": versions(), "git": git_state(),
     }
     trial.write_summary(summary)
     return summary

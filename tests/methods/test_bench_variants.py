@@ -32,16 +32,18 @@ def test_bench_json_with_every_method(capsys: pytest.CaptureFixture[str]) -> Non
     variants = ["1x", "condconv8", "dyconv4", "odconv1x", "odconv4x"]
     args = parser.parse_args([
         "--model", "cifar_resnet8", "--size", "8", "--batch", "2", "--variants", ",".join(["static", *variants]),
-        "--memory", "fast,reference", "--repeats", "1", "--warmup", "0", "--device", "cpu", "--json",
+        "--memory", "fast,reference", "--choice", "auto,measured", "--repeats", "1", "--warmup", "0",
+        "--device", "cpu", "--json",
     ])
     assert bench.main(args) == 0
     report = json.loads(capsys.readouterr().out)
-    rows = {(r["variant"], r["memory"]): r for r in report["results"]}
-    assert set(rows) == {("static", "-")} | {(v, m) for v in variants for m in ("fast", "reference")}
+    rows = {(r["variant"], r["memory"], r["choice"]): r for r in report["results"]}
+    assert set(rows) == {("static", "-", "-")} | {(v, "reference", "-") for v in variants} | {
+        (v, "fast", c) for v in variants for c in ("auto", "measured")}
     layers = {"1x": 8, "condconv8": 8, "dyconv4": 8, "odconv1x": 6, "odconv4x": 6}  # ODConv: projections static
     settings = {"condconv8": ("condconv", {"experts": 8}), "dyconv4": ("dyconv", {"kernels": 4}),
                 "odconv1x": ("odconv", {"kernels": 1}), "odconv4x": ("odconv", {"kernels": 4})}
-    for (variant, memory), row in rows.items():
+    for (variant, memory, _), row in rows.items():
         assert row["fwd_ms"] > 0 and row["fwd_bwd_ms"] > 0 and row["params"] > 0
         if variant == "static":
             continue
@@ -51,4 +53,11 @@ def test_bench_json_with_every_method(capsys: pytest.CaptureFixture[str]) -> Non
             price = price_model("cifar_resnet8", *settings[variant], (3, 8, 8))
             assert row["floor"] == pytest.approx(price.floor_macs / price.macs_parts["conv"])
             assert row["params"] == price.params
-    assert rows[("odconv4x", "fast")]["floor"] > rows[("odconv1x", "fast")]["floor"] > 1
+    assert rows[("odconv4x", "fast", "auto")]["floor"] > rows[("odconv1x", "fast", "auto")]["floor"] > 1
+
+
+def test_bench_refuses_an_unknown_path_choice() -> None:
+    parser = argparse.ArgumentParser()
+    bench.add_arguments(parser)
+    with pytest.raises(KWLabError, match="--choice: 'fastest' is not one of auto, measured"):
+        bench.main(parser.parse_args(["--model", "cifar_resnet8", "--size", "8", "--choice", "auto,fastest"]))

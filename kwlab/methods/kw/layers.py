@@ -86,6 +86,7 @@ class KWLayer(nn.Module):
         self.bias = nn.Parameter(torch.zeros(weight_shape[0])) if bias else None
         self.memory = kw.memory  # fast | lean: whether backward may keep per-sample kernels (see KWConfig.memory)
         self.path = "auto"  # auto picks per input shape; tests and `kwlab bench` force one of mixing.PATHS
+        self.training_path: str | None = None  # the path of the last forward under autograd
 
     @torch.no_grad()
     def reset_like_reference(self) -> None:
@@ -107,16 +108,35 @@ class KWLayer(nn.Module):
         """Whether alpha is the same for every sample (see KWAttention.shares_alpha)."""
         return self.attention.shares_alpha()
 
+    def modelled(self, positions: int, batch: int = 1, dtype: torch.dtype = torch.float32) -> dict[str, float]:
+        """The modelled cost of each path for a batch with P = `positions` output positions per sample."""
+        return mixing.path_costs(self.geometry, positions, self.attention.cells, KW_PATH_COSTS, batch=batch,
+                                 itemsize=dtype.itemsize, memory=self.memory, shared=self.shares_alpha())
+
     def select_path(self, positions: int, batch: int = 1, dtype: torch.dtype = torch.float32) -> str:
-        """The path the forward takes for a batch with P = `positions` output positions per sample."""
-        return mixing.resolve_path(self.path, lambda: mixing.choose_path(
-            self.geometry, positions, self.attention.cells, KW_PATH_COSTS, batch=batch, itemsize=dtype.itemsize,
-            memory=self.memory, shared=self.shares_alpha()))
+        """The path the forward takes for a batch with P = `positions` output positions per sample, without an
+        input to time ('measured' takes the model's choice here)."""
+        return mixing.resolve_path(self.path, lambda: self.modelled(positions, batch, dtype))
 
     def _conv_path(self, x: torch.Tensor) -> str:
         """The path for x in conv layout, (B, C_in, *L) (a linear layer's tokens as (B, C_in, T))."""
         positions = math.prod(self.geometry.out_size(tuple(x.shape[2:])))
-        return self.select_path(positions, x.shape[0], mixing.compute_dtype(x))
+        key = mixing.shape_key(x, type(self), self.geometry, self.attention.mixtures, self.attention.cells,
+                               self.memory)
+        path = mixing.resolve_path(self.path, lambda: self.modelled(positions, x.shape[0], mixing.compute_dtype(x)),
+                                   lambda path: self._engine_trial(x, path), key, x.device)
+        if torch.is_grad_enabled():
+            self.training_path = path
+        return path
+
+    def _engine_trial(self, x: torch.Tensor, path: str) -> None:
+        """One engine call along `path` on x (conv layout) with a uniform alpha, backward where autograd records."""
+        x = x.detach().requires_grad_(x.requires_grad)
+        m, n = self.attention.mixtures, self.attention.cells
+        alpha = x.new_full((x.shape[0], m, n), 1 / n).requires_grad_(torch.is_grad_enabled())
+        cells = self.warehouse.cells
+        mixing.engine_trial(lambda: mixing.convolve(x, alpha, cells, self.geometry, path, self.memory),
+                            [x, alpha, cells])
 
     def _mix(self, x: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
         """Convolve x (B, C_in, *L) with every sample's kernel (alpha (B, m, n)) along the selected path, with bias."""

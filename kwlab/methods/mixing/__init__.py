@@ -18,6 +18,9 @@ method's own `PathCosts`:
 - `reference` (reference.py): every kernel assembled, one convolution per sample: the definition, and the ground
   truth of the tests.
 
+A layer's `path` is 'auto' (the cost model's cheapest, `path_costs`), 'measured' (the fastest of the modelled
+candidates, timed once per layer shape: measured.py) or one path forced.
+
 memory='lean' never keeps per-sample kernels for backward (the paths assemble again). Inputs in either memory format
 (channels-last in, channels-last out); the paths compute in x's dtype (autocast's where on), and `batched` and
 `mixed` cast the cells a block at a time. `floor_macs` (floor.py) is the fewest multiply-adds any of them needs.
@@ -28,9 +31,11 @@ from kwlab.methods.mixing.assembly import (assemble, assembled_kernels, layer_ce
                                            split_kernel)
 from kwlab.methods.mixing.floor import floor_macs
 from kwlab.methods.mixing.geometry import CONV_BY_DIMS, Geometry, channels_last, compute_dtype, resolve_padding
-from kwlab.methods.mixing.paths import PATHS, PathCosts, choose_path, convolve, resolve_path
+from kwlab.methods.mixing.measured import engine_trial, forget_measurements, measured_choices, shape_key
+from kwlab.methods.mixing.paths import PATHS, RUNNABLE, PathCosts, choose_path, convolve, path_costs, resolve_path
 from kwlab.methods.mixing.reference import reference_conv
 
-__all__ = ["CONV_BY_DIMS", "PATHS", "Geometry", "PathCosts", "assemble", "assembled_kernels", "channels_last",
-           "choose_path", "compute_dtype", "convolve", "floor_macs", "layer_cell_shape", "merge_kernel", "mixtures",
-           "reference_conv", "resolve_padding", "resolve_path", "split_kernel"]
+__all__ = ["CONV_BY_DIMS", "PATHS", "RUNNABLE", "Geometry", "PathCosts", "assemble", "assembled_kernels",
+           "channels_last", "choose_path", "compute_dtype", "convolve", "engine_trial", "floor_macs",
+           "forget_measurements", "layer_cell_shape", "measured_choices", "merge_kernel", "mixtures", "path_costs",
+           "reference_conv", "resolve_padding", "resolve_path", "shape_key", "split_kernel"]

@@ -1,10 +1,11 @@
-"""Choosing a path and running it: one cost model for every method (`choose_path`, its constants in `PathCosts`,
-each method fits its own), and one dispatch (`convolve`)."""
+"""Choosing a path and running it: one cost model for every method (`path_costs`, its constants in `PathCosts`,
+each method fits its own), a layer's choice ('auto': the model's; 'measured': timed, see measured.py) and one
+dispatch (`convolve`)."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass
 
 import torch
@@ -12,11 +13,13 @@ import torch
 from kwlab.methods.mixing.batched import _BatchedConv
 from kwlab.methods.mixing.geometry import Geometry, compute_dtype
 from kwlab.methods.mixing.grouped import _GroupedLean, _GroupedRebuilt, grouped_apply, grouped_conv
+from kwlab.methods.mixing.measured import cheapest, fastest_path
 from kwlab.methods.mixing.mixed import _MixedConv
 from kwlab.methods.mixing.assembly import assembled_kernels
 from kwlab.methods.mixing.reference import reference_conv, shared_conv
 
-PATHS = ("auto", "reference", "batched", "mixed", "grouped", "shared")
+PATHS = ("auto", "measured", "reference", "batched", "mixed", "grouped", "shared")
+RUNNABLE = PATHS[2:]  # what `convolve` takes; 'auto' and 'measured' choose one of them
 
 
 @dataclass(frozen=True)
@@ -58,22 +61,22 @@ class PathCosts:
     cache_bytes: int = 1 << 24
 
 
-def choose_path(geometry: Geometry, positions: int, cells: int, costs: PathCosts, *, kernels: int | None = None,
-                batch: int = 1, itemsize: int = 4, memory: str = "fast", shared: bool = False) -> str:
-    """The cheapest path for a layer with P = `positions` output positions per sample, n = `cells` and, for the
-    grouped path, K = `kernels` whole kernels to mix per sample (default n).
+def path_costs(geometry: Geometry, positions: int, cells: int, costs: PathCosts, *, kernels: int | None = None,
+               batch: int = 1, itemsize: int = 4, memory: str = "fast", shared: bool = False) -> dict[str, float]:
+    """The modelled cost of every path a layer can take, for P = `positions` output positions per sample,
+    n = `cells` and, for the grouped path, K = `kernels` whole kernels to mix per sample (default n).
 
-    Shared alpha takes `shared`; grouped and depthwise convolutions `grouped` (the only path for them). Otherwise
-    the cheapest of (see PathCosts for the units):
+    Shared alpha has `shared` alone; grouped and depthwise convolutions `grouped` alone (the only path for them).
+    Otherwise (see PathCosts for the units):
     - batched: P K + (assembly n + traffic) K;
     - mixed: n P C_out c_in' dense products + mixing the input + its intermediates;
     - grouped (where the method prices it): P K + (assembly K_whole + passes x traffic) K (lean: g_i P K, and
       K_whole assembled again).
     """
     if shared:
-        return "shared"
+        return {"shared": 0.0}
     if geometry.groups > 1:
-        return "grouped"
+        return {"grouped": 0.0}
     size = geometry.kernel_numel  # K
     spilled = batch * size * itemsize > costs.cache_bytes
     pointwise = math.prod(geometry.kernel) == 1
@@ -98,20 +101,32 @@ def choose_path(geometry: Geometry, positions: int, cells: int, costs: PathCosts
         + (costs.mixing * geometry.steps + costs.mixed_traffic) * per_cell_inputs
         + costs.output_traffic * cells * positions * geometry.out_channels
     )
-    return min(candidates, key=candidates.__getitem__)
+    return candidates
 
 
-def resolve_path(path: str, choose: Callable[[], str]) -> str:
-    """`path` checked against PATHS; 'auto' becomes `choose()`."""
+def choose_path(geometry: Geometry, positions: int, cells: int, costs: PathCosts, **options) -> str:
+    """The path of least modelled cost (`path_costs`, same arguments)."""
+    return cheapest(path_costs(geometry, positions, cells, costs, **options))
+
+
+def resolve_path(path: str, modelled: Callable[[], dict[str, float]],
+                 trial: Callable[[str], None] | None = None, key: Hashable = None,
+                 device: torch.device | None = None) -> str:
+    """`path` checked against PATHS: 'auto' becomes the cheapest of `modelled()`; 'measured' the fastest of them
+    as `trial(path)` times them once per `key` on `device` (the model's choice where no trial is given)."""
     if path not in PATHS:
         raise ValueError(f"path {path!r} is not one of {PATHS}")
-    return choose() if path == "auto" else path
+    if path == "auto" or (path == "measured" and trial is None):
+        return cheapest(modelled())
+    if path == "measured":
+        return fastest_path(key, modelled(), trial, device or torch.device("cpu"))
+    return path
 
 
 def convolve(x: torch.Tensor, alpha: torch.Tensor, cells: torch.Tensor, geometry: Geometry, path: str,
              memory: str = "fast", sample_kernels: Callable[..., torch.Tensor] | None = None,
              kernel_inputs: tuple[torch.Tensor | None, ...] = ()) -> torch.Tensor:
-    """y_b = W_b * x_b (no bias), W_b,i = sum_j alpha_b,ij E_j, along `path` (not 'auto'), in x's compute dtype.
+    """y_b = W_b * x_b (no bias), W_b,i = sum_j alpha_b,ij E_j, along `path` (one of RUNNABLE), in x's compute dtype.
 
     x (B, C_in, *L) in either memory format, alpha (B, m, n) in the reference mixture order, cells (n, cell_numel).
     memory='fast' lets backward keep per-sample kernels. `sample_kernels(*kernel_inputs)`, where a method assembles
@@ -139,4 +154,4 @@ def convolve(x: torch.Tensor, alpha: torch.Tensor, cells: torch.Tensor, geometry
         kernels = (sample_kernels(*kernel_inputs) if sample_kernels is not None
                    else assembled_kernels(alpha, cells.to(dtype), geometry))
         return reference_conv(x, kernels, geometry)
-    raise ValueError(f"path {path!r} is not one of {PATHS[1:]}")
+    raise ValueError(f"path {path!r} is not one of {RUNNABLE}")

@@ -1,0 +1,83 @@
+"""The measured path choice (a layer's path 'measured'): the paths the cost model keeps in the running are timed on
+the layer's own input, forward and, where autograd records, backward, once per layer shape; the fastest is kept for
+the rest of the process, as cudnn.benchmark does for convolution algorithms.
+
+It serves machines the cost model was not fitted to: on a 2-core Intel Xeon the grouped convolution of 256 and 512
+channels ran 2-3 times slower than the batched path that the constants, fitted on an AMD EPYC, rank below it. The
+cost model ('auto') stays the default, because its choice depends on shapes alone and a run repeats bit for bit; a
+measured choice can differ between two runs where two paths time alike, and their results then differ at float
+tolerance (every path computes the same function).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Hashable
+
+import torch
+
+from kwlab.methods.mixing.geometry import channels_last, compute_dtype
+
+# Paths modelled at most this many times the cheapest one are timed; the rest are taken to lose.
+WITHIN = 8.0
+# Timed calls per path after one untimed call; the fastest counts.
+REPEATS = 2
+
+_FASTEST: dict[Hashable, str] = {}
+
+
+def cheapest(modelled: dict[str, float]) -> str:
+    """The path of least modelled cost."""
+    return min(modelled, key=modelled.__getitem__)
+
+
+def fastest_path(key: Hashable, modelled: dict[str, float], trial: Callable[[str], None],
+                 device: torch.device) -> str:
+    """The fastest of the paths modelled within WITHIN of the cheapest, timed once per `key` by `trial(path)` (one
+    call of the layer's engine on its input) and remembered; the cost model's choice under torch.compile."""
+    if len(modelled) == 1 or torch.compiler.is_compiling():
+        return cheapest(modelled)
+    if key in _FASTEST:
+        return _FASTEST[key]
+    best = min(modelled.values())
+    times = {}
+    for path in (p for p, cost in sorted(modelled.items(), key=lambda item: item[1]) if cost <= WITHIN * best):
+        trial(path)  # untimed: caches, buffers, oneDNN's primitives
+        times[path] = min(_timed(trial, path, device) for _ in range(REPEATS))
+    _FASTEST[key] = choice = min(times, key=times.__getitem__)
+    return choice
+
+
+def shape_key(x: torch.Tensor, *layer: Hashable) -> tuple:
+    """What a measured choice depends on: the layer's own description (`layer`), then x's shape, compute dtype,
+    device and memory format, and whether autograd records (forward alone, or forward and backward)."""
+    return (*layer, tuple(x.shape), compute_dtype(x), x.device, channels_last(x), torch.is_grad_enabled())
+
+
+def measured_choices() -> dict[Hashable, str]:
+    """The paths measured so far in this process, by layer key (a copy)."""
+    return dict(_FASTEST)
+
+
+def forget_measurements() -> None:
+    """Drop every measured choice (the next call of each layer shape times its paths again)."""
+    _FASTEST.clear()
+
+
+def engine_trial(forward: Callable[[], torch.Tensor], inputs: list[torch.Tensor | None]) -> None:
+    """Run `forward()` and, where it records a graph, its backward into the `inputs` that need a gradient (through
+    torch.autograd.grad: no parameter's .grad is touched)."""
+    out = forward()
+    wanted = [t for t in inputs if t is not None and t.requires_grad]
+    if out.requires_grad and wanted:
+        torch.autograd.grad(out, wanted, torch.ones_like(out), allow_unused=True)
+
+
+def _timed(trial: Callable[[str], None], path: str, device: torch.device) -> float:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    start = time.perf_counter()
+    trial(path)
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+    return time.perf_counter() - start
