@@ -378,8 +378,8 @@ class Timing:
 
 
 def time_trial(cfg: TrainConfig, steps: int = 3) -> Timing:
-    """Time `steps` training updates (after one untimed) and one evaluation batch of `cfg` at its threads, as a
-    sweep's trial would run them; nothing is written."""
+    """Time `steps` training updates (after one untimed) and one evaluation batch (after one untimed) of `cfg` at its
+    threads, as a sweep's trial would run them; nothing is written."""
     started = time.perf_counter()
     runtime = Runtime.resolve(cfg.runtime)
     if cfg.runtime.threads is not None:
@@ -395,6 +395,7 @@ def time_trial(cfg: TrainConfig, steps: int = 3) -> Timing:
     size = min(len(val_set), cfg.eval_batch_size)
     sample = (TensorDataset(*(t[:size] for t in val_set.tensors)) if isinstance(val_set, TensorDataset)
               else Subset(val_set, range(size)))
+    training.evaluate(sample, "val")  # warm-up, as for training (a measured path choice times its paths here)
     began = time.perf_counter()
     training.evaluate(sample, "val")
     eval_image = (time.perf_counter() - began) / max(1, len(sample))

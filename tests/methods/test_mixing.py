@@ -357,7 +357,7 @@ def test_model_paths_agree_with_reference() -> None:
 
 @pytest.mark.slow
 @pytest.mark.parametrize("memory", ["fast", "lean"])
-@pytest.mark.parametrize("path", ["batched", "mixed", "grouped", "auto"])
+@pytest.mark.parametrize("path", ["batched", "mixed", "grouped", "auto", "measured"])
 def test_torch_compile_fullgraph(path: str, memory: str) -> None:
     """torch.compile(fullgraph=True) traces every path without a graph break and matches eager (about 10-100 s
     each on a 2-core CPU: inductor compiles the forward and backward kernels)."""
