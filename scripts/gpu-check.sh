@@ -3,8 +3,8 @@
 # bf16 against the float64 reference (KW layers, and CondConv, DY-Conv and ODConv layers in both memory modes), a
 # one-epoch trial with bf16 + channels_last + torch.compile, a 2-worker DDP trial when there are two GPUs, then
 # `kwlab bench` for resnet18 at 224 px, batch 64, bf16, channels_last: static, KW 1x and 4x, CondConv 8, DY-Conv 4,
-# ODConv 1x and 4x in memory modes fast and lean, forward+backward, with and without torch.compile. Without CUDA it
-# says so and skips, exiting 0.
+# ODConv 1x and 4x in memory modes fast and lean, forward+backward, with and without torch.compile, and the cost
+# model's path choice against the measured one. Without CUDA it says so and skips, exiting 0.
 #
 # Usage (from the repository root, on the GPU machine): scripts/gpu-check.sh [OUT_DIR]
 #   A package the machine lacks (e.g. pydantic) can travel as wheels in .whl/ (see the device tool's README); they
@@ -31,5 +31,6 @@ bench=("$python" -m kwlab.cli bench --model resnet18 --size 224 --batch 64 --dev
        --channels-last --variants static,1x,4x,condconv8,dyconv4,odconv1x,odconv4x --memory fast,lean
        --repeats 10 --warmup 3)
 "${bench[@]}" | tee "$out/bench.txt"
+"${bench[@]}" --memory fast --choice auto,measured | tee "$out/bench-measured.txt"
 "${bench[@]}" --compile | tee "$out/bench-compile.txt"
 "${bench[@]}" --json > "$out/bench.json"
