@@ -21,7 +21,6 @@ import os
 import platform
 import re
 import statistics
-import time
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -111,6 +110,7 @@ class Entry:
 def main(args: argparse.Namespace) -> int:
     """Build, measure and report."""
     from kwlab.methods import build_model, path_layers, price_model
+    from kwlab.methods.mixing.measured import timed
 
     device = _device(args.device)
     keep_freed_memory()  # as `kwlab train` does: both the static model and the KW variants reuse their buffers
@@ -165,9 +165,9 @@ def main(args: argparse.Namespace) -> int:
     target = torch.randint(0, 10, (args.batch,), device=device)
     for round_index in range(args.warmup + args.repeats):
         for entry in entries:
-            fwd = _timed(device, lambda e=entry: _forward(e.model, x, autocast))
-            fwd_bwd = _timed(device, lambda e=entry: _forward_backward(e.model, x, autocast))
-            step = _timed(device, lambda e=entry: _train_step(e, x, target, autocast)) if args.train_step else None
+            fwd = timed(device, lambda e=entry: _forward(e.model, x, autocast))
+            fwd_bwd = timed(device, lambda e=entry: _forward_backward(e.model, x, autocast))
+            step = timed(device, lambda e=entry: _train_step(e, x, target, autocast)) if args.train_step else None
             if round_index >= args.warmup:
                 entry.times["fwd"].append(fwd)
                 entry.times["fwd_bwd"].append(fwd_bwd)
@@ -276,19 +276,6 @@ def _train_step(entry: Entry, x: torch.Tensor, target: torch.Tensor, autocast) -
     entry.optimizer.zero_grad(set_to_none=True)
     loss.backward()
     entry.optimizer.step()
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
-def _timed(device: torch.device, fn: Callable[[], None]) -> float:
-    _sync(device)
-    start = time.perf_counter()
-    fn()
-    _sync(device)
-    return time.perf_counter() - start
 
 
 def _peak_mib(device: torch.device, fn: Callable[[], None]) -> float | None:

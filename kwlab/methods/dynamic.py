@@ -123,8 +123,8 @@ class DynamicConv(nn.Module):
         """The path the forward takes for input x (B, C_in, H, W): `path`, or the one 'auto' or 'measured' picks."""
         path = mixing.resolve_path(
             self.path, lambda: self.modelled(self.positions(x), x.shape[0], mixing.compute_dtype(x).itemsize),
-            lambda path: self.engine_trial(x, path),
-            mixing.shape_key(x, type(self), self.geometry, self.kernels, self.memory, self.bias is not None), x.device)
+            lambda path: self.engine_trial(x, path), x,
+            (type(self), self.geometry, self.kernels, self.memory, self.bias is not None))
         if torch.is_grad_enabled():
             self.training_path = path
         return path

@@ -10,8 +10,7 @@ import pytest
 import torch
 from torch import nn
 
-from kwlab.methods import build_model, path_layers, set_paths, training_paths
-from kwlab.methods import mixing
+from kwlab.methods import build_model, mixing, path_layers, set_paths, training_paths
 from kwlab.methods.mixing import measured
 
 

@@ -121,10 +121,10 @@ class KWLayer(nn.Module):
     def _conv_path(self, x: torch.Tensor) -> str:
         """The path for x in conv layout, (B, C_in, *L) (a linear layer's tokens as (B, C_in, T))."""
         positions = math.prod(self.geometry.out_size(tuple(x.shape[2:])))
-        key = mixing.shape_key(x, type(self), self.geometry, self.attention.mixtures, self.attention.cells,
-                               self.memory)
         path = mixing.resolve_path(self.path, lambda: self.modelled(positions, x.shape[0], mixing.compute_dtype(x)),
-                                   lambda path: self._engine_trial(x, path), key, x.device)
+                                   lambda path: self._engine_trial(x, path), x,
+                                   (type(self), self.geometry, self.attention.mixtures, self.attention.cells,
+                                    self.memory))
         if torch.is_grad_enabled():
             self.training_path = path
         return path

@@ -31,11 +31,11 @@ from kwlab.methods.mixing.assembly import (assemble, assembled_kernels, layer_ce
                                            split_kernel)
 from kwlab.methods.mixing.floor import floor_macs
 from kwlab.methods.mixing.geometry import CONV_BY_DIMS, Geometry, channels_last, compute_dtype, resolve_padding
-from kwlab.methods.mixing.measured import engine_trial, forget_measurements, measured_choices, shape_key
+from kwlab.methods.mixing.measured import engine_trial, forget_measurements, measured_choices
 from kwlab.methods.mixing.paths import PATHS, RUNNABLE, PathCosts, choose_path, convolve, path_costs, resolve_path
 from kwlab.methods.mixing.reference import reference_conv
 
 __all__ = ["CONV_BY_DIMS", "PATHS", "RUNNABLE", "Geometry", "PathCosts", "assemble", "assembled_kernels",
            "channels_last", "choose_path", "compute_dtype", "convolve", "engine_trial", "floor_macs",
            "forget_measurements", "layer_cell_shape", "measured_choices", "merge_kernel", "mixtures", "path_costs",
-           "reference_conv", "resolve_padding", "resolve_path", "shape_key", "split_kernel"]
+           "reference_conv", "resolve_padding", "resolve_path", "split_kernel"]

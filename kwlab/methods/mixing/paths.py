@@ -13,7 +13,7 @@ import torch
 from kwlab.methods.mixing.batched import _BatchedConv
 from kwlab.methods.mixing.geometry import Geometry, compute_dtype
 from kwlab.methods.mixing.grouped import _GroupedLean, _GroupedRebuilt, grouped_apply, grouped_conv
-from kwlab.methods.mixing.measured import cheapest, fastest_path
+from kwlab.methods.mixing.measured import cheapest, fastest_path, shape_key
 from kwlab.methods.mixing.mixed import _MixedConv
 from kwlab.methods.mixing.assembly import assembled_kernels
 from kwlab.methods.mixing.reference import reference_conv, shared_conv
@@ -110,16 +110,17 @@ def choose_path(geometry: Geometry, positions: int, cells: int, costs: PathCosts
 
 
 def resolve_path(path: str, modelled: Callable[[], dict[str, float]],
-                 trial: Callable[[str], None] | None = None, key: Hashable = None,
-                 device: torch.device | None = None) -> str:
+                 trial: Callable[[str], None] | None = None, x: torch.Tensor | None = None,
+                 layer: tuple[Hashable, ...] = ()) -> str:
     """`path` checked against PATHS: 'auto' becomes the cheapest of `modelled()`; 'measured' the fastest of them
-    as `trial(path)` times them once per `key` on `device` (the model's choice where no trial is given)."""
+    as `trial(path)` times them on input x, once per layer description `layer` and x's shape (`shape_key`); the
+    model's choice where there is no trial or input."""
     if path not in PATHS:
         raise ValueError(f"path {path!r} is not one of {PATHS}")
-    if path == "auto" or (path == "measured" and trial is None):
+    if path == "auto" or (path == "measured" and (trial is None or x is None)):
         return cheapest(modelled())
     if path == "measured":
-        return fastest_path(key, modelled(), trial, device or torch.device("cpu"))
+        return fastest_path(shape_key(x, *layer), modelled(), trial, x.device)
     return path
 
 
