@@ -7,6 +7,7 @@ attention.npz holds, for every warehouse W: `W/alpha` float32 (rows, n), `W/laye
 
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -14,7 +15,7 @@ import numpy as np
 import pandas as pd
 
 from kwlab.errors import KWLabError
-from kwlab.store import ATTENTION
+from kwlab.store import ATTENTION, TrialDir
 
 NEAR_ZERO = 0.01  # |alpha| below this fraction of its row's largest |alpha| counts as (near) zero
 
@@ -45,10 +46,12 @@ class WarehouseAttention:
         return out
 
 
-def read_attention(path: str | Path) -> dict[str, WarehouseAttention]:
-    """The warehouses of one attention.npz, in the file's (plan) order."""
+def read_attention(path: str | Path | bytes) -> dict[str, WarehouseAttention]:
+    """The warehouses of one attention.npz (a path, or the file's bytes), in the file's (plan) order."""
+    source = io.BytesIO(path) if isinstance(path, bytes) else path
+    where = ATTENTION if isinstance(path, bytes) else path
     try:
-        with np.load(path, allow_pickle=False) as npz:
+        with np.load(source, allow_pickle=False) as npz:
             names = list(dict.fromkeys(key.rsplit("/", 1)[0] for key in npz.files if "/" in key))
             out = {}
             for name in names:
@@ -59,7 +62,7 @@ def read_attention(path: str | Path) -> dict[str, WarehouseAttention]:
                 out[name] = WarehouseAttention(name, alpha, np.asarray(layers).astype(str), np.asarray(mixtures))
             return out
     except (OSError, ValueError, KeyError) as error:
-        raise KWLabError(f"{path}: cannot read attention ({error})") from None
+        raise KWLabError(f"{where}: cannot read attention ({error})") from None
 
 
 def mean_attention(maps: list[dict[str, WarehouseAttention]]) -> dict[str, WarehouseAttention]:
@@ -75,13 +78,13 @@ def mean_attention(maps: list[dict[str, WarehouseAttention]]) -> dict[str, Wareh
     }
 
 
-def trial_attention(trial_dir: Path) -> dict[str, WarehouseAttention] | None:
+def trial_attention(trial: TrialDir) -> dict[str, WarehouseAttention] | None:
     """A trial's attention, or None when it has no attention.npz (static models, unfinished trials)."""
-    path = trial_dir / ATTENTION
-    return read_attention(path) if path.is_file() else None
+    data = trial.storage.read_bytes(ATTENTION)
+    return read_attention(data) if data is not None else None
 
 
-def variant_attention(trial_dirs: list[Path]) -> dict[str, WarehouseAttention] | None:
+def variant_attention(trial_dirs: list[TrialDir]) -> dict[str, WarehouseAttention] | None:
     """A variant's attention averaged over the trials (seeds) that have one; None when none has."""
     maps = [m for d in trial_dirs if (m := trial_attention(d)) is not None]
     return mean_attention(maps) if maps else None

@@ -21,7 +21,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                                       "report/ next to them with one subfolder per sweep)")
     parser.add_argument("--metric", help="trials column to compare (default: test_top1, the final model's test "
                                          "top-1; best_val_top1 for a store without test metrics), e.g. "
-                                         "best_val_top1, final_val_loss, test_top1_at_best_val")
+                                         "best_val_top1, final_val_loss, test_top1_at_best")
     parser.add_argument("--baseline", help="variant name or id to compare against (default: the spec's baseline)")
     parser.add_argument("--effect", type=float, metavar="PP",
                         help="also give the seeds needed to resolve a difference of this size (in the metric's "

@@ -23,7 +23,8 @@ from analysis.style import save_figure
 from analysis.sweep import Sweep, factor_groups, group_title, metric_label
 from analysis.tables import to_markdown
 from kwlab.sweep.spec import Parameter
-from kwlab.tracking.optuna_store import distributions, optuna_value
+from kwlab.sweep.space import optuna_distributions
+from kwlab.tracking.optuna_store import optuna_value
 
 EVALUATOR = "fANOVA"  # NOTE: named, not Optuna's default: Optuna 5 changed the default from fANOVA to PED-ANOVA
 SEED = 0  # fANOVA's random forest
@@ -66,7 +67,7 @@ def parameter_importance(sweep: Sweep, groups: list[list[str]]) -> Importance:
                                                                                                    finished.index)
     nan = ~outside & ~np.isfinite(values.astype(float))
     left_out |= {"cases outside the swept keys": int(outside.sum()), f"NaN {metric}": int(nan.sum())}
-    space = distributions({key: Parameter(**{k: v for k, v in sweep.spec["parameters"][key].items() if v is not None})
+    space = optuna_distributions({key: Parameter(**{k: v for k, v in sweep.spec["parameters"][key].items() if v is not None})
                            for key in keys})
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(direction=sweep.goal)

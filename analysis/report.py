@@ -49,7 +49,8 @@ from analysis.sweep import (
 from analysis.tables import ablation_table, equal_cost_table, estimate, to_latex, to_markdown
 from kwlab import store
 from kwlab.errors import KWLabError
-from kwlab.store import Store, metric_goal
+from kwlab.best import natural_goal
+from kwlab.store import Store
 
 REFERENCE_ATTENTION = "caf"
 ATTENTION_KEYS = ("attention", "init")  # the attention function and its initialisation (caf's one-to-one blend)
@@ -624,7 +625,7 @@ def write_report(
 
 
 def _trial_ids(store: Path) -> set[str]:
-    return {trial.name for trial in Store(store).trials()} if Store(store).exists() else set()
+    return set(Store(store).trial_ids()) if Store(store).exists() else set()
 
 
 def _common_parent(paths: list[Path]) -> Path:
@@ -649,7 +650,7 @@ def _write_combined(results: list[tuple[str, Analysis]], reports: list[tuple[str
         if points.empty or x not in points or points[x].isna().all():
             continue
         fig = params_accuracy(points, x=x, hue="sweep", hue_title="sweep", markers=True, y_label=metric_label(metric),
-                              maximize=metric_goal(metric) != "minimize", width=PAGE_WIDTH / 1.6, height=3.0)
+                              maximize=natural_goal(metric) != "minimize", width=PAGE_WIDTH / 1.6, height=3.0)
         paths = save_figure(fig, out / stem)
         lines += [f"## Accuracy against {what}", "",
                   f"Every variant of the sweeps {', '.join(n for n, _ in results)}: mean {metric_label(metric)} "

@@ -16,7 +16,8 @@ import numpy as np
 import pandas as pd
 
 from kwlab.errors import KWLabError
-from kwlab.store import CONFIG, STATUSES, TRIAL_COLUMNS, Store, is_metric, load, metric_goal
+from kwlab.best import is_metric, natural_goal
+from kwlab.store import BEST_SUFFIX, STATUSES, TRIAL_COLUMNS, Store, TrialDir, load
 
 SUMMARY_FIELDS = ["params_total", "params_warehouse", "params_attention", "params_other", "macs_per_image",
                   "best_val_top1", "final_val_top1", "test_top1", "epochs", "wall_time_s", "device", "epochs_done",
@@ -37,23 +38,23 @@ class Sweep:
     trials: pd.DataFrame  # one row per trial; top-k accuracies in percent
     epochs: pd.DataFrame  # one row per trial and epoch; top-k accuracies in percent
     metric: str
-    goal: str  # "maximize" | "minimize", the metric's direction (kwlab.store.metric_goal)
+    goal: str  # "maximize" | "minimize", the metric's direction (kwlab.best.natural_goal)
     factors: list[str] = field(default_factory=list)  # swept columns, dotted names
     scaled_to_percent: bool = False  # the store held fractions in [0, 1]
     metric_note: str = ""  # one sentence: which metric the report compares and why
 
-    def trial_dir(self, trial_id: str) -> Path:
+    store: Store | None = None
+
+    def trial_dir(self, trial_id: str) -> TrialDir:
         """The directory of one trial."""
-        return Store(self.path).trial(trial_id).path
+        return (self.store or Store(self.path)).trial(trial_id)
 
     def resolved(self, variant_id: str, key: str) -> Any:
         """A dotted key of a variant's resolved config (its first trial's config.yaml); None where no trial wrote
         one or the config has no such key."""
-        results = Store(self.path)
         for trial_id in self.trials.loc[self.trials["variant_id"] == variant_id, "trial_id"]:
-            trial = results.trial(trial_id)
-            if trial.file(CONFIG).is_file():
-                value: Any = trial.config()
+            value: Any = self.trial_dir(trial_id).config()
+            if value:
                 for part in key.split("."):
                     value = value.get(part) if isinstance(value, dict) else None
                 return value
@@ -72,10 +73,10 @@ class Sweep:
         return self.trials[self.trials["status"] == "finished"]
 
 
-def load_sweep(path: str | Path, metric: str | None = None, refresh: bool = True) -> Sweep:
-    """Read a store; `refresh` rebuilds the tables from the trial directories (right for a running sweep)."""
-    results = load(path, refresh=refresh)
-    spec = Store(results.path).spec()
+def load_sweep(path: str | Path, metric: str | None = None) -> Sweep:
+    """Read a store (a folder or a URI) as it stands now, also while its sweep runs."""
+    results = load(path)
+    spec = results.store.spec()
     trials = results.trials.copy()
     for column in TRIAL_COLUMNS:
         if column not in trials:
@@ -95,7 +96,7 @@ def load_sweep(path: str | Path, metric: str | None = None, refresh: bool = True
     else:
         chosen, note = default_metric(trials, spec)
     return Sweep(results.path, name, str(spec.get("description") or ""), spec, results.manifest, trials, epochs,
-                 chosen, metric_goal(chosen), swept_factors(trials, spec), scaled, note)
+                 chosen, natural_goal(chosen), swept_factors(trials, spec), scaled, note, results.store)
 
 
 def default_metric(trials: pd.DataFrame, spec: dict[str, Any]) -> tuple[str, str]:
@@ -119,8 +120,8 @@ def describe_metric(metric: str) -> str:
     if metric in ("test_top1", "test_top5", "test_loss"):
         return (f"the final model's {words} (`{metric}`), measured once on the official test split after the last "
                 f"epoch")
-    if metric.endswith("_at_best_val"):
-        return f"the {words.removesuffix(' at best val')} of the weights of the best validation epoch (`{metric}`)"
+    if metric.endswith(BEST_SUFFIX):
+        return f"the {words.removesuffix(' at best epoch')} of the weights of the best epoch (`{metric}`)"
     if metric.startswith("best_"):
         return f"the {words} over epochs (`{metric}`)"
     return f"the {words} (`{metric}`)"
@@ -177,7 +178,7 @@ def resolve_metric(metric: str, trials: pd.DataFrame, explicit: bool = False) ->
         if candidate in trials.columns:
             return candidate
     if explicit and (trials["status"] == "finished").any():
-        names = [c for c in trials.columns if is_metric(c.removesuffix("_at_best_val"))]
+        names = [c for c in trials.columns if is_metric(c.removesuffix(BEST_SUFFIX))]
         raise KWLabError(f"--metric: {metric!r} is not a column of the trials table; try one of {', '.join(names)}")
     return metric
 
@@ -214,7 +215,7 @@ def is_accuracy(metric: str) -> bool:
 
 def metric_label(metric: str) -> str:
     """Axis label of a metric with its unit, e.g. 'best val. top-1 (%)'."""
-    words = (metric.replace("_at_best_val", " at best val").replace("val_", "val. ").replace("top1", "top-1")
+    words = (metric.replace(BEST_SUFFIX, " at best epoch").replace("val_", "val. ").replace("top1", "top-1")
              .replace("top5", "top-5").replace("_", " "))
     return f"{words} (%)" if is_accuracy(metric) else words
 
@@ -231,7 +232,7 @@ def swept_factors(trials: pd.DataFrame, spec: dict[str, Any]) -> list[str]:
         keys += [k for case in spec.get("cases") or [] for k in (case.get("set") or {}) if k not in keys]
     else:
         known = set(TRIAL_COLUMNS) | set(SUMMARY_FIELDS) | {"seed", "status"}
-        keys = [c for c in trials.columns if c not in known and not is_metric(c.removesuffix("_at_best_val"))
+        keys = [c for c in trials.columns if c not in known and not is_metric(c.removesuffix(BEST_SUFFIX))
                 and not c.startswith(("params_", "macs_", "best_", "final_"))]
     return [k for k in dict.fromkeys(keys) if k in trials.columns]  # several cases may set the same key
 
@@ -380,7 +381,7 @@ def progress(sweep: Sweep) -> Progress:
     counts = {s: int((trials["status"] == s).sum()) for s in STATUSES}
     failed = trials.loc[trials["status"] == "failed", ["trial_id", "variant", "seed", "error"]]
     stopped = trials.loc[trials["status"] == "stopped", ["trial_id", "variant", "seed"]].copy()
-    records = [Store(sweep.path).trial(t).stopped() or {} for t in stopped["trial_id"]]
+    records = [sweep.trial_dir(t).stopped() or {} for t in stopped["trial_id"]]
     stopped["epoch"] = [r.get("epoch") for r in records]
     stopped["reason"] = [r.get("reason") or "stopped early" for r in records]
     unfinished = trials.loc[trials["status"].isin(["running", "pending"]),

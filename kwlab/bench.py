@@ -19,12 +19,10 @@ import json
 import math
 import os
 import platform
-import re
 import statistics
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from fractions import Fraction
 from typing import Any
 
 import torch
@@ -205,38 +203,23 @@ def main(args: argparse.Namespace) -> int:
 # ------------------------------------------------------------------------------------------------ building
 
 
-# dynamic-convolution tokens: method name, then the count of kernels under this settings key ('condconv8', 'odconv4x')
-DYNAMIC_TOKENS = {"condconv": "experts", "dyconv": "kernels", "odconv": "kernels"}
-
-
 def _parse_variants(text: str) -> list[Variant]:
-    """'static,1/4x,1x,condconv8,dyconv4,odconv1x' -> Variants (KW budgets, dynamic methods with their K)."""
+    """'static,1/4x,1x,condconv8,dyconv4,odconv1x' -> Variants: each token read by the method that declares it
+    (`Method.bench_settings`: KW budgets, the dynamic methods' names with their K, a plugin's name)."""
+    from kwlab.methods import METHODS
+
     variants = []
     for token in (t.strip() for t in text.split(",")):
         if not token:
             continue
-        if token == "static":
-            variants.append(Variant(token, "static"))
-            continue
-        dynamic = re.fullmatch(r"([a-z]+?)(\d*)(x?)", token)
-        if dynamic and dynamic[1] in DYNAMIC_TOKENS:
-            count = int(dynamic[2]) if dynamic[2] else None
-            if count is not None and count < 1:
-                raise KWLabError(f"--variants: {token!r} needs at least one kernel")
-            settings = {} if count is None else {DYNAMIC_TOKENS[dynamic[1]]: count}
-            variants.append(Variant(token, dynamic[1], settings))
-            continue
-        try:
-            budget = Fraction(token.removesuffix("x"))
-        except (ValueError, ZeroDivisionError):
-            raise KWLabError(f"--variants: {token!r} is neither 'static', a budget such as 1/4x, 1x, 4x, nor a "
-                             "dynamic convolution such as condconv8, dyconv4, odconv1x") from None
-        if budget <= 0:
-            raise KWLabError(f"--variants: budget {token!r} must be positive")
-        kw: dict[str, Any] = {"budget": str(budget)}
-        if budget < 1:  # the reference's sub-1x models cut smaller cells
-            kw.update(cell_in_ratio=0.5, cell_out_ratio=0.5)
-        variants.append(Variant(f"{token.removesuffix('x')}x", "kw", kw))
+        found = [(name, settings) for name in METHODS.names()
+                 if (settings := METHODS.get(name).bench_settings(token)) is not None]
+        if not found:
+            raise KWLabError(f"--variants: {token!r} names no method's variant: 'static', a KW budget such as 1/4x, "
+                             f"1x, 4x, a dynamic convolution such as condconv8, dyconv4, odconv1x, or a method's name "
+                             f"({', '.join(METHODS.names())})")
+        name, settings = found[0]
+        variants.append(Variant(token, name, settings))
     return variants
 
 

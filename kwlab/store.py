@@ -1,47 +1,56 @@
-"""The results format. This module alone knows the layout of a results folder and of each trial directory: the file
-names, the summary keys, the trial statuses, the typed tables and the runner's lock. The runner, the recipe,
-`kwlab.results.load`, `analysis/` and the tests all go through it.
+"""The results format. This module alone knows the layout of a results store and of each trial directory: the file
+names, the summary keys, the trial statuses, the trial record, the typed tables and the runner's lock. The runner,
+the recipe, `kwlab.results.load`, `analysis/` and the tests all go through it. A store lives in a local folder or
+at a URI (kwlab.storage); the layout is the same on every filesystem.
 
-A results folder, `results/<sweep name>/`:
+A results store, `results/<sweep name>/`:
 
     spec.yaml            the spec as resolved (profile and --set applied)
     manifest.json        kwlab version, git commit and dirty flag, library versions, hardware, command line
-    runner.lock          while a runner works on the folder: its host, pid and start time (see `Lock`)
+    runner.lock          while a runner works on the store: its host, pid and start time (see `Lock`)
     optuna.db            the sweep as an Optuna study (SQLite), for optuna-dashboard (see kwlab.tracking)
     trials/<trial id>/   one trial directory each (below)
-    trials.parquet       one row per trial: ids, variant, seed, status, one column per swept key (typed, see
-                         `write_tables`), price (parameters, MACs), best/final of every metric, test metrics
+    trials.parquet       one row per trial (`TrialRecord.row`): ids, variant, seed, status, one column per swept key
+                         (typed, see `write_table`), price (parameters, MACs), the best epoch and the metric that
+                         chose it, best/final of every metric, test metrics, and `updated` (when its folder last
+                         changed)
     epochs.parquet       one row per trial and epoch: ids, variant, seed and the epoch's metrics
 
 A trial directory:
 
     config.yaml      the resolved trial config
     metrics.jsonl    one JSON object per finished epoch (keys: see kwlab.train.recipe)
-    checkpoint.pt    the latest finished epoch, to resume from
-    best.pt          the model weights at the best validation epoch (when the recipe keeps them)
+    checkpoint.pt    the latest finished epoch, to resume from (a finished trial drops it)
+    best.pt          the model weights at the best epoch (by the trial's metric and goal, kwlab.best)
     attention.npz    per-layer attention (routing) statistics of the methods that have them (see Method.recorder)
     summary.json     written when the trial finishes (SUMMARY_KEYS)
-    sweep.json       the sweep's view of the trial: ids, variant, seed, swept values, price
+    sweep.json       the sweep's view of the trial: ids, variant, seed, swept values, price, metric, epochs
     log.txt          the trial's output when a sweep runs it
     error.json       a failed trial's one-line error
     stopped.json     a trial the scheduler stopped early: its last epoch and why
     tensorboard/     the trial's TensorBoard event files (one run, named by variant and seed)
     mlflow.json      the id of the trial's MLflow run, when the sweep logs to MLflow
 
-Statuses (`TrialDir.status`): finished (summary.json says so, and no record holds a non-finite metric), stopped
+Statuses (`TrialRecord.status`): finished (summary.json says so, and no record holds a non-finite metric), stopped
 (stopped.json), failed (error.json, or such a non-finite record: diverged), running (some epochs recorded) and
-pending. Every file is written durably (kwlab.files); one torn anyway by a crash reads as absent, and the torn end of
+pending. Every file is written whole (kwlab.storage); one torn anyway by a crash reads as absent, and the torn end of
 metrics.jsonl is dropped with a warning.
+
+The tables are kept up to date as trials end (`Tables.update`, one trial's record at a time) and read back by
+`Store.tables`, which re-reads only the trials whose folders changed after their row was taken; they are rebuilt
+from every trial folder only when missing or unreadable.
 """
 
 from __future__ import annotations
 
+import io
 import json
 import math
 import os
 import socket
 import time
-from dataclasses import dataclass
+from collections.abc import Iterable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -50,11 +59,13 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from kwlab.config import dump_yaml, load_yaml
+from kwlab.best import best_epoch, is_metric, natural_goal
+from kwlab.config import dump_yaml, yaml_value
 from kwlab.errors import KWLabError, warn
-from kwlab.files import atomic_path, write_text, writing
+from kwlab.files import writing
+from kwlab.storage import Storage
 
-# the results folder
+# the results store
 SPEC, MANIFEST, LOCK, TRIALS, TRIALS_TABLE, EPOCHS_TABLE = (
     "spec.yaml", "manifest.json", "runner.lock", "trials", "trials.parquet", "epochs.parquet")
 # a trial directory
@@ -65,45 +76,40 @@ CONFIG, METRICS, CHECKPOINT, BEST, ATTENTION, SUMMARY, SWEEP, LOG, ERROR, STOPPE
 OPTUNA_DB, TENSORBOARD, MLFLOW_RUN = "optuna.db", "tensorboard", "mlflow.json"
 
 STATUSES = ("finished", "stopped", "failed", "running", "pending")
+DONE = ("finished", "stopped")  # a rerun of the sweep leaves these alone
 # summary.json of a finished trial: these keys, plus best_<m>, final_<m> and best_<m>_epoch for every epoch metric
 # m (see `summarize_epochs`) and the test metrics the recipe evaluates once at the end
-SUMMARY_KEYS = ("status", "method", "params_total", "macs_per_image", "epochs", "seed", "train_images",
-                "val_images", "test_images", "wall_time_s", "device", "paths", "versions", "git")
+SUMMARY_KEYS = ("status", "method", "params_total", "macs_per_image", "epochs", "seed", "best_epoch", "best_metric",
+                "best_goal", "train_images", "val_images", "test_images", "wall_time_s", "device", "paths", "versions",
+                "git")
 IDENTITY = ("trial_id", "variant_id", "variant", "is_baseline", "seed")  # what sweep.json names a trial by
 TRIAL_COLUMNS = [*IDENTITY, "status", "error"]
 JSON_COLUMNS = "kwlab.json_columns"  # parquet metadata: columns stored as JSON text (values of mixed types)
-
-
-def metric_goal(name: str) -> str:
-    """'minimize' for losses, 'maximize' for accuracies (top-k): the direction 'best' follows."""
-    return "minimize" if name.endswith("loss") else "maximize"
-
-
-def is_metric(name: str) -> bool:
-    """Whether an epoch record's key is a metric (a loss or a top-k accuracy), not bookkeeping such as lr or tau."""
-    return name.endswith(("loss", "top1", "top5"))
+# NOTE: stores written before kwlab named the test at the best epoch by the trial's metric called it "at best val"
+OLD_SUFFIX, BEST_SUFFIX = "_at_best_val", "_at_best"
 
 
 def summarize_epochs(history: list[dict[str, Any]]) -> dict[str, Any]:
-    """best_<m> (in m's direction), best_<m>_epoch and final_<m> of every metric m in the epoch records."""
+    """best_<m> (m at its best epoch, in m's own direction), best_<m>_epoch and final_<m> of every metric m in the
+    epoch records."""
     out: dict[str, Any] = {}
     names = dict.fromkeys(k for epoch in history for k in epoch if is_metric(k))
     for name in names:
-        values = [(e["epoch"], e[name]) for e in history if isinstance(e.get(name), int | float)
-                  and math.isfinite(e[name])]
-        if not values:
+        best = best_epoch(history, name, natural_goal(name))
+        if best is None:
             continue
-        pick = min if metric_goal(name) == "minimize" else max
-        epoch, best = pick(values, key=lambda pair: pair[1])  # the first epoch among equals
-        out |= {f"best_{name}": best, f"best_{name}_epoch": epoch, f"final_{name}": values[-1][1]}
+        final = [e[name] for e in history if isinstance(e.get(name), int | float) and math.isfinite(e[name])][-1]
+        out |= {f"best_{name}": best[name], f"best_{name}_epoch": best["epoch"], f"final_{name}": final}
     return out
 
 
-def _read_json(path: Path) -> dict[str, Any] | None:
-    """A JSON object file, or None when it is absent or unreadable (torn by a power cut, not text, not an object)."""
+def _parse_json(text: str | None) -> dict[str, Any] | None:
+    """A JSON object, or None when absent or unreadable (torn by a power cut, not text, not an object)."""
+    if text is None:
+        return None
     try:
-        value = json.loads(path.read_text(encoding="utf-8"))
-    except (OSError, ValueError):  # ValueError: bad JSON or not UTF-8
+        value = json.loads(text)
+    except ValueError:
         return None
     return value if isinstance(value, dict) else None
 
@@ -123,128 +129,228 @@ def _json(value: Any, **options: Any) -> str:
     return json.dumps(_finite(value), allow_nan=False, **options)
 
 
+def parse_metrics(text: str | None, source: str) -> list[dict[str, Any]]:
+    """The epoch records of metrics.jsonl text; records from the first unreadable line on (a line torn or zeroed by a
+    power cut) are dropped with a warning naming `source`; the trial's checkpoint holds them, so a rerun that resumes
+    it writes them again."""
+    if text is None:
+        return []
+    lines = text.splitlines()
+    records = []
+    for number, line in enumerate(lines, start=1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+            if not isinstance(record, dict):
+                raise ValueError(f"a {type(record).__name__}, not a record")
+        except ValueError:  # bad JSON (or NUL bytes)
+            warn(f"{source}: line {number} of {len(lines)} is unreadable (torn by a crash?); reading the "
+                 f"{len(records)} epoch records before it")
+            break
+        records.append(record)
+    return records
+
+
+def diverged(epochs: list[dict[str, Any]], summary: dict[str, Any]) -> str | None:
+    """Why a finished trial's records count as diverged: a non-finite metric in its epochs or summary (written before
+    kwlab failed such trials; a test top-1 from NaN logits is no result), else None."""
+    records = [*((f" at epoch {e.get('epoch')}", e) for e in epochs), ("", summary)]
+    return next((f"diverged: {key} is {value}{where}" for where, record in records for key, value in record.items()
+                 if is_metric(key) and isinstance(value, float) and not math.isfinite(value)), None)
+
+
 @dataclass(frozen=True)
 class TrialDir:
-    """One trial's directory and the files in it."""
+    """One trial's directory and the files in it, on the store's filesystem (`storage`)."""
 
-    path: Path
+    storage: Storage
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "path", Path(self.path))
+    def __init__(self, where: str | Path | Storage) -> None:
+        object.__setattr__(self, "storage", Storage.of(where))
 
     @property
     def name(self) -> str:
         """The trial id (the directory's name)."""
-        return self.path.name
+        return self.storage.root.rstrip("/").rsplit("/", 1)[-1]
+
+    @property
+    def path(self) -> Path:
+        """The local folder (the recipe writes a trial on a local disk; kwlab.train.staging brings a remote one)."""
+        if self.storage.local is None:
+            raise KWLabError(f"{self.storage}: not a local folder")
+        return self.storage.local
 
     def file(self, name: str) -> Path:
-        """The path of one of the trial's files (a name from this module, e.g. store.CHECKPOINT)."""
+        """The local path of one of the trial's files (a name from this module, e.g. store.CHECKPOINT)."""
         return self.path / name
 
     # -- writing
     def write_config(self, config: dict[str, Any]) -> None:
         """config.yaml: the resolved config tree."""
-        write_text(self.file(CONFIG), dump_yaml(config))
+        self.storage.write_text(CONFIG, dump_yaml(config))
 
     def write_metrics(self, history: list[dict[str, Any]]) -> None:
         """metrics.jsonl, rewritten whole (so it never holds a torn or repeated line)."""
-        write_text(self.file(METRICS), "".join(_json(epoch) + "\n" for epoch in history))
+        self.storage.write_text(METRICS, "".join(_json(epoch) + "\n" for epoch in history))
 
     def write_summary(self, summary: dict[str, Any]) -> None:
         """summary.json of a finished trial (a non-finite number is written as null)."""
-        write_text(self.file(SUMMARY), _json(summary, indent=2) + "\n")
+        self.storage.write_text(SUMMARY, _json(summary, indent=2) + "\n")
 
     def write_attention(self, arrays: dict[str, np.ndarray]) -> None:
         """attention.npz from a method's recorder."""
-        with atomic_path(self.file(ATTENTION)) as tmp, tmp.open("wb") as file:
-            np.savez(file, **arrays)
+        buffer = io.BytesIO()
+        np.savez(buffer, **arrays)
+        self.storage.write_bytes(ATTENTION, buffer.getvalue())
 
     def write_sweep_meta(self, meta: dict[str, Any]) -> None:
-        """sweep.json: the trial's ids, variant, seed, swept values and price."""
-        write_text(self.file(SWEEP), _json(meta, default=str))
+        """sweep.json: the trial's ids, variant, seed, swept values, price, metric and planned epochs."""
+        self.storage.write_text(SWEEP, _json(meta, default=str))
 
     def write_error(self, message: str) -> None:
         """error.json: why the trial failed (one line)."""
-        write_text(self.file(ERROR), json.dumps({"error": message}))
+        self.storage.write_text(ERROR, json.dumps({"error": message}))
 
     def write_stopped(self, epoch: int, reason: str) -> None:
         """stopped.json: the scheduler stopped the trial after `epoch`."""
-        write_text(self.file(STOPPED), json.dumps({"epoch": epoch, "reason": reason}))
+        self.storage.write_text(STOPPED, json.dumps({"epoch": epoch, "reason": reason}))
 
     def clear_outcome(self) -> None:
         """Forget a previous failure before the trial runs again."""
-        self.file(ERROR).unlink(missing_ok=True)
+        self.storage.delete(ERROR)
 
-    # -- reading
+    def drop_resume_state(self) -> None:
+        """Remove checkpoint.pt of a finished trial: it resumes nothing any more (best.pt and the records stay)."""
+        self.storage.delete(CHECKPOINT)
+
+    # -- reading (each call reads its file; `record()` reads each once)
     def metrics(self) -> list[dict[str, Any]]:
-        """The epoch records (empty before the first epoch). Records from the first unreadable line on (a line torn
-        or zeroed by a power cut) are dropped with a warning; the trial's checkpoint holds them, so a rerun that
-        resumes it writes them again."""
-        path = self.file(METRICS)
-        try:
-            lines = path.read_bytes().splitlines()
-        except OSError:
-            return []
-        records = []
-        for number, line in enumerate(lines, start=1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-                if not isinstance(record, dict):
-                    raise ValueError(f"a {type(record).__name__}, not a record")
-            except ValueError:  # bad JSON (or NUL bytes) or not UTF-8
-                warn(f"{path}: line {number} of {len(lines)} is unreadable (torn by a crash?); reading the "
-                     f"{len(records)} epoch records before it")
-                break
-            records.append(record)
-        return records
+        """The epoch records (empty before the first epoch); see `parse_metrics`."""
+        return parse_metrics(self.storage.read_text(METRICS), f"{self.storage}/{METRICS}")
 
     def summary(self) -> dict[str, Any] | None:
         """summary.json, or None (absent or unreadable: the trial is then not finished, and a rerun tests it again
         from its checkpoint)."""
-        return _read_json(self.file(SUMMARY))
+        return _parse_json(self.storage.read_text(SUMMARY))
 
     def sweep_meta(self) -> dict[str, Any] | None:
         """sweep.json, or None (a trial not written by a sweep)."""
-        return _read_json(self.file(SWEEP))
+        return _parse_json(self.storage.read_text(SWEEP))
 
     def config(self) -> dict[str, Any]:
-        """config.yaml as a tree."""
-        return load_yaml(self.file(CONFIG), "trial config") or {}
-
-    def error(self) -> str | None:
-        """The recorded failure (or why the records count as diverged), or None."""
-        recorded = (_read_json(self.file(ERROR)) or {}).get("error")
-        summary = self.summary() or {}
-        return recorded or (self.diverged(summary) if summary.get("status") == "finished" else None)
+        """config.yaml as a tree ({} when absent or unreadable)."""
+        tree = yaml_value(self.storage.read_text(CONFIG) or "")
+        return tree if isinstance(tree, dict) else {}
 
     def stopped(self) -> dict[str, Any] | None:
         """stopped.json, or None."""
-        return _read_json(self.file(STOPPED))
+        return _parse_json(self.storage.read_text(STOPPED))
 
-    def diverged(self, summary: dict[str, Any]) -> str | None:
-        """Why a finished trial's records count as diverged: a non-finite metric in its epochs or summary (written
-        before kwlab failed such trials; a test top-1 from NaN logits is no result), else None."""
-        records = [*((f" at epoch {e.get('epoch')}", e) for e in self.metrics()), ("", summary)]
-        return next((f"diverged: {key} is {value}{where}" for where, record in records for key, value in record.items()
-                     if is_metric(key) and isinstance(value, float) and not math.isfinite(value)), None)
+    def record(self) -> TrialRecord:
+        """Every file of the trial read once, as one record."""
+        return TrialRecord.read(self)
 
     def status(self) -> str:
-        """finished | stopped | failed | running | pending (an unreadable summary.json or stopped.json counts as
-        absent)."""
-        summary = self.summary() or {}
-        if summary.get("status") == "finished":
-            return "failed" if self.diverged(summary) else "finished"
-        if self.stopped() is not None:
-            return "stopped"
-        if self.file(ERROR).exists():
-            return "failed"
-        return "running" if self.file(METRICS).exists() else "pending"
+        """finished | stopped | failed | running | pending (see TrialRecord)."""
+        return self.record().status
+
+    def error(self) -> str | None:
+        """The recorded failure (or why the records count as diverged), or None."""
+        return self.record().error
 
     def is_done(self) -> bool:
         """Finished or stopped early: a rerun of the sweep leaves it alone."""
-        return self.status() in ("finished", "stopped")
+        return self.record().status in DONE
+
+
+@dataclass(frozen=True)
+class TrialRecord:
+    """A trial as everything that reads one sees it (the tables, `kwlab status`, the trackers, the report): its
+    identity, swept values and price (sweep.json), status, epoch records, summary, error and stop, read once."""
+
+    trial_id: str
+    meta: dict[str, Any]  # sweep.json ({} for a trial not written by a sweep)
+    status: str
+    epochs: list[dict[str, Any]]
+    summary: dict[str, Any] | None
+    error: str | None
+    stopped: dict[str, Any] | None
+    updated: float = 0.0  # its folder as of this time (seconds since the epoch): a file changed later makes it stale
+
+    @classmethod
+    def read(cls, trial: TrialDir, updated: float | None = None) -> TrialRecord:
+        """Read a trial directory's files, each once; `updated` is when its folder last changed (from a listing),
+        else the time the read began (on a local disk, whose clock the files share) or 0 (read again next time)."""
+        storage = trial.storage
+        if updated is None:
+            updated = time.time() if storage.local is not None else 0.0
+        metrics = storage.read_text(METRICS)
+        epochs = parse_metrics(metrics, f"{storage}/{METRICS}")
+        summary = _parse_json(storage.read_text(SUMMARY))
+        stopped = _parse_json(storage.read_text(STOPPED))
+        error_file = storage.read_bytes(ERROR)
+        recorded = (_parse_json(error_file.decode("utf-8", "replace")) or {}).get("error") if error_file else None
+        finished = (summary or {}).get("status") == "finished"
+        broken = diverged(epochs, summary) if finished else None
+        if finished:
+            status = "failed" if broken else "finished"
+        elif stopped is not None:
+            status = "stopped"
+        elif error_file is not None:
+            status = "failed"
+        else:
+            status = "running" if metrics is not None else "pending"
+        if summary is not None:  # a store of an older kwlab names the test at the best epoch otherwise
+            summary = {k.replace(OLD_SUFFIX, BEST_SUFFIX): v for k, v in summary.items()}
+        return cls(trial.name, _parse_json(storage.read_text(SWEEP)) or {}, status, epochs, summary,
+                   recorded or broken, stopped, updated)
+
+    @property
+    def identified(self) -> bool:
+        """Whether sweep.json names the trial (every IDENTITY key): a trial the tables can hold."""
+        return set(IDENTITY) <= set(self.meta)
+
+    @property
+    def done(self) -> bool:
+        """Finished or stopped early."""
+        return self.status in DONE
+
+    @property
+    def metric(self) -> tuple[str, str]:
+        """The (metric, goal) that picks the trial's best epoch: its summary's, else its sweep's, else val_top1."""
+        summary, chosen = self.summary or {}, self.meta.get("metric") or {}
+        name = summary.get("best_metric") or chosen.get("name") or "val_top1"
+        return name, summary.get("best_goal") or chosen.get("goal") or natural_goal(name)
+
+    @property
+    def best(self) -> dict[str, Any] | None:
+        """The best epoch record so far, by the trial's metric and goal (kwlab.best)."""
+        return best_epoch(self.epochs, *self.metric)
+
+    @property
+    def method(self) -> str | None:
+        """The trial's convolution method: its summary's, else its sweep's (None when neither names it)."""
+        return (self.summary or {}).get("method") or self.meta.get("method")
+
+    def row(self) -> dict[str, Any]:
+        """The trial's row of trials.parquet."""
+        ids = {k: self.meta.get(k) for k in IDENTITY} | {"trial_id": self.trial_id}
+        best = self.best
+        name, goal = self.metric
+        row = {**ids, "status": self.status, "error": self.error, **self.meta.get("parameters", {}),
+               **self.meta.get("price", {}), "epochs_done": len(self.epochs),
+               "stopped_epoch": self.stopped.get("epoch") if self.stopped else None,
+               "best_epoch": best["epoch"] if best else None, "best_metric": name, "best_goal": goal}
+        row.update(summarize_epochs(self.epochs))
+        row.update({k: v for k, v in (self.summary or {}).items() if not isinstance(v, dict | list)})
+        row.update(status=self.status, updated=self.updated)
+        return row
+
+    def epoch_rows(self) -> list[dict[str, Any]]:
+        """The trial's rows of epochs.parquet."""
+        ids = {k: self.meta.get(k) for k in IDENTITY} | {"trial_id": self.trial_id}
+        return [{**ids, **epoch} for epoch in self.epochs]
 
 
 class Lock:
@@ -266,7 +372,10 @@ class Lock:
 
     def holder(self) -> dict[str, Any] | None:
         """The lock file's content, or None when nobody holds it."""
-        return _read_json(self.path)
+        try:
+            return _parse_json(self.path.read_text(encoding="utf-8"))
+        except (OSError, UnicodeDecodeError):
+            return None
 
     def live_holder(self) -> dict[str, Any] | None:
         """The holder while its process runs (another host's counts as running), else None."""
@@ -326,30 +435,96 @@ class Lock:
         self.release()
 
 
+@dataclass
+class Tables:
+    """The trials and epochs tables of a store, kept in memory by trial and written whole (`write`): `update` takes
+    one trial's new record, so the bookkeeping of a finished trial does not grow with the store."""
+
+    trials: dict[str, dict[str, Any]] = field(default_factory=dict)  # trial id -> row
+    epochs: dict[str, list[dict[str, Any]]] = field(default_factory=dict)  # trial id -> epoch rows
+
+    @classmethod
+    def of(cls, records: Iterable[TrialRecord]) -> Tables:
+        """Tables holding these records (those sweep.json identifies)."""
+        tables = cls()
+        for record in records:
+            tables.update(record)
+        return tables
+
+    @classmethod
+    def from_frames(cls, trials: pd.DataFrame, epochs: pd.DataFrame) -> Tables:
+        """Tables from the frames read back from the files."""
+        rows = trials.to_dict("records")
+        by_trial: dict[str, list[dict[str, Any]]] = {}
+        for epoch in epochs.to_dict("records"):
+            by_trial.setdefault(epoch["trial_id"], []).append(epoch)
+        return cls({row["trial_id"]: row for row in rows}, {row["trial_id"]: by_trial.get(row["trial_id"], [])
+                                                          for row in rows})
+
+    def update(self, record: TrialRecord) -> None:
+        """Put (or replace) one trial's rows."""
+        if not record.identified:
+            return
+        self.trials[record.trial_id] = record.row()
+        self.epochs[record.trial_id] = record.epoch_rows()
+
+    def frames(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """The two tables as DataFrames, trials sorted by id."""
+        ids = sorted(self.trials)
+        trials = pd.DataFrame([self.trials[i] for i in ids]) if ids else pd.DataFrame(columns=TRIAL_COLUMNS)
+        return trials, pd.DataFrame([row for i in ids for row in self.epochs.get(i, [])])
+
+
 @dataclass(frozen=True)
 class Store:
-    """A results folder."""
+    """A results store: a folder, or a location given by URI (kwlab.storage)."""
 
-    path: Path
+    storage: Storage
 
-    def __post_init__(self) -> None:
-        object.__setattr__(self, "path", Path(self.path))
+    def __init__(self, where: str | Path | Storage) -> None:
+        object.__setattr__(self, "storage", Storage.of(where))
+
+    @property
+    def path(self) -> Path:
+        """The local folder (see `local`), or the URI as a path-like name for messages."""
+        return self.storage.local if self.storage.local is not None else Path(self.storage.uri)
+
+    @property
+    def local(self) -> bool:
+        """Whether the store is a local folder (else it lives at a URI)."""
+        return self.storage.local is not None
+
+    def __str__(self) -> str:
+        return str(self.storage)
 
     def trial(self, trial_id: str) -> TrialDir:
         """The directory of one trial."""
-        return TrialDir(self.path / TRIALS / trial_id)
+        return TrialDir(self.storage.child(TRIALS, trial_id))
+
+    def trial_ids(self) -> dict[str, float]:
+        """Every trial directory's id with when its folder last changed (the newest of its files), by id."""
+        newest: dict[str, float] = {}
+        for entry in self.storage.listing(TRIALS, recursive=True):
+            trial_id = entry.path.split("/", 1)[0]
+            newest[trial_id] = max(newest.get(trial_id, 0.0), entry.mtime)
+        return dict(sorted(newest.items()))
 
     def trials(self) -> list[TrialDir]:
         """Every trial directory, sorted by id."""
-        return [TrialDir(p) for p in sorted((self.path / TRIALS).glob("*/"))]
+        return [self.trial(trial_id) for trial_id in self.trial_ids()]
+
+    def records(self, trial_ids: dict[str, float] | None = None) -> list[TrialRecord]:
+        """The records of these trials (default: all), each read once."""
+        found = self.trial_ids() if trial_ids is None else trial_ids
+        return [TrialRecord.read(self.trial(trial_id), updated) for trial_id, updated in found.items()]
 
     def file(self, name: str) -> Path:
-        """The path of one of the folder's own files (e.g. store.SPEC)."""
+        """The local path of one of the store's own files (e.g. store.SPEC)."""
         return self.path / name
 
     def exists(self) -> bool:
-        """Whether the folder is a results store (has a trials/ folder)."""
-        return (self.path / TRIALS).is_dir()
+        """Whether the location is a results store (has a trials/ folder, or trial files under it)."""
+        return self.storage.is_dir(TRIALS)
 
     def lock(self, command: str = "") -> Lock:
         """The runner lock (a context manager)."""
@@ -357,71 +532,77 @@ class Store:
 
     def write_spec(self, spec: dict[str, Any]) -> None:
         """spec.yaml."""
-        write_text(self.file(SPEC), dump_yaml(spec))
+        self.storage.write_text(SPEC, dump_yaml(spec))
 
     def spec(self) -> dict[str, Any]:
         """spec.yaml as a tree ({} when absent or unreadable)."""
-        try:
-            spec = load_yaml(self.file(SPEC), "spec")
-        except KWLabError:
-            return {}
-        return spec if isinstance(spec, dict) else {}
+        tree = yaml_value(self.storage.read_text(SPEC) or "")
+        return tree if isinstance(tree, dict) else {}
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:
         """manifest.json."""
-        write_text(self.file(MANIFEST), json.dumps(manifest, indent=2))
+        self.storage.write_text(MANIFEST, json.dumps(manifest, indent=2))
 
     def manifest(self) -> dict[str, Any]:
         """manifest.json ({} when absent)."""
-        return _read_json(self.file(MANIFEST)) or {}
+        return _parse_json(self.storage.read_text(MANIFEST)) or {}
 
     def collect(self) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """The trials and epochs tables, built from the trial directories."""
-        trial_rows, epoch_rows = [], []
-        for trial in self.trials():
-            meta = trial.sweep_meta()
-            if meta is None or not set(IDENTITY) <= set(meta):
-                if trial.file(SWEEP).exists():
-                    warn(f"{trial.file(SWEEP)}: unreadable; the trial is left out until its sweep runs again")
-                continue
-            ids = {k: meta[k] for k in IDENTITY}
-            epochs = trial.metrics()
-            stopped = trial.stopped()
-            row = {**ids, "status": trial.status(), "error": trial.error(), **meta.get("parameters", {}),
-                   **meta.get("price", {}), "epochs_done": len(epochs),
-                   "stopped_epoch": stopped.get("epoch") if stopped else None}
-            row.update(summarize_epochs(epochs))
-            row.update({k: v for k, v in (trial.summary() or {}).items() if not isinstance(v, dict | list)})
-            row["status"] = trial.status()
-            trial_rows.append(row)
-            epoch_rows += [{**ids, **epoch} for epoch in epochs]
-        trials = pd.DataFrame(trial_rows) if trial_rows else pd.DataFrame(columns=TRIAL_COLUMNS)
-        return trials, pd.DataFrame(epoch_rows)
+        """The trials and epochs tables, built from every trial directory."""
+        records = self.records()
+        for record in records:
+            if not record.identified and record.meta == {} and self.trial(record.trial_id).storage.exists(SWEEP):
+                warn(f"{self.trial(record.trial_id).storage}/{SWEEP}: unreadable; the trial is left out until its "
+                     "sweep runs again")
+        return Tables.of(records).frames()
 
-    def write_tables(self) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """Rebuild trials.parquet and epochs.parquet atomically; returns the two tables."""
-        trials, epochs = self.collect()
+    def write_tables(self, tables: Tables | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """Write trials.parquet and epochs.parquet whole (each atomically) from `tables` (default: every trial
+        folder read again); returns the two tables."""
+        trials, epochs = (tables or Tables.of(self.records())).frames()
         for name, table in ((TRIALS_TABLE, trials), (EPOCHS_TABLE, epochs)):
-            with atomic_path(self.file(name)) as tmp:
-                pq.write_table(_to_arrow(table), tmp)
+            buffer = pa.BufferOutputStream()
+            pq.write_table(_to_arrow(table), buffer)
+            self.storage.write_bytes(name, buffer.getvalue().to_pybytes())
         return trials, epochs
 
     def read_tables(self) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """trials.parquet and epochs.parquet, swept values back in their own types."""
-        return _from_arrow(pq.read_table(self.file(TRIALS_TABLE))), _from_arrow(pq.read_table(self.file(EPOCHS_TABLE)))
+        """trials.parquet and epochs.parquet, swept values back in their own types; OSError when one is missing,
+        an Arrow error when one is unreadable."""
+        frames = []
+        for name in (TRIALS_TABLE, EPOCHS_TABLE):
+            data = self.storage.read_bytes(name)
+            if data is None:
+                raise FileNotFoundError(f"{self.storage}/{name}")
+            frames.append(_from_arrow(pq.read_table(pa.BufferReader(data))))
+        return frames[0], frames[1]
 
-    def tables(self, refresh: bool = False) -> tuple[pd.DataFrame, pd.DataFrame]:
-        """The trials and epochs tables: read from their files, or built from the trial directories when `refresh`
-        is asked, when a file is missing, or when one is unreadable (with a warning)."""
-        if refresh or not self.file(TRIALS_TABLE).exists() or not self.file(EPOCHS_TABLE).exists():
-            return self.collect()
+    def load_tables(self) -> Tables:
+        """The tables as they stand now: read from their files, with the rows of every trial whose folder changed
+        after its row was taken (or that has no row) read again; built from every trial folder when a file is
+        missing or unreadable (with a warning for the latter)."""
+        found = self.trial_ids()
         try:
-            return self.read_tables()
+            tables = Tables.from_frames(*self.read_tables())
+        except FileNotFoundError:
+            return Tables.of(self.records(found))
         except (OSError, ValueError, pa.ArrowException) as error:  # a torn or foreign file
             reason = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
-            warn(f"{self.path}: cannot read {TRIALS_TABLE} or {EPOCHS_TABLE} ({reason}); rebuilt them from the trial "
-                 "folders")
-            return self.collect()
+            warn(f"{self.storage}: cannot read {TRIALS_TABLE} or {EPOCHS_TABLE} ({reason}); rebuilt them from the "
+                 "trial folders")
+            return Tables.of(self.records(found))
+        stale = {trial_id: updated for trial_id, updated in found.items()
+                 if trial_id not in tables.trials or updated > float(tables.trials[trial_id].get("updated") or 0)}
+        for record in self.records(stale):
+            tables.update(record)
+        for trial_id in set(tables.trials) - set(found):  # a folder removed since: its row goes too
+            del tables.trials[trial_id]
+            tables.epochs.pop(trial_id, None)
+        return tables
+
+    def tables(self) -> tuple[pd.DataFrame, pd.DataFrame]:
+        """The trials and epochs tables as they stand now (see `load_tables`)."""
+        return self.load_tables().frames()
 
 
 def _kind(value: Any) -> type | None:
@@ -453,6 +634,7 @@ def _from_arrow(arrow: pa.Table) -> pd.DataFrame:
     for column in encoded:
         table[column] = pd.Series([None if not isinstance(v, str) else json.loads(v) for v in table[column]],
                                   dtype=object, index=table.index)
+    table.columns = [c.replace(OLD_SUFFIX, BEST_SUFFIX) for c in table.columns]
     return table
 
 
@@ -464,16 +646,17 @@ class Results:
     trials: pd.DataFrame
     epochs: pd.DataFrame
     manifest: dict[str, Any]
+    store: Store | None = None
 
-    def trial_dir(self, trial_id: str) -> Path:
+    def trial_dir(self, trial_id: str) -> TrialDir:
         """The directory of one trial (config, metrics, attention.npz)."""
-        return Store(self.path).trial(trial_id).path
+        return (self.store or Store(self.path)).trial(trial_id)
 
 
-def load(path: str | Path, refresh: bool = False) -> Results:
-    """Read a results store; `refresh` rebuilds the tables from the trial directories (e.g. mid-sweep)."""
-    store = Store(Path(path))
+def load(where: str | Path) -> Results:
+    """Read a results store (a folder or a URI): its tables as they stand now, also while a sweep runs."""
+    store = Store(where)
     if not store.exists():
-        raise KWLabError(f"{store.path}: not a kwlab results store (no {TRIALS}/ folder); run `kwlab sweep SPEC` first")
-    trials, epochs = store.tables(refresh)
-    return Results(store.path, trials, epochs, store.manifest())
+        raise KWLabError(f"{store}: not a kwlab results store (no {TRIALS}/ folder); run `kwlab sweep SPEC` first")
+    trials, epochs = store.tables()
+    return Results(store.path, trials, epochs, store.manifest(), store)

@@ -15,8 +15,8 @@ ROOT = Path(__file__).parents[1]
 # Debian's dataset-fashion-mnist (CI installs it); the tests that read it skip, saying why, when it is absent
 FASHION_MISSING = pytest.mark.skipif(not Path("/usr/share/datasets/fashion-mnist/train-images-idx3-ubyte.gz").is_file(),
                                      reason="Fashion-MNIST absent: apt-get install dataset-fashion-mnist")
-# A trial of a second or two: 300 digits, a half-width ResNet-8, no warm-up.
-TINY = {"epochs": 1, "data": {"name": "digits", "train_size": 300}, "optim": {"warmup_epochs": 0},
+# A trial of a second or two: KW 1x on 300 digits, a half-width ResNet-8, no warm-up.
+TINY = {"method": "kw", "epochs": 1, "data": {"name": "digits", "train_size": 300}, "optim": {"warmup_epochs": 0},
         "model": {"kwargs": {"width": 0.5}}}
 
 

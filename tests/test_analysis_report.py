@@ -364,7 +364,7 @@ def test_heatmap_matrices_have_the_plan_shapes(cell_size: Path) -> None:
             assert maps[w.name].trials == len(variant) == 2
             assert [(layer, stop - start) for layer, start, stop in maps[w.name].blocks()] == list(
                 zip(w.layers, w.mixtures))
-        single = [attn.read_attention(sweep.trial_dir(t) / ATTENTION) for t in variant["trial_id"]]
+        single = [attn.read_attention(sweep.trial_dir(t).file(ATTENTION)) for t in variant["trial_id"]]
         np.testing.assert_allclose(maps["stage0.dense"].alpha, np.mean([m["stage0.dense"].alpha for m in single], 0),
                                    rtol=1e-6)
 
@@ -576,7 +576,7 @@ def test_report_on_a_real_smoke_sweep(tmp_path: Path) -> None:
     sweep = load_sweep(store)
     assert sweep.metric == "test_top1"  # the recipe evaluates the test split: the default metric, no fallback
     kw_trial = sweep.trials.loc[~sweep.trials["is_baseline"], "trial_id"].iloc[0]
-    maps = attn.read_attention(sweep.trial_dir(kw_trial) / ATTENTION)
+    maps = attn.read_attention(sweep.trial_dir(kw_trial).file(ATTENTION))
     assert all(w.alpha.ndim == 2 and w.alpha.shape[0] == len(w.layers) for w in maps.values())
     text = (out / "report.md").read_text()
     assert FEW_SEEDS in text and FEW_PAIRS in text  # one seed: no interval, no test
@@ -592,15 +592,16 @@ def test_report_cli_options_and_several_stores(tmp_path: Path, capsys: pytest.Ca
     attention = make_store(root, "attention", failed=False, running=False, attention=False)
     out = tmp_path / "chosen"
     baseline = "cell_in_ratio=1,cell_out_ratio=1"
-    assert kwlab_main(["report", str(cell), "--out", str(out), "--metric", "test_top1_at_best_val",
+    # the store's summaries name the test at the best epoch as an older kwlab did (`_at_best_val`): read as `_at_best`
+    assert kwlab_main(["report", str(cell), "--out", str(out), "--metric", "test_top1_at_best",
                        "--baseline", baseline]) == 0
     assert not (cell / "report").exists()  # --out, not STORE/report
     report = (out / "report.md").read_text()
-    assert "test_top1_at_best_val" in report and "(`--metric test_top1_at_best_val`)" in report
+    assert "test_top1_at_best" in report and "(`--metric test_top1_at_best`)" in report
     summary = pd.read_csv(out / "summary.csv")
     assert summary.loc[summary["is_baseline"], "variant"].tolist() == [baseline]
     # static against the chosen baseline: the paired difference of the test top-1 at the best-val epoch, by hand
-    trials = load_sweep(cell).trials.set_index(["variant", "seed"])["test_top1_at_best_val"]
+    trials = load_sweep(cell).trials.set_index(["variant", "seed"])["test_top1_at_best"]
     expected = float(np.mean([trials["static", s] - trials[baseline, s] for s in SEEDS]))
     assert summary.set_index("variant").loc["static", "diff"] == pytest.approx(expected)
     capsys.readouterr()

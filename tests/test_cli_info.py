@@ -39,7 +39,7 @@ def test_info_sets_several_fields_and_model_arguments(capsys):
 
 
 def test_info_table(capsys):
-    code, out, err = run(capsys, "info", "resnet18")
+    code, out, err = run(capsys, "info", "resnet18", "--set", "kw.budget=1")
     assert (code, err) == (0, "")
     assert "stage0.dense" in out and "11,932,148" in out  # 1x count, the reference's
 
@@ -53,7 +53,7 @@ def test_info_table(capsys):
         ("kw.attention=nope", "kw.attention"),
         ("kw.cell_in_ratio=0.3", "kw.cell_in_ratio"),
         ("kw.bugdet=2", "kw.bugdet: unknown key"),
-        ("budget=2", "budget: unknown key; allowed: model, method, kw"),
+        ("budget=2", "budget: unknown key; allowed: model, method, data"),
         ("kw.budget", "KEY=VALUE"),
     ],
 )

@@ -26,7 +26,7 @@ from kwlab.train.recipe import steps_per_epoch
 # and tau falling over the whole run keep the first epoch out of the chaotic phase of pure CAF training, where a
 # 1e-6 change of the learning rate moves the loss by 0.5% within ten steps (measured). The lr is given at batch 64:
 # 0.05 at the global batch of 32, whatever the number of workers.
-CONFIG = {"model": {"kwargs": {"width": 0.5}}, "data": {"name": "digits", "train_size": 160},
+CONFIG = {"method": "kw", "model": {"kwargs": {"width": 0.5}}, "data": {"name": "digits", "train_size": 160},
           "optim": {"warmup_epochs": 0, "lr": 0.1, "reference_batch": 64}, "runtime": {"device": "cpu", "threads": 1, "sync_bn": True},
           "temperature": {"fraction": 1.0}, "epochs": 2, "batch_size": 32, "seed": 3}
 

@@ -116,9 +116,9 @@ def test_schedule_equals_the_reference_temperature(steps_per_epoch, temp_epochs,
     from kwlab.methods import METHODS
     from kwlab.train.config import TrainConfig
 
-    cfg = TrainConfig.from_dict({"temperature": {"epochs": temp_epochs, "start": start}})
+    cfg = TrainConfig.from_dict({"kw": {"temperature": {"epochs": temp_epochs, "start": start}}})
     epochs = temp_epochs + 2
-    schedule = METHODS.get("kw").schedule(cfg.settings, cfg.temperature, steps_per_epoch, epochs * steps_per_epoch)
+    schedule = METHODS.get("kw").schedule(cfg.settings, steps_per_epoch, epochs * steps_per_epoch)
     for epoch in range(epochs):
         for data_iter_step in range(steps_per_epoch):
             t = epoch * steps_per_epoch + data_iter_step + 1  # the recipe's global update count

@@ -57,7 +57,7 @@ def test_kw_1x_costs_its_convolutions_plus_attention_and_assembly() -> None:
     assert kw.macs == 55_037_152 > static.macs
 
 
-@pytest.mark.parametrize(("sets", "method"), [(["kw=null"], "static"), ([], "kw"),
+@pytest.mark.parametrize(("sets", "method"), [(["kw=null"], "static"), ([], "static"), (["kw.budget=1"], "kw"),
                                                (["method=odconv", "odconv.kernels=4"], "odconv")])
 def test_kwlab_info_prints_macs_per_image_for_any_method(capsys: pytest.CaptureFixture, sets: list[str],
                                                         method: str) -> None:
@@ -79,7 +79,7 @@ def test_a_sweep_trial_keeps_the_price_its_sweep_computed(tmp_path, monkeypatch)
     from kwlab.train import recipe
 
     cfg = TrainConfig.from_dict({
-        "model": {"name": "cifar_resnet8", "kwargs": {"width": 0.5}},
+        "method": "kw", "model": {"name": "cifar_resnet8", "kwargs": {"width": 0.5}},
         "data": {"name": "synthetic", "shape": [1, 8, 8], "length": 48, "num_classes": 4},
         "runtime": {"device": "cpu", "threads": 1}, "epochs": 1, "batch_size": 16, "eval_batch_size": 16,
     })

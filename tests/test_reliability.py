@@ -31,7 +31,7 @@ from sweep_helpers import TINY, kwlab_cli, start_cli, write_spec
 
 def statuses(folder: Path) -> dict[str, str]:
     """variant -> status (one seed per variant), from the trial folders."""
-    return dict(kwlab.results.load(folder, refresh=True).trials[["variant", "status"]].itertuples(index=False))
+    return dict(kwlab.results.load(folder).trials[["variant", "status"]].itertuples(index=False))
 
 
 def one_line(text: str) -> str:
@@ -282,7 +282,7 @@ def test_a_disk_that_fills_mid_sweep_stops_launching_and_the_rerun_finishes(smal
     last = result.stderr.strip().splitlines()[-1]
     assert last.startswith("stopped launching trials: ") and "No space left on device (the disk is full)" in last
     assert str(folder) in last and last.endswith(f"resume with: kwlab sweep {spec} --results {small_disk}")
-    left = kwlab.results.load(folder, refresh=True).trials["status"].tolist()
+    left = kwlab.results.load(folder).trials["status"].tolist()
     assert left.count("finished") == 1 and "pending" in left
     finished = {p: p.stat().st_mtime_ns for p in folder.glob(f"{store.TRIALS}/*/{store.SUMMARY}")}
     subprocess.run(["mount", "-o", "remount,size=64m", str(small_disk)], check=True)

@@ -14,6 +14,7 @@ import pandas as pd
 import pytest
 
 from kwlab import store
+from kwlab.best import natural_goal
 from kwlab.errors import KWLabError
 
 ROOT = Path(__file__).parents[1]
@@ -84,6 +85,6 @@ def test_the_lock_names_its_holder_and_gives_way_only_to_a_dead_one(tmp_path: Pa
 def test_best_follows_the_metric_direction(name: str, goal: str) -> None:
     history = [{"epoch": e, name: v} for e, v in enumerate([3.0, 1.0, 2.0], start=1)]
     summary = store.summarize_epochs(history)
-    assert store.metric_goal(name) == goal
+    assert natural_goal(name) == goal
     assert summary[f"best_{name}"] == (1.0 if goal == "minimize" else 3.0) and summary[f"final_{name}"] == 2.0
     assert summary[f"best_{name}_epoch"] == (2 if goal == "minimize" else 1)

@@ -23,7 +23,7 @@ def test_makespan_packs_the_dearest_first(durations: list[float], slots: int, ex
 def test_a_trial_estimate_is_close_to_the_trial(tmp_path: Path) -> None:
     """The estimate of a 4-epoch digits trial against its measured wall time (the study's dry run is compared with
     its real wall time in its README): within a factor of two either way on a shared machine."""
-    cfg = TrainConfig.from_dict({"data": {"name": "digits", "train_size": 400}, "epochs": 4,
+    cfg = TrainConfig.from_dict({"method": "kw", "data": {"name": "digits", "train_size": 400}, "epochs": 4,
                                  "model": {"kwargs": {"width": 0.5}}, "runtime": {"threads": 1}})
     estimated = time_trial(cfg).trial_s
     started = time.perf_counter()

@@ -26,7 +26,7 @@ from sweep_helpers import TINY, kwlab_cli, start_cli, write_spec
 
 def statuses(folder: Path) -> dict[str, str]:
     """variant/seed -> status, from the store's trials table."""
-    trials = kwlab.results.load(folder, refresh=True).trials
+    trials = kwlab.results.load(folder).trials
     return {f"{row.variant}/{row.seed}": row.status for row in trials.itertuples()}
 
 
@@ -78,7 +78,7 @@ def test_a_variants_seeds_train_an_epoch_each_in_turn_and_tune_sees_their_mean(
     from ray import tune
 
     from kwlab.sweep.command import plan_sweep
-    from kwlab.sweep.runner import SCORE, describe_trial, prepare, train_variant
+    from kwlab.sweep.runner import SCORE, Job, describe_trial, prepare, train_variant
 
     spec = write_spec(tmp_path, "pair", base={**TINY, "epochs": 3}, seeds=[0, 1],
                       cases=[{"name": "static", "set": {"kw": None}}], metric={"name": "val_loss", "goal": "minimize"})
@@ -87,8 +87,7 @@ def test_a_variants_seeds_train_an_epoch_each_in_turn_and_tune_sees_their_mean(
     prepare(folder, trials, {})
     reports: list[dict] = []
     monkeypatch.setattr(tune, "report", reports.append)
-    train_variant({"job": {"imports": [], "workers": 1, "metric": "val_loss", "goal": "minimize", "threads": 1,
-                           "trials": [describe_trial(t, folder) for t in trials]}})
+    train_variant({"job": Job((), "val_loss", "minimize", 1, seeds=tuple(describe_trial(t, folder) for t in trials))})
     losses = [[m["val_loss"] for m in store.Store(folder).trial(t.trial_id).metrics()] for t in trials]
     assert [r["epoch"] for r in reports] == [1, 2, 3, 3] and all(r["seeds"] == 2 for r in reports)
     for epoch, report in zip([1, 2, 3], reports, strict=False):  # both seeds have trained `epoch` epochs by then
@@ -112,7 +111,7 @@ def test_bayes_suggests_variants_trained_at_every_seed(tmp_path: Path) -> None:
     assert (trials["params_total"] > 0).all()  # priced, like a grid's trials
     assert result.stdout.count("finished ") == 2 and "seeds 0,1" in result.stdout
     results = tmp_path / "search"
-    study = optuna.load_study(study_name="search", storage=storage_url(results))  # OptunaSearch used the store's db
+    study = optuna.load_study(study_name="search", storage=storage_url(results / store.OPTUNA_DB))  # OptunaSearch used the store's db
     assert [t.state for t in study.trials] == [optuna.trial.TrialState.COMPLETE] * 2
     for trial in study.trials:  # OptunaSearch's trial is the variant, valued at the mean of its seeds' best epochs
         assert set(trial.params) == {"optim.lr", "kw.budget"} and trial.user_attrs["seeds"] == [0, 1]
@@ -124,7 +123,7 @@ def test_bayes_suggests_variants_trained_at_every_seed(tmp_path: Path) -> None:
     again = kwlab_cli("sweep", str(spec), "--results", str(tmp_path))  # the seeded search replays, trains nothing
     assert again.returncode == 0 and len(kwlab.results.load(results).trials) == 4
     assert "then 0 Optuna suggestions" in again.stdout
-    assert len(optuna.load_study(study_name="search", storage=storage_url(results)).trials) == 2
+    assert len(optuna.load_study(study_name="search", storage=storage_url(results / store.OPTUNA_DB)).trials) == 2
     assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
 
 
@@ -165,7 +164,7 @@ def test_one_runner_per_store_and_ctrl_c_keeps_what_finished(tmp_path: Path) -> 
     assert holder["pid"] == runner.pid and holder["host"]
     os.kill(runner.pid, signal.SIGSTOP)  # hold the first runner mid-sweep while a second one tries the store
     try:
-        live = statuses(folder)  # refresh=True: the tables rebuilt from the trial folders while the sweep runs
+        live = statuses(folder)  # the tables as they stand: the trials changed since their rows are read again
         second = kwlab_cli("sweep", str(spec), "--results", str(tmp_path))
     finally:
         os.kill(runner.pid, signal.SIGCONT)
@@ -199,10 +198,10 @@ def test_a_trial_that_cannot_be_placed_is_refused_not_waited_for(tmp_path: Path,
 
 @pytest.mark.parametrize(("sets", "message"), [
     (["runtime.device=cuda"], "resources.gpu: the trials ask for runtime.device 'cuda' but resources.gpu is 0"),
-    (["metric.name=val_acc"], "metric.name: 'val_acc' is not recorded every epoch by these trials; use one of "
+    (["metric.name=val_acc"], "bad.yaml: metric.name: 'val_acc' is not recorded every epoch; use one of "
                               "train_loss, train_top1, val_loss, val_top1, val_top5"),
-    (["metric.name=test_top1"], "test metrics are measured once, at the end, and never steer a sweep"),
-    (["metric.name=val_loss"], "metric.goal: val_loss is to minimize, not to maximize"),
+    (["metric.name=test_top1"], "test metrics are measured once, at the end, and never pick an epoch or steer a sweep"),
+    (["metric.name=val_loss", "metric.goal=maximize"], "bad.yaml: metric.goal: val_loss is to minimize, not to maximize"),
     (["model.name=resnet18"], "model.kwargs.width: timm model 'resnet18' takes no argument 'width'; remove it"),
     (["resources.workers=0"], "resources.workers: expected an integer >= 1, got 0"),
 ])

@@ -34,7 +34,7 @@ def test_smoke_sweep_runs_through_ray_and_resumes_as_a_no_op(tmp_path: Path) -> 
     assert results.manifest["versions"]["ray"] and "commit" in results.manifest["git"]
     assert store.Store(tmp_path / "smoke").spec()["name"] == "smoke"
     kw_trial = trials.loc[~trials.is_baseline, "trial_id"].item()
-    assert (results.trial_dir(kw_trial) / store.ATTENTION).exists()
+    assert results.trial_dir(kw_trial).file(store.ATTENTION).exists()
     assert (trials["test_images"] == 360).all() and trials["test_top1"].between(0, 100).all()
     # one line per trial event, Ray's own status tables off
     assert first.stdout.count("started") == 2 and first.stdout.count("finished") >= 2
@@ -83,7 +83,7 @@ def test_a_failing_trial_is_retried_recorded_and_the_sweep_goes_on(tmp_path: Pat
     assert trials.loc["diverges", "status"] == "failed" and "non-finite loss" in trials.loc["diverges", "error"]
     assert "\n" not in trials.loc["diverges", "error"]  # one line in the table; the traceback is in log.txt
     assert result.stdout.count("retrying") == 1  # failure.max_retries
-    log = (kwlab.results.load(tmp_path / "failing").trial_dir(trials.loc["diverges", "trial_id"]) / store.LOG)
+    log = (kwlab.results.load(tmp_path / "failing").trial_dir(trials.loc["diverges", "trial_id"]).file(store.LOG))
     assert log.read_text().count("Traceback") == 2 and "non-finite loss" in log.read_text()  # both attempts
 
 
@@ -165,16 +165,16 @@ def test_a_trial_config_is_validated_once_and_crosses_to_the_trial_typed(tmp_pat
     import pickle
 
     from kwlab.sweep.command import plan_sweep
-    from kwlab.sweep.runner import _train_seeds, describe_trial, prepare
+    from kwlab.sweep.runner import Job, _train_seeds, describe_trial, prepare
     from kwlab.train.config import TrainConfig
 
     plan = plan_sweep(str(ROOT / "sweeps" / "smoke.yaml"), None, [], 100)
     trial = next(t for t in plan.trials if t.variant.name == "static")
     prepare(tmp_path, [trial], {})
     seed = pickle.loads(pickle.dumps(describe_trial(trial, tmp_path)))  # what a Ray worker unpickles
-    assert isinstance(seed["config"], TrainConfig) and seed["config"] == trial.cfg
+    assert isinstance(seed.config, TrainConfig) and seed.config == trial.cfg
     monkeypatch.setattr(TrainConfig, "__init__", lambda *a, **k: pytest.fail("a trial config was validated again"))
     reports: list[dict] = []
-    _train_seeds([seed], {"metric": "val_top1", "goal": "maximize", "threads": 1}, reports.append)
+    _train_seeds([seed], Job((), "val_top1", "maximize", 1), reports.append)
     assert reports[-1]["final"] and reports[-1]["seeds"] == 1 and 0 <= reports[-1]["score"] <= 100
-    assert store.TrialDir(Path(seed["dir"])).summary()["status"] == "finished"
+    assert store.TrialDir(seed.dir).summary()["status"] == "finished"

@@ -85,5 +85,5 @@ def test_a_failing_two_worker_trial_is_retried_and_recorded_like_a_one_worker_tr
     assert trials["status"].tolist() == ["failed"]
     error = trials["error"].item()
     assert "non-finite loss" in error and "\n" not in error  # one line; the traceback is in log.txt
-    log = kwlab.results.load(tmp_path / "ddp_fail").trial_dir(trials["trial_id"].item()) / store.LOG
+    log = kwlab.results.load(tmp_path / "ddp_fail").trial_dir(trials["trial_id"].item()).file(store.LOG)
     assert "non-finite loss" in log.read_text()

@@ -95,7 +95,7 @@ def watched(tmp_path_factory: pytest.TempPathFactory, mlflow_server: str) -> dic
         time.sleep(0.1)
     os.kill(runner.pid, signal.SIGSTOP)  # hold the runner mid-sweep: what a second terminal sees
     try:
-        seen = {"study": optuna.load_study(study_name="watch", storage=storage_url(results)),
+        seen = {"study": optuna.load_study(study_name="watch", storage=storage_url(results / store.OPTUNA_DB)),
                 "status": kwlab_cli("status", str(results), "--json"),
                 "status_text": kwlab_cli("status", str(results)),
                 "runs": mlflow.MlflowClient(mlflow_server).search_runs(
@@ -123,7 +123,7 @@ def test_optuna_db_holds_the_sweep_while_it_runs_and_after(watched: dict) -> Non
         assert trial.value == max(e["val_top1"] for e in epochs)
         assert trial.intermediate_values == {e["epoch"]: e["val_top1"] for e in epochs}
     assert watched["code"] == 1 and "1 failed" in watched["out"] + watched["err"]  # the diverging case
-    study = optuna.load_study(study_name="watch", storage=storage_url(results))
+    study = optuna.load_study(study_name="watch", storage=storage_url(results / store.OPTUNA_DB))
     by_variant = {t.user_attrs["variant"]: t for t in study.trials}
     assert len(study.trials) == 5 and set(by_variant) == {"lr=0.3,batch_size=32", "lr=0.3,batch_size=64",
                                                           "lr=0.03,batch_size=32", "lr=0.03,batch_size=64",
@@ -214,7 +214,7 @@ def test_optuna_dashboard_serves_the_study(watched: dict, tmp_path: Path) -> Non
     if shutil.which("optuna-dashboard") is None:
         pytest.skip("optuna-dashboard absent: pip install 'kwlab[dashboard]'")
     port = free_port()
-    server = serve(["optuna-dashboard", storage_url(watched["folder"]), "--host", "127.0.0.1", "--port", str(port)],
+    server = serve(["optuna-dashboard", storage_url(watched["folder"] / store.OPTUNA_DB), "--host", "127.0.0.1", "--port", str(port)],
                    f"http://127.0.0.1:{port}/api/studies", tmp_path / "dashboard.log")
     try:
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/api/studies", timeout=10) as answer:

@@ -12,8 +12,10 @@ import pandas as pd
 import pytest
 
 from kwlab import store
-from kwlab.sweep.spec import parse_spec
+from kwlab.sweep.runner import tracking
+from kwlab.sweep.spec import SweepSpec, parse_spec
 from kwlab.tracking.optuna_store import OptunaMirror, storage_url
+from kwlab.tracking.trackers import Trackers
 from sweep_helpers import TINY
 
 optuna = pytest.importorskip("optuna")
@@ -45,6 +47,16 @@ def make_trial(results: store.Store, trial_id: str, variant: str, parameters: di
     return trial
 
 
+def mirror(spec: SweepSpec, folder: Path) -> OptunaMirror:
+    """The Optuna mirror a runner keeps for `spec` in the store at `folder`."""
+    return Trackers(tracking(spec, folder), store.Store(folder)).optuna
+
+
+def db(folder: Path) -> str:
+    """The storage URL of the optuna.db of the store at `folder`."""
+    return storage_url(folder / store.OPTUNA_DB)
+
+
 def test_the_optuna_mirror_follows_the_store_and_a_resume(tmp_path: Path) -> None:
     spec = parse_spec(SPEC, "spec")
     results = store.Store(tmp_path)
@@ -56,10 +68,10 @@ def test_the_optuna_mirror_follows_the_store_and_a_resume(tmp_path: Path) -> Non
                          "running")
     make_trial(results, "later", "lr=0.1,budget=1", {"optim.lr": 0.1, "kw.budget": 1}, [], "pending")
     for _ in range(2):  # a second runner on the same store (a resume) changes nothing
-        mirror = OptunaMirror(spec, tmp_path)
-        for trial in results.trials():
-            mirror.sync(trial)
-    study = optuna.load_study(study_name="mirror", storage=storage_url(tmp_path))
+        optuna_mirror = mirror(spec, tmp_path)
+        for record in results.records():
+            optuna_mirror.sync(record)
+    study = optuna.load_study(study_name="mirror", storage=db(tmp_path))
     by_id = {t.user_attrs["trial_id"]: t for t in study.trials}
     assert len(study.trials) == 4 and set(by_id) == {"done", "asha", "broke", "going"}  # pending: not yet
     done = by_id["done"]
@@ -76,10 +88,10 @@ def test_the_optuna_mirror_follows_the_store_and_a_resume(tmp_path: Path) -> Non
     running.write_metrics([*running.metrics(), {"epoch": 3, "val_top1": 30.0, "val_loss": 0.1}])
     running.write_summary({"status": "finished", "method": "kw"})
     failed.clear_outcome()
-    mirror = OptunaMirror(spec, tmp_path)
-    for trial in results.trials():
-        mirror.sync(trial)
-    trials = optuna.load_study(study_name="mirror", storage=storage_url(tmp_path)).trials
+    optuna_mirror = mirror(spec, tmp_path)
+    for record in results.records():
+        optuna_mirror.sync(record)
+    trials = optuna.load_study(study_name="mirror", storage=db(tmp_path)).trials
     going = [t for t in trials if t.user_attrs["trial_id"] == "going"]
     assert len(going) == 1 and going[0].state == optuna.trial.TrialState.COMPLETE and going[0].value == 30.0
     assert going[0].intermediate_values == {1: 20.0, 2: 25.0, 3: 30.0}
@@ -128,7 +140,7 @@ def test_mlflow_logs_each_trial_in_batches_and_a_resumed_trial_continues_its_run
     monkeypatch.setattr(tracker.client, "log_batch", lambda *a, **k: batches.append(k) or real(*a, **k))
     monkeypatch.setattr(tracker.client, "log_metric", None)  # never one request per metric
     for trial in (done, going, done):
-        tracker.sync(trial)
+        tracker.sync(trial.record(), trial)
     client = mlflow.MlflowClient(uri)
     runs = {run.data.tags["trial_id"]: run for run in client.search_runs(
         [client.get_experiment_by_name("watch").experiment_id])}
@@ -145,7 +157,7 @@ def test_mlflow_logs_each_trial_in_batches_and_a_resumed_trial_continues_its_run
     # another runner (a resume) continues the running trial's own run, from the epoch the server holds
     going.write_metrics([*going.metrics(), {"epoch": 2, "val_top1": 30.0}])
     going.write_summary({"status": "finished", "method": "kw"})
-    MLflowTracker(uri, "watch", "mirror", "val_top1").sync(going)
+    MLflowTracker(uri, "watch", "mirror", "val_top1").sync(going.record(), going)
     run_id = json.loads(going.file(store.MLFLOW_RUN).read_text())["run_id"]
     assert run_id == runs["going"].info.run_id and client.get_run(run_id).info.status == "FINISHED"
     assert [(m.step, m.value) for m in client.get_metric_history(run_id, "val_top1")] == [(1, 20.0), (2, 30.0)]
@@ -199,48 +211,48 @@ def test_report_says_when_there_are_too_few_trials_for_importance(tmp_path: Path
 
 
 def test_a_bayes_rerun_asks_only_for_new_suggestions_and_again_for_broken_ones(tmp_path: Path) -> None:
-    from kwlab.tracking.optuna_store import RETRY_OF, distributions
+    from kwlab.sweep.space import optuna_distributions
+    from kwlab.tracking.optuna_store import RETRY_OF
 
     spec = parse_spec({"name": "search", "method": "bayes", "num_samples": 4, "parameters": {
         "optim.lr": {"distribution": "log_uniform_values", "min": 0.01, "max": 0.2}}}, "spec")
-    mirror = OptunaMirror(spec, tmp_path)
-    space = distributions(spec.parameters)
+    search = mirror(spec, tmp_path)
+    space = optuna_distributions(spec.parameters)
     states = optuna.trial.TrialState
     for lr, state in ((0.02, states.COMPLETE), (0.05, states.FAIL), (0.1, states.RUNNING)):  # a runner killed
-        mirror.study.add_trial(optuna.trial.create_trial(state=state, params={"optim.lr": lr}, distributions=space,
+        search.study.add_trial(optuna.trial.create_trial(state=state, params={"optim.lr": lr}, distributions=space,
                                                          value=70.0 if state == states.COMPLETE else None))
-    assert mirror.suggestions_to_run(4) == 3  # one not made yet, two again
-    trials = mirror.study.trials
+    assert search.suggestions_to_run(4) == 3  # one not made yet, two again
+    trials = search.study.trials
     assert trials[2].state == states.FAIL  # its runner is gone: this runner holds the store's lock
     assert [t.state for t in trials[3:]] == [states.WAITING] * 2
-    assert OptunaMirror(spec, tmp_path).suggestions_to_run(4) == 3 and len(mirror.study.trials) == 5  # not twice
-    asked = [mirror.study.ask(space) for _ in range(3)]  # what OptunaSearch does: the enqueued points come first
+    assert mirror(spec, tmp_path).suggestions_to_run(4) == 3 and len(search.study.trials) == 5  # not twice
+    asked = [search.study.ask(space) for _ in range(3)]  # what OptunaSearch does: the enqueued points come first
     assert [(t.params, t.user_attrs.get(RETRY_OF)) for t in asked[:2]] == [({"optim.lr": 0.05}, 1),
                                                                            ({"optim.lr": 0.1}, 2)]
-    assert RETRY_OF not in asked[2].user_attrs and len(mirror.study.trials) == 6
+    assert RETRY_OF not in asked[2].user_attrs and len(search.study.trials) == 6
 
 
 def test_a_tracker_that_fails_mid_sweep_is_one_line_and_the_sweep_goes_on(
         tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     pytest.importorskip("mlflow", reason="MLflow absent: pip install 'kwlab[mlflow]'")
-    from kwlab.tracking.trackers import Trackers
-
     monkeypatch.chdir(tmp_path)
     spec = parse_spec({**SPEC, "tracking": {"mlflow": {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}"}}}, "spec")
     results = store.Store(tmp_path / "sweep")
     trials = [make_trial(results, f"t{i}", "lr=0.1,budget=2", {"optim.lr": 0.1, "kw.budget": 2}, [50.0], "running",
                          seed=i) for i in range(2)]
-    trackers = Trackers(spec, results.path)
+    trackers = Trackers(tracking(spec, results.path), results)
     said: list[str] = []
     trackers.say = said.append
 
-    def gone(trial: store.TrialDir) -> None:
+    def gone(record: store.TrialRecord, trial: store.TrialDir) -> None:
         raise ConnectionError("HTTPConnectionPool(host='127.0.0.1', port=5000): Max retries exceeded\nmore")
 
     monkeypatch.setattr(trackers.mlflow, "sync", gone)
-    trackers.sync(trials)  # the server went away mid-sweep: said once, never raised
-    trackers.sync(trials)
+    records = [trial.record() for trial in trials]
+    trackers.sync(records)  # the server went away mid-sweep: said once, never raised
+    trackers.sync(records)
     assert len(said) == 1 and said[0].startswith("MLflow (sqlite:///") and "ConnectionError: HTTPConnectionPool" \
         in said[0] and "the sweep goes on" in said[0] and "\n" not in said[0]
-    study = optuna.load_study(study_name="mirror", storage=storage_url(results.path))
+    study = optuna.load_study(study_name="mirror", storage=db(results.path))
     assert len(study.trials) == 2  # the other trackers still follow the store

@@ -32,7 +32,7 @@ DEFAULT_CONFIG = Path(__file__).parents[1] / "configs" / "default.yaml"
 def tiny(**changes: object) -> TrainConfig:
     """A seconds-long trial: 8x8 one-channel synthetic images, ResNet-8 at half width, KW 1x."""
     tree = {
-        "model": {"name": "cifar_resnet8", "kwargs": {"width": 0.5}},
+        "method": "kw", "model": {"name": "cifar_resnet8", "kwargs": {"width": 0.5}},
         "data": {"name": "synthetic", "shape": [1, 8, 8], "length": 96, "num_classes": 4},
         "optim": {"lr": 0.05, "warmup_epochs": 0.5},
         "runtime": {"device": "cpu", "threads": 1},
@@ -206,7 +206,7 @@ def test_augmented_mixed_trial_resumes_exactly_and_is_tested_once(tmp_path: Path
     summary = store.TrialDir(tmp_path / "whole").summary()
     assert summary == {**store.TrialDir(tmp_path / "resumed").summary(), "wall_time_s": summary["wall_time_s"]}
     assert summary["test_images"] == 24 and 0 <= summary["test_top1"] <= 100
-    assert {"test_loss", "test_top5", "test_top1_at_best_val"} <= set(summary)
+    assert {"test_loss", "test_top5", "test_top1_at_best"} <= set(summary)
     assert not any(key.startswith(("best_test", "final_test")) for key in summary)  # never a max over test epochs
 
 

@@ -11,22 +11,16 @@ import json
 import math
 from typing import Any
 
-import pandas as pd
-
 from kwlab import store
 from kwlab.errors import KWLabError
 from kwlab.sweep.command import duration
+from kwlab.train.config import MetricConfig
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of `kwlab status`."""
     parser.add_argument("results", help="a sweep's results folder, e.g. results/cell_size")
     parser.add_argument("--json", action="store_true", help="print the same as one JSON object")
-
-
-def _last(values: pd.Series) -> float | None:
-    values = values.dropna()
-    return float(values.iloc[-1]) if len(values) else None
 
 
 def sweep_status(path: str) -> dict[str, Any]:
@@ -36,43 +30,58 @@ def sweep_status(path: str) -> dict[str, Any]:
         raise KWLabError(f"{path}: not a kwlab results store (no {store.TRIALS}/ folder); run `kwlab sweep SPEC` "
                          "first")
     spec = results.spec()
-    metric = (spec.get("metric") or {}).get("name", "val_top1")
-    goal = (spec.get("metric") or {}).get("goal", store.metric_goal(metric))
-    trials, epochs = results.collect()
-    column = trials["status"] if "status" in trials else pd.Series(dtype=object)
-    counts = {status: int((column == status).sum()) for status in store.STATUSES}
-    epoch_time = epochs.groupby("trial_id")["epoch_time_s"].mean() if "epoch_time_s" in epochs else pd.Series()
+    metric = MetricConfig.from_dict(spec.get("metric") or {})
+    tables = results.load_tables()
+    trials, epochs = tables.trials, tables.epochs
+    counts = {status: sum(row["status"] == status for row in trials.values()) for status in store.STATUSES}
+    epoch_time = {trial_id: sum(times) / len(times) for trial_id, rows in epochs.items()
+                  if (times := [e["epoch_time_s"] for e in rows if isinstance(e.get("epoch_time_s"), int | float)])}
     running, left = [], []
-    for row in trials[column == "running"].to_dict("records"):
-        total = results.trial(row["trial_id"]).config().get("epochs")
+    for trial_id, row in trials.items():
+        if row["status"] != "running":
+            continue
+        total = _planned(results.trial(trial_id))
         done = int(row.get("epochs_done") or 0)
-        history = epochs[epochs["trial_id"] == row["trial_id"]] if len(epochs) else epochs
-        running.append({"trial_id": row["trial_id"], "variant": row["variant"], "seed": int(row["seed"]),
-                        "epoch": done, "epochs": total,
-                        metric: _last(history[metric]) if metric in history else None})
-        if total is not None and row["trial_id"] in epoch_time:
-            left.append((total - done) * float(epoch_time[row["trial_id"]]))
-    finished = trials[column == "finished"]
+        values = [e[metric.name] for e in epochs.get(trial_id, []) if metric.name in e]
+        running.append({"trial_id": trial_id, "variant": row.get("variant"), "seed": int(row.get("seed") or 0),
+                        "epoch": done, "epochs": total, metric.name: float(values[-1]) if values else None})
+        if total is not None and trial_id in epoch_time:
+            left.append((total - done) * epoch_time[trial_id])
+    finished = [row for row in trials.values() if row["status"] == "finished"]
     pending = counts["pending"]
     if pending:  # a pending trial is taken to cost what a finished one did, else a running one's full length
-        walls = finished["wall_time_s"].dropna() if "wall_time_s" in finished else pd.Series(dtype=float)
-        whole = [r["epochs"] * float(epoch_time[r["trial_id"]]) for r in running
+        walls = [row["wall_time_s"] for row in finished if isinstance(row.get("wall_time_s"), int | float)]
+        whole = [r["epochs"] * epoch_time[r["trial_id"]] for r in running
                  if r["epochs"] is not None and r["trial_id"] in epoch_time]
-        each = float(walls.mean()) if len(walls) else (sum(whole) / len(whole) if whole else None)
+        each = sum(walls) / len(walls) if walls else (sum(whole) / len(whole) if whole else None)
         left = left + [each] * pending if each is not None else []
     slots = max(1, len(running))
-    best = None
-    column_best = f"best_{metric}"
-    if len(finished) and column_best in finished:
-        means = finished.groupby("variant")[column_best].agg(["mean", "count"]).dropna()
-        if len(means):
-            name = means["mean"].idxmin() if goal == "minimize" else means["mean"].idxmax()
-            best = {"variant": name, metric: float(means.loc[name, "mean"]), "seeds": int(means.loc[name, "count"])}
     holder = results.lock().holder()
-    return {"name": spec.get("name", results.path.name), "path": str(results.path), "metric": metric, "goal": goal,
-            "trials": len(trials), "counts": counts, "running": running, "best": best,
+    return {"name": spec.get("name", results.path.name), "path": str(results), "metric": metric.name,
+            "goal": metric.goal, "trials": len(trials), "counts": counts, "running": running,
+            "best": _best_variant(finished, metric.name, metric.goal),
             "time_left_s": sum(left) / slots if left else (0.0 if not (counts["running"] + pending) else None),
             "runner": holder}
+
+
+def _planned(trial: store.TrialDir) -> int | None:
+    """A running trial's planned epochs: its sweep.json's, else (a store of an older kwlab) its config's."""
+    total = (trial.sweep_meta() or {}).get("epochs") or trial.config().get("epochs")
+    return int(total) if isinstance(total, int) else None
+
+
+def _best_variant(finished: list[dict[str, Any]], metric: str, goal: str) -> dict[str, Any] | None:
+    """The variant whose finished seeds have the best mean metric at their best epochs (kwlab.best)."""
+    by_variant: dict[str, list[float]] = {}
+    for row in finished:
+        value = row.get(f"best_{metric}")
+        if isinstance(value, int | float) and math.isfinite(value):
+            by_variant.setdefault(str(row.get("variant")), []).append(float(value))
+    if not by_variant:
+        return None
+    means = {name: sum(values) / len(values) for name, values in by_variant.items()}
+    name = min(means, key=means.__getitem__) if goal == "minimize" else max(means, key=means.__getitem__)
+    return {"variant": name, metric: means[name], "seeds": len(by_variant[name])}
 
 
 def format_status(status: dict[str, Any]) -> str:

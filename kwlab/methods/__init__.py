@@ -44,7 +44,7 @@ def build_model(name: str, method: str = "static", settings: Config | dict[str, 
     chosen = METHODS.get(method)
     model = timm_model(name, **timm_kwargs)
     if init == "reference":  # the static layers first: a conversion that copies weights copies these
-        init_like_reference(model, kernel_warehouse=method == "kw")
+        init_like_reference(model, kernel_warehouse=chosen.reference_model_files == "kw")
     model = chosen.convert(model, settings_of(method, settings))
     if init == "reference":  # then what the method built, e.g. KW cells per own slice (the copies are overwritten)
         reset_dynamic_like_reference(model)

@@ -70,6 +70,7 @@ class CondConv(DynamicMethod):
     """CondConv: kernels mixed per sample by sigmoid routing; settings: the `condconv:` section."""
 
     settings = CondConvSettings
+    count_key = "experts"
 
     def make_layer(self, conv: nn.Conv2d, settings: CondConvSettings, device: torch.device | str | None = None
                    ) -> DynamicConv:

@@ -21,6 +21,7 @@ attention through the same paths (kwlab.methods.odconv). Layer selection: kwlab.
 from __future__ import annotations
 
 import math
+import re
 from abc import abstractmethod
 from collections.abc import Mapping
 from typing import Any, ClassVar, Literal
@@ -31,10 +32,11 @@ from torch import nn
 from torch.nn.modules.utils import _pair
 
 from kwlab.config import Config
+from kwlab.errors import KWLabError
 from kwlab.methods import mixing
 from kwlab.methods.attention import init_attention
 from kwlab.methods.pricing import static_macs
-from kwlab.methods.protocol import MeanRecorder, Method, Price, Schedule
+from kwlab.methods.protocol import AttentionAxes, MeanRecorder, Method, Price, Schedule
 from kwlab.methods.selection import Selection, select_layers
 from kwlab.methods.temperature import AnnealLength, LinearAnneal
 
@@ -219,6 +221,11 @@ class DynamicMethod(Method):
     the mean mixture weights, anneal the temperature if the settings have one. Subclasses set `settings` and define
     `make_layer`, `mixture_module` and, where the method has its own rule, `keep_static`."""
 
+    count_key: ClassVar[str] = "kernels"  # the settings key of K, the kernels (experts) a layer mixes
+    attention_axes = AttentionAxes(rows="layer", columns="expert (kernel) k", columns_plural="experts",
+                                   sentence="per routing group (rows: its layers, or their mixtures; columns: the "
+                                            "experts, i.e. the kernels a layer mixes)")
+
     def keep_static(self, name: str, family: str | None) -> bool:
         """The method's own rule on top of the generic selection (none by default)."""
         return False
@@ -289,10 +296,18 @@ class DynamicMethod(Method):
         """The submodule whose output is the layer's (B, K) mixture weights."""
         raise NotImplementedError
 
-    def schedule(self, settings: Config | None, temperature: Config, steps_per_epoch: int,
-                 total_steps: int) -> Schedule | None:
+    def schedule(self, settings: Config | None, steps_per_epoch: int, total_steps: int) -> Schedule | None:
         """T from `temperature` in the method's own section, for methods that have one; None otherwise."""
         temperature = getattr(self.resolve(settings), "temperature", None)
         if temperature is None:
             return None
         return LinearAnneal(temperature.steps(steps_per_epoch, total_steps), temperature.start, temperature.end)
+
+    def bench_settings(self, token: str) -> dict[str, Any] | None:
+        """The method's name with K, e.g. 'condconv8', 'dyconv4', 'odconv4x' (the name alone: the defaults)."""
+        match = re.fullmatch(rf"{re.escape(self.name)}(\d*)x?", token)
+        if match is None:
+            return None
+        if match[1] and int(match[1]) < 1:
+            raise KWLabError(f"--variants: {token!r} needs at least one kernel")
+        return {self.count_key: int(match[1])} if match[1] else {}

@@ -7,8 +7,13 @@ a class that leaves an abstract method undefined. Its settings are the trial con
 - `convert` a model (a timm model or any nn.Module) in place;
 - `price` a model before building it: parameters and MACs per image, analytically (see `Price`);
 and it can
-- give a `recorder` of per-trial statistics (mean attention or routing per layer, for heatmaps);
-- give its temperature `schedule`, if it has one.
+- give a `recorder` of per-trial statistics (mean attention or routing per layer, for heatmaps), and say how its
+  rows and columns read (`attention_axes`);
+- give its temperature `schedule`, if it has one (from its own settings);
+- name a setting the report compares as alternatives against a reference value (`compared`, KW's attention
+  function against caf);
+- read a `kwlab bench` variant token of its own (`bench_settings`, e.g. '4x' for KW, 'condconv8');
+- keep config keys that once lived at the trial config's top level (`top_level_keys`, KW's `temperature:`).
 """
 
 from __future__ import annotations
@@ -116,11 +121,38 @@ class MeanRecorder(Recorder):
 Schedule = Callable[[nn.Module, int], float]  # (model, iteration counted from 1) -> the temperature it set
 
 
+@dataclass(frozen=True)
+class AttentionAxes:
+    """How a method's attention.npz reads, in words, for its heatmaps: what a row and a column of G/alpha are."""
+
+    rows: str = "mixture"  # a row of a group (the figure groups rows by layer)
+    columns: str = "cell"  # a column: what the rows mix
+    columns_plural: str = "cells"
+    sentence: str = "per group (rows: the mixtures of its layers, lines between layers; columns: what they mix)"
+
+
+@dataclass(frozen=True)
+class ComparedSetting:
+    """A setting of a method's section that the report compares as alternatives of one function against a reference
+    value, with the settings that belong to it (KernelWarehouse: `attention` against 'caf', with `init`)."""
+
+    key: str
+    reference: str
+    companions: tuple[str, ...] = ()
+
+
 class Method(ABC):
     """Abstract base of a convolution method; a subclass registers itself with `@register_method(name)`."""
 
     name: ClassVar[str] = ""
     settings: ClassVar[type[Config] | None] = None  # the model of the method's config section; None: no section
+    attention_axes: ClassVar[AttentionAxes] = AttentionAxes()
+    compared: ClassVar[ComparedSetting | None] = None
+    # trial-config keys once at the top level that belong to this method's section (top-level key -> its key there)
+    top_level_keys: ClassVar[dict[str, str]] = {}
+    # which of the KW reference's model files initialise a model of this method (`model.init: reference`): its KW
+    # model files ("kw") or its static ones, which ODConv's official code follows too ("static")
+    reference_model_files: ClassVar[str] = "static"
 
     @abstractmethod
     def convert(self, model: nn.Module, settings: Config | None) -> nn.Module:
@@ -135,11 +167,14 @@ class Method(ABC):
         """A recorder of per-layer statistics of a converted model, or None when the method has none."""
         return None
 
-    def schedule(self, settings: Config | None, temperature: Config, steps_per_epoch: int,
-                 total_steps: int) -> Schedule | None:
-        """The temperature schedule the recipe steps every iteration, or None; `temperature` is the trial config's
-        `temperature:` section (KernelWarehouse's tau: other methods keep their temperature in their settings)."""
+    def schedule(self, settings: Config | None, steps_per_epoch: int, total_steps: int) -> Schedule | None:
+        """The temperature schedule the recipe steps every iteration (from the method's own settings), or None."""
         return None
+
+    def bench_settings(self, token: str) -> dict[str, Any] | None:
+        """The settings of a `kwlab bench --variants` token that names this method, or None for another method's:
+        by default the method's own name with its default settings."""
+        return {} if token == self.name else None
 
     def describe(self, settings: Config | None) -> str:
         """A few words for consoles, e.g. 'KW 1x stage'."""

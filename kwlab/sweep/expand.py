@@ -18,11 +18,12 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from kwlab.config import load_yaml
+from kwlab.config import ConfigError, load_yaml
 from kwlab.data import DataSpec
 from kwlab.errors import KWLabError
 from kwlab.overrides import set_dotted
-from kwlab.sweep.spec import Parameter, SweepSpec
+from kwlab.sweep.space import sample_value
+from kwlab.sweep.spec import SweepSpec
 from kwlab.train.config import TrainConfig
 
 
@@ -67,7 +68,8 @@ def config_hash(tree: dict[str, Any]) -> str:
 
 def base_config(spec: SweepSpec, spec_path: str | Path, overrides: dict[str, Any]) -> dict[str, Any]:
     """The base trial config: `base` (inline, or a YAML path relative to the spec) with `overrides` (fixed, profile
-    and --set entries, in that order) applied by dotted path."""
+    and --set entries, in that order) applied by dotted path, and the sweep's metric, which picks every trial's best
+    epoch."""
     base = spec.base
     if isinstance(base, str):
         path = (Path(spec_path).parent / base) if not Path(base).is_absolute() else Path(base)
@@ -81,6 +83,8 @@ def base_config(spec: SweepSpec, spec_path: str | Path, overrides: dict[str, Any
             set_dotted(tree, key, value)
         except KWLabError as error:
             raise KWLabError(f"{spec_path}: {error}") from None
+    if isinstance(tree, dict):
+        tree["metric"] = spec.metric.to_dict()
     return tree
 
 
@@ -133,25 +137,6 @@ def check_size(spec: SweepSpec, max_variants: int, source: str) -> None:
                          f"parameters, or raise the cap with --max-variants {variants}")
 
 
-def sample_value(parameter: Parameter, rng: np.random.Generator) -> Any:
-    """Draw one value from a parameter (seeded)."""
-    choices = parameter.choices
-    if choices is not None and parameter.distribution != "int_uniform":
-        return choices[rng.integers(len(choices))]
-    low, high = parameter.min, parameter.max
-    match parameter.distribution:
-        case "int_uniform":
-            return int(rng.integers(int(low), int(high) + 1))
-        case "uniform":
-            return float(rng.uniform(low, high))
-        case "log_uniform_values":
-            return float(math.exp(rng.uniform(math.log(low), math.log(high))))
-        case "q_uniform":
-            return float(round(rng.uniform(low, high) / (parameter.q or 1)) * (parameter.q or 1))
-        case _:  # normal
-            return float(rng.normal(parameter.mu, parameter.sigma))
-
-
 def random_variants(spec: SweepSpec) -> list[Variant]:
     """`num_samples` seeded draws of every parameter (zip groups share the drawn index)."""
     rng = np.random.default_rng(spec.sampler_seed)
@@ -183,6 +168,9 @@ def resolve(base: dict[str, Any], variant: Variant, seed: int, source: str) -> T
     tree["seed"] = seed
     try:
         return TrainConfig.from_dict(tree)
+    except ConfigError as error:
+        where = "" if error.loc[:1] == ("metric",) else f" variant {variant.name!r}:"  # the sweep's own key
+        raise KWLabError(f"{source}:{where} {error}") from None
     except KWLabError as error:
         raise KWLabError(f"{source}: variant {variant.name!r}: {error}") from None
 

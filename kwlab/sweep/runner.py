@@ -13,7 +13,9 @@ single seeds, and paired comparisons keep every seed of the variants that go on.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import functools
+import json
 import logging
 import math
 import os
@@ -34,12 +36,14 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from kwlab import plugins, store
+from kwlab.best import best_value, better
 from kwlab.errors import KWLabError, WriteError
 from kwlab.files import DISK_FULL
 from kwlab.sweep.expand import Trial, Variant, label, price_config, resolve
+from kwlab.sweep.space import optuna_distributions
 from kwlab.sweep.spec import SweepSpec
-from kwlab.tracking.optuna_store import distributions
-from kwlab.tracking.trackers import Trackers
+from kwlab.train.config import TrainConfig
+from kwlab.tracking.trackers import Trackers, Tracking
 
 # Ray's own loggers (TensorBoard/CSV/JSON per trial) and its progress tables are off: kwlab writes its own records.
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
@@ -49,17 +53,67 @@ os.environ["TUNE_DISABLE_SIGINT_HANDLER"] = "1"
 
 SCORE = "score"  # what Tune's scheduler and searcher see: the mean over the trial's seeds of each seed's best metric
 LOCAL_SWEEPS = Path(tempfile.gettempdir()) / "kwlab-local-sweeps"  # a file per runner that started a local Ray
+FLUSH_S = 10.0  # the tables are written at most this often while a sweep runs (and always at its end)
 
 
-def describe_trial(trial: Trial, store_path: Path) -> dict[str, Any]:
-    """One seed of a Tune trial: its directory, typed config (validated once, when the sweep expanded it; Ray
-    pickles it as it is) and seed."""
-    return {"dir": str(store.Store(store_path).trial(trial.trial_id).path.resolve()), "config": trial.cfg,
-            "seed": trial.seed}
+@dataclass(frozen=True)
+class SeedRun:
+    """One seed of a Tune trial: its trial id, where it is written, its typed config (validated once, when the sweep
+    expanded it; Ray pickles it as it is) and seed."""
+
+    trial_id: str
+    dir: str
+    config: TrainConfig
+    seed: int
 
 
-def _best(values: list[float], goal: str) -> float:
-    return min(values) if goal == "minimize" else max(values)
+@dataclass(frozen=True)
+class Search:
+    """A bayes suggestion's context: the base config the suggested point is applied to, the spec file (for
+    messages), the store the trials go to and the seeds each suggestion trains."""
+
+    base: dict[str, Any]
+    source: str
+    store: str
+    seeds: list[int]
+
+
+@dataclass(frozen=True)
+class Job:
+    """What a Tune trial needs besides its point: the plugins to import, the metric and goal its score follows,
+    threads and workers, and either its seeds (`seeds`) or, for a bayes suggestion, the `search` that builds them."""
+
+    imports: tuple[str, ...]
+    metric: str
+    goal: str
+    threads: int
+    workers: int = 1
+    cpu: float = 1.0
+    gpu: float = 0.0
+    train_storage: str = ""
+    seeds: tuple[SeedRun, ...] = ()
+    search: Search | None = None
+
+    def runs(self, point: dict[str, Any]) -> list[SeedRun]:
+        """The seeds this Tune trial trains: its own, or the suggested point's (their trial folders prepared)."""
+        if self.search is None:
+            return list(self.seeds)
+        variant = Variant(label(point), point)
+        trials = [Trial(variant, seed, resolve(self.search.base, variant, seed, self.search.source))
+                  for seed in self.search.seeds]
+        prepare(Path(self.search.store), trials, {trials[0].variant_id: price_config(trials[0].cfg)})
+        return [describe_trial(trial, Path(self.search.store)) for trial in trials]
+
+
+def describe_trial(trial: Trial, store_path: Path) -> SeedRun:
+    """One seed of a Tune trial, trained into its folder of the store at `store_path`."""
+    return SeedRun(trial.trial_id, str(store.Store(store_path).trial(trial.trial_id).path.resolve()), trial.cfg,
+                   trial.seed)
+
+
+def suggested_point(config: dict[str, Any]) -> dict[str, Any]:
+    """The point of an Optuna suggestion: Tune merges the suggested values into the trial config beside `job`."""
+    return {key: value for key, value in config.items() if key != "job"}
 
 
 def train_variant(config: dict[str, Any]) -> None:
@@ -67,35 +121,28 @@ def train_variant(config: dict[str, Any]) -> None:
     turn, reporting per round the epoch and the mean over seeds of each seed's best metric so far."""
     from ray import tune
 
-    job = config["job"]
-    plugins.load(job["imports"])
-    if "base" in job:  # a bayes suggestion: the variant is the point Optuna chose
-        variant = suggested_variant(config)
-        trials = [Trial(variant, seed, resolve(job["base"], variant, seed, job["source"])) for seed in job["seeds"]]
-        prepare(Path(job["store"]), trials, {trials[0].variant_id: price_config(trials[0].cfg)})
-        seeds = [describe_trial(trial, Path(job["store"])) for trial in trials]
-    else:
-        seeds = job["trials"]
-    if job["workers"] == 1:
+    job: Job = config["job"]
+    plugins.load(list(job.imports))
+    seeds = job.runs(suggested_point(config))
+    if job.workers == 1:
         _train_seeds(seeds, job, tune.report)
     else:
         _train_data_parallel(seeds, job)
 
 
-def _train_data_parallel(seeds: list[dict[str, Any]], job: dict[str, Any]) -> None:
+def _train_data_parallel(seeds: list[SeedRun], job: Job) -> None:
     """Train a Tune trial's seeds on `workers` data-parallel processes: Ray Train's TorchTrainer (DDP over gloo on
     CPUs, nccl on GPUs), whose rank-0 reports reach Tune through TuneReportCallback."""
     from ray.train import RunConfig, ScalingConfig
     from ray.train.torch import TorchConfig, TorchTrainer
     from ray.tune.integration.ray_train import TuneReportCallback
 
-    gpu = job["gpu"]
     TorchTrainer(
         _train_worker, train_loop_config={"seeds": seeds, "job": job},
-        scaling_config=ScalingConfig(num_workers=job["workers"], use_gpu=gpu > 0,
-                                     resources_per_worker={"CPU": job["cpu"], **({"GPU": gpu} if gpu else {})}),
-        torch_config=TorchConfig(backend="nccl" if gpu > 0 else "gloo"),
-        run_config=RunConfig(name=f"trial-{Path(seeds[0]['dir']).name}", storage_path=job["train_storage"],
+        scaling_config=ScalingConfig(num_workers=job.workers, use_gpu=job.gpu > 0,
+                                     resources_per_worker={"CPU": job.cpu, **({"GPU": job.gpu} if job.gpu else {})}),
+        torch_config=TorchConfig(backend="nccl" if job.gpu > 0 else "gloo"),
+        run_config=RunConfig(name=f"trial-{seeds[0].trial_id}", storage_path=job.train_storage,
                              callbacks=[TuneReportCallback()]),
     ).fit()
 
@@ -106,42 +153,35 @@ def _train_worker(config: dict[str, Any]) -> None:
 
     from kwlab.train.distributed import from_ray_train
 
-    job = config["job"]
-    plugins.load(job["imports"])
+    job: Job = config["job"]
+    plugins.load(list(job.imports))
     _train_seeds(config["seeds"], job, ray.train.report, from_ray_train())
 
 
-def suggested_variant(config: dict[str, Any]) -> Variant:
-    """The variant of an Optuna suggestion: Tune merges the suggested values into the trial config beside `job`."""
-    point = {key: value for key, value in config.items() if key != "job"}
-    return Variant(label(point), point)
-
-
-def _train_seeds(seeds: list[dict[str, Any]], job: dict[str, Any], report: Any, dist: Any = None) -> None:
+def _train_seeds(seeds: list[SeedRun], job: Job, report: Any, dist: Any = None) -> None:
     """Train the seeds' trials an epoch of each in turn (in every worker of a data-parallel trial), reporting per
-    round the epoch and the mean over seeds of each seed's best metric so far."""
+    round the epoch and the mean over seeds of each seed's best metric so far (kwlab.best)."""
     import torch
 
     from kwlab.train import run
     from kwlab.train.distributed import SINGLE
 
     dist = dist or SINGLE
-    metric, goal = job["metric"], job["goal"]
-    torch.set_num_threads(job["threads"])
+    metric, goal = job.metric, job.goal
+    torch.set_num_threads(job.threads)
     best: dict[int, float] = {}
     runs: dict[int, Iterator[dict[str, Any]]] = {}
     for seed in seeds:
-        trial = store.TrialDir(Path(seed["dir"]))
-        history = trial.metrics()
-        if trial.is_done():
-            best[seed["seed"]] = _best([m[metric] for m in history], goal) if history else math.nan
+        trial = store.TrialDir(seed.dir)
+        record = trial.record()
+        if record.epochs or record.done:  # resuming: the metric so far counts for ASHA's rungs
+            best[seed.seed] = best_value(record.epochs, metric, goal)
+        if record.done:
             continue
         if dist.main:
             trial.clear_outcome()
-        if history:  # resuming: the metric so far counts for ASHA's rungs
-            best[seed["seed"]] = _best([m[metric] for m in history], goal)
-        epochs = run(seed["config"], trial.path, dist=dist)
-        runs[seed["seed"]] = _logged(trial, epochs) if dist.main else epochs
+        epochs = run(seed.config, trial.path, dist=dist)
+        runs[seed.seed] = _logged(trial, epochs) if dist.main else epochs
     epoch = 0
     while runs:
         for seed, epochs in list(runs.items()):
@@ -150,7 +190,9 @@ def _train_seeds(seeds: list[dict[str, Any]], job: dict[str, Any], report: Any, 
                 del runs[seed]
                 continue
             epoch = max(epoch, metrics["epoch"])
-            best[seed] = _best([best.get(seed, metrics[metric]), metrics[metric]], goal)
+            value = metrics[metric]
+            if math.isnan(best.get(seed, math.nan)) or better(value, best[seed], goal):
+                best[seed] = value
         if runs:
             report({"epoch": epoch, SCORE: _mean(best.values()), "seeds": len(best)})
     report({"epoch": epoch, SCORE: _mean(best.values()), "seeds": len(best), "final": True})
@@ -181,16 +223,19 @@ def _logged(trial: store.TrialDir, epochs: Iterator[dict[str, Any]]) -> Iterator
 
 @dataclass
 class EventPrinter:
-    """Prints one line per trial event above an overall progress bar and refreshes the store's tables."""
+    """Prints one line per trial event above an overall progress bar and keeps the store's tables up to date, one
+    trial's record at a time (written at most every FLUSH_S seconds, and at the end)."""
 
     store: store.Store
     console: Console
     progress: Progress
     task: Any
     metric: str
+    tables: store.Tables
     seen: dict[str, str] = field(default_factory=dict)
     trackers: Trackers | None = None  # optuna.db and MLflow, brought up to date at every trial event
     write_failure: str | None = None  # why the store cannot be written (a full disk): then no more trials start
+    flushed: float = 0.0  # when the tables were last written (time.monotonic)
 
     def stop_for(self, reason: str | None) -> None:
         """Record (and say once) that the store cannot be written: StopOnWriteFailure then ends the sweep."""
@@ -198,44 +243,56 @@ class EventPrinter:
             self.write_failure = reason
             self.say(f"[red]cannot write[/red] {escape(reason)}; no more trials start")
 
-    def name(self, trial: Any) -> str:
+    def seeds(self, trial: Any) -> list[SeedRun]:
+        """The seeds a Tune trial trains (a bayes suggestion's from its point)."""
+        job: Job = trial.config["job"]
+        if job.search is None:
+            return list(job.seeds)
+        variant = Variant(label(suggested_point(trial.config)), suggested_point(trial.config))
+        return [describe_trial(Trial(variant, s, resolve(job.search.base, variant, s, job.search.source)),
+                               self.store.path) for s in job.search.seeds]
+
+    def records(self, trial: Any) -> list[store.TrialRecord]:
+        """The records of the trials a Tune trial trains, read now."""
+        return [self.store.trial(seed.trial_id).record() for seed in self.seeds(trial)]
+
+    def name(self, trial: Any, records: list[store.TrialRecord]) -> str:
         """A Tune trial's readable name: its variant and seeds (and trial id when it is one seed)."""
-        config = trial.config
-        if "base" in config["job"]:
-            return escape(f"{suggested_variant(config).name} seeds {','.join(map(str, config['job']['seeds']))}")
-        seeds = config["job"]["trials"]
-        meta = store.TrialDir(Path(seeds[0]["dir"])).sweep_meta() or {}
-        if len(seeds) == 1:
-            return escape(f"{meta.get('variant')} seed={meta.get('seed')} [{meta.get('trial_id')}]")
-        return escape(f"{meta.get('variant')} seeds {','.join(str(s['seed']) for s in seeds)}")
+        job: Job = trial.config["job"]
+        if job.search is not None:
+            point = suggested_point(trial.config)
+            return escape(f"{label(point)} seeds {','.join(map(str, job.search.seeds))}")
+        meta = records[0].meta if records else {}
+        if len(records) == 1:
+            return escape(f"{meta.get('variant')} seed={meta.get('seed')} [{records[0].trial_id}]")
+        return escape(f"{meta.get('variant')} seeds {','.join(str(r.meta.get('seed')) for r in records)}")
 
-    def dirs(self, trial: Any) -> list[store.TrialDir]:
-        """The trial directories a Tune trial trains."""
-        config, job = trial.config, trial.config["job"]
-        if "base" in job:
-            variant = suggested_variant(config)
-            return [self.store.trial(Trial(variant, s, resolve(job["base"], variant, s, job["source"])).trial_id)
-                    for s in job["seeds"]]
-        return [store.TrialDir(Path(s["dir"])) for s in config["job"]["trials"]]
-
-    def track(self, trial: Any) -> None:
-        """Bring the trackers up to date with a Tune trial's directories (a bayes suggestion also names its Optuna
+    def track(self, trial: Any, records: list[store.TrialRecord]) -> None:
+        """Bring the trackers up to date with a Tune trial's records (a bayes suggestion also names its Optuna
         trial)."""
         if self.trackers is None:
             return
-        dirs = self.dirs(trial)
-        if "base" in trial.config["job"]:
-            self.trackers.suggestion(suggested_variant(trial.config).overrides, dirs)
-        self.trackers.sync(dirs, mirrored="base" not in trial.config["job"])
+        search = trial.config["job"].search is not None
+        if search:
+            self.trackers.suggestion(suggested_point(trial.config), records)
+        self.trackers.sync(records, mirrored=not search)
 
     def say(self, text: str) -> None:
         """Print one timestamped event line above the progress bar."""
         self.progress.console.print(f"{time.strftime('%H:%M:%S')} {text}", highlight=False, soft_wrap=True)
 
-    def done(self) -> None:
-        """Count a Tune trial as done and refresh the store's tables."""
+    def done(self, records: list[store.TrialRecord]) -> None:
+        """Count a Tune trial as done and put its records into the tables (written if FLUSH_S has passed)."""
         self.progress.advance(self.task)
-        self.store.write_tables()
+        for record in records:
+            self.tables.update(record)
+        if time.monotonic() - self.flushed >= FLUSH_S:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write the tables now."""
+        self.store.write_tables(self.tables)
+        self.flushed = time.monotonic()
 
 
 def _guarded(event: Any) -> Any:
@@ -298,50 +355,57 @@ class TrialEvents(Callback):
 
     @_guarded
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        self.printer.say(f"started   {self.printer.name(trial)}")
-        self.printer.track(trial)
+        records = self.printer.records(trial)
+        self.printer.say(f"started   {self.printer.name(trial, records)}")
+        self.printer.track(trial, records)
 
     @_guarded
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        self.printer.track(trial)
+        records = self.printer.records(trial)
+        self.printer.track(trial, records)
         if result.get("final") or "epoch" not in result:
             return
         value = result.get(SCORE)
         mean = "mean over seeds of " if result.get("seeds", 1) > 1 else ""
         shown = f" {mean}best {self.printer.metric}={value:.4f}" if isinstance(value, float) else ""
-        self.printer.say(f"epoch {result['epoch']}  {self.printer.name(trial)}{shown}")
+        self.printer.say(f"epoch {result['epoch']}  {self.printer.name(trial, records)}{shown}")
 
     @_guarded
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
-        dirs = self.printer.dirs(trial)
-        for trial_dir in dirs:
-            if trial_dir.status() in ("running", "pending") and self.printer.write_failure is None:  # stopped by ASHA
-                trial_dir.write_stopped(len(trial_dir.metrics()), "stopped early by ASHA")
-        self.printer.track(trial)
-        statuses = sorted({d.status() for d in dirs})
+        records = self.printer.records(trial)
+        if self.printer.write_failure is None and any(not r.done and r.status != "failed" for r in records):
+            for record in records:  # stopped by ASHA
+                if record.status in ("running", "pending"):
+                    self.printer.store.trial(record.trial_id).write_stopped(len(record.epochs),
+                                                                            "stopped early by ASHA")
+            records = self.printer.records(trial)
+        self.printer.track(trial, records)
+        statuses = sorted({r.status for r in records})
         value = (trial.last_result or {}).get(SCORE)
         shown = f" best {self.printer.metric}={value:.4f}" if isinstance(value, float) and value == value else ""
-        self.printer.say(f"{'/'.join(statuses):9s} {self.printer.name(trial)}{shown}")
-        self.printer.done()
+        self.printer.say(f"{'/'.join(statuses):9s} {self.printer.name(trial, records)}{shown}")
+        self.printer.done(records)
 
     @_guarded
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.printer.stop_for(_write_failure(trial, self.printer.store.path))
-        self.printer.say(f"retrying  {self.printer.name(trial)}: {_errors(self.printer.dirs(trial))}")
-        self.printer.track(trial)
+        records = self.printer.records(trial)
+        self.printer.say(f"retrying  {self.printer.name(trial, records)}: {_errors(records)}")
+        self.printer.track(trial, records)
 
     @_guarded
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.printer.stop_for(_write_failure(trial, self.printer.store.path))
-        dirs = self.printer.dirs(trial)
-        if not any(d.error() for d in dirs):  # it failed outside kwlab's code (e.g. the worker died): Ray's reason
+        records = self.printer.records(trial)
+        if not any(r.error for r in records):  # it failed outside kwlab's code (e.g. the worker died): Ray's reason
             reason = _ray_error(trial)
-            for trial_dir in dirs:
-                if not trial_dir.is_done():
-                    trial_dir.write_error(reason)
-        self.printer.track(trial)
-        self.printer.say(f"[red]failed[/red]    {self.printer.name(trial)}: {_errors(dirs)}")
-        self.printer.done()
+            for record in records:
+                if not record.done:
+                    self.printer.store.trial(record.trial_id).write_error(reason)
+            records = self.printer.records(trial)
+        self.printer.track(trial, records)
+        self.printer.say(f"[red]failed[/red]    {self.printer.name(trial, records)}: {_errors(records)}")
+        self.printer.done(records)
 
 
 def _ray_error(trial: Any) -> str:
@@ -354,23 +418,27 @@ def _ray_error(trial: Any) -> str:
     return "Ray: the trial failed outside kwlab (no error recorded)"
 
 
-def _errors(dirs: list[store.TrialDir]) -> str:
-    errors = [e for d in dirs if (e := d.error())]
+def _errors(records: list[store.TrialRecord]) -> str:
+    errors = [r.error for r in records if r.error]
     return "; ".join(dict.fromkeys(errors)) or f"see the trials' {store.LOG}"
 
 
 def prepare(store_path: Path, trials: list[Trial], prices: dict[str, dict[str, Any]]) -> list[Trial]:
-    """Create every trial's directory and sweep.json (with its variant's price); return the trials not yet done."""
+    """Give every trial its directory and sweep.json (ids, variant, seed, swept values, its variant's price, the
+    metric that picks its best epoch, its epochs and method; written where it changed); return the trials not yet
+    done."""
     pending = []
     results = store.Store(store_path)
     for trial in trials:
         trial_dir = results.trial(trial.trial_id)
-        trial_dir.write_sweep_meta({
-            "trial_id": trial.trial_id, "variant_id": trial.variant_id, "variant": trial.variant.name,
-            "is_baseline": trial.variant.is_baseline, "seed": trial.seed, "parameters": trial.variant.overrides,
-            "price": prices.get(trial.variant_id, {}),
-        })
-        if not trial_dir.is_done():
+        meta = {"trial_id": trial.trial_id, "variant_id": trial.variant_id, "variant": trial.variant.name,
+                "is_baseline": trial.variant.is_baseline, "seed": trial.seed, "parameters": trial.variant.overrides,
+                "price": prices.get(trial.variant_id, {}), "metric": trial.cfg.metric.to_dict(),
+                "epochs": trial.cfg.epochs, "method": trial.cfg.method}
+        record = trial_dir.record()
+        if record.meta != json.loads(json.dumps(meta, default=str)):
+            trial_dir.write_sweep_meta(meta)
+        if not record.done:
             pending.append(trial)
     return pending
 
@@ -440,6 +508,14 @@ def check_capacity(spec: SweepSpec) -> None:
         raise KWLabError("resources: each trial asks for " + "; it also asks for ".join(short))
 
 
+def tracking(spec: SweepSpec, store_path: Path) -> Tracking:
+    """What the trackers know of a sweep, as plain values."""
+    mlflow = spec.tracking.mlflow
+    return Tracking(spec.name, spec.metric.name, spec.metric.goal, optuna_distributions(spec.parameters),
+                    [case.name for case in spec.cases], store_path / store.OPTUNA_DB,
+                    mlflow.uri if mlflow else None, mlflow.experiment if mlflow else None)
+
+
 def run_trials(
     spec: SweepSpec, store_path: Path, trials: list[Trial], *, address: str | None, max_concurrent: int | None,
     prices: dict[str, dict[str, Any]], search: dict[str, Any] | None = None, imports: list[str] = (),
@@ -448,17 +524,18 @@ def run_trials(
     import ray
 
     results = store.Store(store_path)
-    trackers = Trackers(spec, store_path)  # an unreachable MLflow server is refused here, before launch
+    trackers = Trackers(tracking(spec, store_path), results)  # an unreachable MLflow server is refused here
     pending = prepare(store_path, trials, prices)
-    fixed = [results.trial(t.trial_id) for t in trials]
-    trackers.sync(fixed)  # what earlier runs of this store left (a resume, a kill -9)
+    tables = results.load_tables()
+    fixed = [t.trial_id for t in trials]
+    trackers.sync([results.trial(t).record() for t in fixed])  # what earlier runs left (a resume, a kill -9)
     console = Console()
     searches = trackers.optuna.suggestions_to_run(spec.num_samples) if search else 0
     console.print(f"{spec.name}: {len(pending)} of {len(trials)} fixed trials to run "
                   f"({len(trials) - len(pending)} done earlier)" + (f", then {searches} Optuna suggestions "
                                                                     f"x {len(spec.seeds)} seeds" if search else ""))
     if not pending and not searches:
-        return Outcome(results.write_tables()[0], False)
+        return Outcome(results.write_tables(tables)[0], False)
     local = _register_local_sweep(store_path) if address is None else None
     sigterm = signal.getsignal(signal.SIGTERM)
     try:
@@ -483,40 +560,42 @@ def run_trials(
                       console=console) as progress:
             groups = _groups(spec, pending)
             task = progress.add_task(spec.name, total=len(groups) + searches)
-            printer = EventPrinter(results, console, progress, task, spec.metric.name, trackers=trackers)
+            printer = EventPrinter(results, console, progress, task, spec.metric.name, tables, trackers=trackers,
+                                   flushed=time.monotonic())
             trackers.say = printer.say
             callback = TrialEvents(printer)
             resources = spec.resources
-            job = {"imports": list(imports), "metric": spec.metric.name, "goal": spec.metric.goal,
-                   "threads": max(1, int(resources.cpu)), "workers": resources.workers, "cpu": resources.cpu,
-                   "gpu": resources.gpu, "train_storage": str((store_path / "ray" / "train").resolve())}
+            job = Job(tuple(imports), spec.metric.name, spec.metric.goal, max(1, int(resources.cpu)),
+                      resources.workers, resources.cpu, resources.gpu, str((store_path / "ray" / "train").resolve()))
             if groups:
-                space = [{**job, "trials": [describe_trial(t, store_path) for t in group]} for group in groups]
+                space = [dataclasses.replace(job, seeds=tuple(describe_trial(t, store_path) for t in group))
+                         for group in groups]
                 _fit(spec, store_path, {"job": _grid(space)}, callback, max_concurrent, _asha(spec))
             if searches:
                 from ray.tune.search.optuna import OptunaSearch
 
-                searcher = OptunaSearch(distributions(spec.parameters), metric=SCORE, mode=spec.metric.goal[:3],
-                                        seed=spec.sampler_seed, storage=trackers.optuna.storage,
-                                        study_name=spec.name)
-                context = {**job, **search, "store": str(store_path.resolve()), "seeds": spec.seeds}
-                _fit(spec, store_path, {"job": context}, callback, max_concurrent, _asha(spec),
-                     search_alg=searcher, num_samples=searches)
+                searcher = OptunaSearch(optuna_distributions(spec.parameters), metric=SCORE,
+                                        mode=spec.metric.goal[:3], seed=spec.sampler_seed,
+                                        storage=trackers.optuna.storage, study_name=spec.name)
+                context = Search(search["base"], search["source"], str(store_path.resolve()), list(spec.seeds))
+                _fit(spec, store_path, {"job": dataclasses.replace(job, search=context)}, callback, max_concurrent,
+                     _asha(spec), search_alg=searcher, num_samples=searches)
     except KeyboardInterrupt:
         interrupted = signal.SIGTERM if terminated else signal.SIGINT
     finally:
         with contextlib.suppress(KeyboardInterrupt):
             ray.shutdown()
             shutil.rmtree(store_path / "ray", ignore_errors=True)  # Ray's bookkeeping; kwlab's records are the store
-            trackers.sync(fixed)
+            trackers.sync([results.trial(t).record() for t in fixed])
         signal.signal(signal.SIGTERM, sigterm if sigterm is not None else signal.SIG_DFL)
         if local is not None:
             local.release()
     failure = printer.write_failure if printer is not None else None
+    tables = results.load_tables()  # the trials that changed since their row was taken (running ones, mostly)
     try:
-        table = results.write_tables()[0]
+        table = results.write_tables(tables)[0]
     except WriteError as error:  # a full disk: the counts come from the trial folders, the tables wait for the rerun
-        failure, table = failure or str(error), results.collect()[0]
+        failure, table = failure or str(error), tables.frames()[0]
     return Outcome(table, interrupted, failure)
 
 

@@ -19,6 +19,7 @@ from kwlab.config import Config, ConfigError, load_yaml
 from kwlab import plugins
 from kwlab.errors import KWLabError, not_one_of
 from kwlab.overrides import parse_assignment, set_dotted
+from kwlab.train.config import MetricConfig
 
 Distribution = Literal["uniform", "log_uniform_values", "normal", "int_uniform", "q_uniform", "categorical"]
 
@@ -100,13 +101,6 @@ class Case(Strict):
     seeds: Seeds | None = None
 
 
-class Metric(Strict):
-    """The metric trials are ranked by."""
-
-    name: str = "val_top1"
-    goal: Literal["maximize", "minimize"] = "maximize"
-
-
 class Resources(Strict):
     """What one trial asks of the cluster: `workers` processes (Ray Train data-parallel workers when more than one),
     each with `cpu` CPUs and `gpu` GPUs (a fraction shares a device)."""
@@ -152,7 +146,7 @@ class SweepSpec(Strict):
     method: Literal["grid", "random", "bayes"] = "grid"
     num_samples: int = Field(1, ge=1)
     sampler_seed: int = 0
-    metric: Metric = Field(default_factory=Metric)
+    metric: MetricConfig = Field(default_factory=MetricConfig)  # every trial's too: it picks their best epochs
     parameters: dict[str, Parameter] = Field(default_factory=dict)
     zip: list[list[str]] = Field(default_factory=list)
     cases: list[Case] = Field(default_factory=list)
@@ -191,6 +185,10 @@ class SweepSpec(Strict):
                                       f"{parameter.distribution!r}; use values, or method random/bayes")
         if not self.parameters and not self.cases:
             raise fail("parameters", "nothing to run; give parameters or cases")
+        for key in [*self.parameters, *(k for case in self.cases for k in case.set)]:
+            if key.split(".")[0] == "metric":
+                raise fail("parameters" if key in self.parameters else "cases", f"{key!r}: the metric is the sweep's "
+                           "(the spec's `metric:` key), the same for every trial")
         names = [case.name for case in self.cases]
         if len(set(names)) != len(names):
             raise fail("cases", "names must be distinct")

@@ -10,17 +10,17 @@ from __future__ import annotations
 
 import json
 import os
+import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from kwlab import store
 from kwlab.errors import KWLabError
-from kwlab.files import write_text
-from kwlab.tracking import trial_method
 
 TERMINATED = {"finished": "FINISHED", "stopped": "KILLED", "failed": "FAILED"}  # kwlab status -> MLflow run status
 BATCH = 1000  # MLflow's limit of metrics per log_batch request
+ARTIFACTS = (store.SUMMARY, store.CONFIG, store.ERROR)  # the files of a trial its run keeps, where they exist
 
 
 def client(uri: str) -> Any:
@@ -57,8 +57,8 @@ class MLflowTracker:
     def run_id(self, trial: store.TrialDir) -> str | None:
         """The trial's MLflow run id (from its folder), or None before its first sync."""
         try:
-            return json.loads(trial.file(store.MLFLOW_RUN).read_text())["run_id"]
-        except (OSError, ValueError, KeyError):
+            return json.loads(trial.storage.read_text(store.MLFLOW_RUN) or "")["run_id"]
+        except (ValueError, KeyError, TypeError):
             return None
 
     def _start(self, trial: store.TrialDir, meta: dict[str, Any], method: str | None) -> str:
@@ -70,7 +70,7 @@ class MLflowTracker:
         run_id = run.info.run_id
         params = {**meta.get("parameters", {}), "method": method, "seed": meta["seed"]}
         self.client.log_batch(run_id, params=[Param(key, str(value)) for key, value in params.items()])
-        write_text(trial.file(store.MLFLOW_RUN), json.dumps({"run_id": run_id, "tracking_uri": self.uri}))
+        trial.storage.write_text(store.MLFLOW_RUN, json.dumps({"run_id": run_id, "tracking_uri": self.uri}))
         self.logged[run_id] = {"epochs": 0, "status": None, "terminated": False}
         return run_id
 
@@ -83,20 +83,21 @@ class MLflowTracker:
                                    "terminated": run.info.status != "RUNNING"}
         return self.logged[run_id]
 
-    def sync(self, trial: store.TrialDir) -> None:
-        """Bring the trial's run up to date with its directory: new epochs, status tag, and at the end artifacts
-        and the run's final status; a run ended earlier (a failure) runs again when its trial does."""
+    def sync(self, record: store.TrialRecord, trial: store.TrialDir) -> None:
+        """Bring the trial's run up to date with its record: new epochs, status tag, and at the end artifacts and
+        the run's final status; a run ended earlier (a failure) runs again when its trial does. `trial` is its
+        folder, which keeps the run id."""
         from mlflow.entities import Metric
 
-        meta, status = trial.sweep_meta(), trial.status()
-        if meta is None or status == "pending":
+        meta, status = record.meta, record.status
+        if not record.identified or status == "pending":
             return
-        run_id = self.run_id(trial) or self._start(trial, meta, trial_method(trial))
+        run_id = self.run_id(trial) or self._start(trial, meta, record.method)
         known = self._known(run_id)
         if known["terminated"] and status not in TERMINATED:
             self.client.update_run(run_id, status="RUNNING")
             known["terminated"] = False
-        history = [epoch for epoch in trial.metrics() if epoch["epoch"] > known["epochs"]]
+        history = [epoch for epoch in record.epochs if epoch["epoch"] > known["epochs"]]
         now = int(time.time() * 1000)
         metrics = [Metric(key, float(value), now, epoch["epoch"])
                    for epoch in history for key, value in epoch.items()
@@ -109,12 +110,10 @@ class MLflowTracker:
             self.client.set_tag(run_id, "status", status)
             known["status"] = status
         if status in TERMINATED and not known["terminated"]:
-            for path in artifact_paths(trial):
-                self.client.log_artifact(run_id, str(path))
+            with tempfile.TemporaryDirectory() as folder:  # the store may live at a URI: the files go up from here
+                for name in ARTIFACTS:
+                    if (data := trial.storage.read_bytes(name)) is not None:
+                        (Path(folder) / name).write_bytes(data)
+                        self.client.log_artifact(run_id, str(Path(folder) / name))
             self.client.set_terminated(run_id, status=TERMINATED[status])
             known["terminated"] = True
-
-
-def artifact_paths(trial: store.TrialDir) -> list[Path]:
-    """The files of a trial that its MLflow run keeps as artifacts, where they exist."""
-    return [trial.file(name) for name in (store.SUMMARY, store.CONFIG, store.ERROR) if trial.file(name).is_file()]

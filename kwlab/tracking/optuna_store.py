@@ -20,31 +20,29 @@ from pathlib import Path
 from typing import Any
 
 import optuna
-from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
+from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.trial import FrozenTrial, TrialState
 
 from kwlab import store
-from kwlab.tracking import trial_method
-from kwlab.sweep.spec import Parameter, SweepSpec
 
 STATES = {"finished": TrialState.COMPLETE, "stopped": TrialState.PRUNED, "failed": TrialState.FAIL}
 CASE = "case"  # the param naming a case (an explicit variant outside the parameters' space)
 RETRY_OF = "retry_of"  # user attribute of a bayes suggestion run again: the number of the trial it repeats
 
 
-def storage_url(store_path: str | Path) -> str:
-    """The SQLite URL of a results store's optuna.db (what `optuna-dashboard` and `optuna.load_study` take)."""
-    return f"sqlite:///{(Path(store_path) / store.OPTUNA_DB).resolve()}"
+def storage_url(db: Path) -> str:
+    """The SQLite URL of an optuna.db (what `optuna-dashboard` and `optuna.load_study` take)."""
+    return f"sqlite:///{db.resolve()}"
 
 
-def open_storage(store_path: str | Path) -> optuna.storages.RDBStorage:
-    """The results store's Optuna storage, in SQLite's write-ahead-log mode: a reader (optuna-dashboard,
+def open_storage(db: Path) -> optuna.storages.RDBStorage:
+    """The Optuna storage in the SQLite file `db`, in write-ahead-log mode: a reader (optuna-dashboard,
     `optuna.load_study`) never waits for the runner's writes, nor the runner for a reader."""
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     # NOTE: WAL needs the readers on the runner's host (SQLite's shared memory); a reader elsewhere copies the file
-    with contextlib.closing(sqlite3.connect(Path(store_path) / store.OPTUNA_DB)) as connection:
+    with contextlib.closing(sqlite3.connect(db)) as connection:
         connection.execute("PRAGMA journal_mode=WAL")
-    return optuna.storages.RDBStorage(storage_url(store_path), engine_kwargs={"connect_args": {"timeout": 60}})
+    return optuna.storages.RDBStorage(storage_url(db), engine_kwargs={"connect_args": {"timeout": 60}})
 
 
 def optuna_value(value: Any) -> Any:
@@ -52,37 +50,20 @@ def optuna_value(value: Any) -> Any:
     return value if value is None or isinstance(value, bool | int | float | str) else json.dumps(value)
 
 
-def distributions(parameters: dict[str, Parameter]) -> dict[str, BaseDistribution]:
-    """The spec's parameters as Optuna distributions: a list of values is categorical, a distribution keeps its
-    bounds (log scale, step, integers)."""
-    space: dict[str, BaseDistribution] = {}
-    for key, p in parameters.items():
-        match p.distribution:
-            case "uniform" | "log_uniform_values" | "q_uniform":
-                space[key] = FloatDistribution(p.min, p.max, log=p.distribution == "log_uniform_values",
-                                               step=p.q if p.distribution == "q_uniform" else None)
-            case "int_uniform":
-                space[key] = IntDistribution(int(p.min), int(p.max))
-            case "normal":  # NOTE: Optuna has no normal distribution: its range is mu +- 8 sigma (all draws)
-                space[key] = FloatDistribution(p.mu - 8 * p.sigma, p.mu + 8 * p.sigma)
-            case _:
-                space[key] = CategoricalDistribution([optuna_value(v) for v in p.choices])
-    return space
-
-
 class OptunaMirror:
-    """The results store's study, kept up to date by the runner from the trial directories (idempotent: syncing a
-    directory twice changes nothing, so a resumed or killed sweep is mirrored again from the store)."""
+    """A sweep's study in `db`, kept up to date by the runner from the trial records (idempotent: syncing a record
+    twice changes nothing, so a resumed or killed sweep is mirrored again from the store). `space` holds the swept
+    keys' distributions, `cases` the names of the explicit variants."""
 
-    def __init__(self, spec: SweepSpec, store_path: Path) -> None:
-        self.storage = open_storage(store_path)
-        self.study = optuna.create_study(storage=self.storage, study_name=spec.name, direction=spec.metric.goal,
-                                         load_if_exists=True)
-        self.study_id = self.storage.get_study_id_from_name(spec.name)
-        self.metric = spec.metric.name
-        self.space = distributions(spec.parameters)
-        self.cases = {CASE: CategoricalDistribution([case.name for case in spec.cases])} if spec.cases else {}
-        self.case_names = {case.name for case in spec.cases}
+    def __init__(self, db: Path, name: str, metric: str, goal: str, space: dict[str, BaseDistribution],
+                 cases: list[str]) -> None:
+        self.storage = open_storage(db)
+        self.study = optuna.create_study(storage=self.storage, study_name=name, direction=goal, load_if_exists=True)
+        self.study_id = self.storage.get_study_id_from_name(name)
+        self.metric = metric
+        self.space = space
+        self.cases = {CASE: CategoricalDistribution(cases)} if cases else {}
+        self.case_names = set(cases)
         self.latest: dict[str, int] = {}  # kwlab trial id -> storage id of its latest Optuna trial
         for trial in self.study.get_trials(deepcopy=False):
             if "trial_id" in trial.user_attrs:
@@ -97,48 +78,48 @@ class OptunaMirror:
         params = {k: optuna_value(v) for k, v in meta.get("parameters", {}).items() if k in self.space}
         return params, {k: self.space[k] for k in params}
 
-    def sync(self, trial: store.TrialDir) -> None:
-        """Bring the trial's Optuna trial up to date with its directory: created once it runs, its new epochs as
-        intermediate values, its status as a user attribute and, once it ends, as its state."""
-        meta, status = trial.sweep_meta(), trial.status()
-        if meta is None or status == "pending":
+    def sync(self, record: store.TrialRecord) -> None:
+        """Bring the trial's Optuna trial up to date with its record: created once it runs, its new epochs as
+        intermediate values, its status as a user attribute and, once it ends, as its state with the metric at its
+        best epoch (kwlab.best) as its value."""
+        meta, status = record.meta, record.status
+        if not record.identified or status == "pending":
             return
-        history = trial.metrics()
+        history = record.epochs
         current = self._current(meta["trial_id"])
         if current is not None and current.state.is_finished():
             if STATES.get(status) == current.state:
                 return
             current = None  # it ran again (after a failure): a new attempt
         if current is None:
-            current = self._create(trial, meta)
+            current = self._create(record)
         tid = self.latest[meta["trial_id"]]
-        for record in history:
-            value = record.get(self.metric)
-            if record["epoch"] not in current.intermediate_values and isinstance(value, int | float) \
+        for epoch in history:
+            value = epoch.get(self.metric)
+            if epoch["epoch"] not in current.intermediate_values and isinstance(value, int | float) \
                     and math.isfinite(value):
-                self.storage.set_trial_intermediate_value(tid, record["epoch"], float(value))
-        for key, value in (("status", status), ("method", trial_method(trial))):
+                self.storage.set_trial_intermediate_value(tid, epoch["epoch"], float(value))
+        for key, value in (("status", status), ("method", record.method)):
             if value is not None and current.user_attrs.get(key) != value:
                 self.storage.set_trial_user_attr(tid, key, value)
         if status in STATES:
-            values = [m[self.metric] for m in history if isinstance(m.get(self.metric), int | float)
-                      and math.isfinite(m[self.metric])]
-            best = (min if self.study.direction == optuna.study.StudyDirection.MINIMIZE else max)(values) \
-                if values else None
+            best = record.best
             finished = STATES[status] if status != "finished" or best is not None else TrialState.FAIL
-            self.study.tell(current.number, best if finished == TrialState.COMPLETE else None, state=finished)
+            value = float(best[record.metric[0]]) if best is not None else None
+            self.study.tell(current.number, value if finished == TrialState.COMPLETE else None, state=finished)
 
     def _current(self, trial_id: str) -> FrozenTrial | None:
         tid = self.latest.get(trial_id)
         return None if tid is None else self.storage.get_trial(tid)
 
-    def _create(self, trial: store.TrialDir, meta: dict[str, Any]) -> FrozenTrial:
+    def _create(self, record: store.TrialRecord) -> FrozenTrial:
+        meta = record.meta
         params, space = self._params(meta)
         attempts = sum(t.user_attrs.get("trial_id") == meta["trial_id"] for t in self.study.get_trials(deepcopy=False))
         template = optuna.trial.create_trial(
             state=TrialState.RUNNING, params=params, distributions=space,
             user_attrs={"trial_id": meta["trial_id"], "variant_id": meta["variant_id"], "variant": meta["variant"],
-                        "seed": meta["seed"], "attempt": attempts + 1, "dir": str(trial.path)})
+                        "seed": meta["seed"], "attempt": attempts + 1})
         tid = self.storage.create_new_trial(self.study_id, template_trial=template)
         self.latest[meta["trial_id"]] = tid
         return self.storage.get_trial(tid)

@@ -1,4 +1,4 @@
-"""The trackers a sweep runner keeps up to date from the results store: the Optuna study (always) and MLflow (when
+"""The trackers a sweep runner keeps up to date from the trial records: the Optuna study (always) and MLflow (when
 the spec asks). Built before launch, so an unreachable MLflow server is one line before any trial runs; during the
 sweep a tracker that fails says so in one line and the sweep goes on (the store holds everything, and the next sync,
 or the rerun, catches the tracker up)."""
@@ -6,48 +6,67 @@ or the rerun, catches the tracker up)."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from optuna.distributions import BaseDistribution
+
 from kwlab import store
-from kwlab.sweep.spec import SweepSpec
-from kwlab.tracking import trial_method
 from kwlab.tracking.optuna_store import OptunaMirror, optuna_value
 
 
-class Trackers:
-    """The Optuna mirror and, with `tracking.mlflow`, the MLflow tracker of one sweep run."""
+@dataclass(frozen=True)
+class Tracking:
+    """What the trackers need to know of a sweep, as plain values: its name, metric and goal, the swept keys'
+    distributions, the cases' names, where optuna.db is, and the MLflow server and experiment (if any)."""
 
-    def __init__(self, spec: SweepSpec, store_path: Path) -> None:
-        self.optuna = OptunaMirror(spec, store_path)
+    name: str
+    metric: str
+    goal: str
+    space: dict[str, BaseDistribution]
+    cases: list[str]
+    optuna_db: Path
+    mlflow_uri: str | None = None
+    mlflow_experiment: str | None = None
+
+
+class Trackers:
+    """The Optuna mirror and, with an MLflow server, the MLflow tracker of one sweep run."""
+
+    def __init__(self, tracking: Tracking, results: store.Store) -> None:
+        self.results = results
+        self.optuna = OptunaMirror(tracking.optuna_db, tracking.name, tracking.metric, tracking.goal, tracking.space,
+                                   tracking.cases)
         self.mlflow = None
-        if spec.tracking.mlflow is not None:
+        if tracking.mlflow_uri is not None:
             from kwlab.tracking.mlflow import MLflowTracker
 
-            settings = spec.tracking.mlflow
-            self.mlflow = MLflowTracker(settings.uri, settings.experiment or spec.name, spec.name, spec.metric.name)
+            self.mlflow = MLflowTracker(tracking.mlflow_uri, tracking.mlflow_experiment or tracking.name,
+                                        tracking.name, tracking.metric)
         self.say: Callable[[str], None] = print
         self.failing: set[str] = set()  # the trackers whose last sync failed (said once until they recover)
 
-    def sync(self, dirs: list[store.TrialDir], mirrored: bool = True) -> None:
-        """Bring the trackers up to date with these trial directories; `mirrored`: also as Optuna trials of their
-        own (grid, random and cases; a bayes suggestion is OptunaSearch's trial)."""
-        for trial in dirs:
+    def sync(self, records: list[store.TrialRecord], mirrored: bool = True) -> None:
+        """Bring the trackers up to date with these trial records; `mirrored`: also as Optuna trials of their own
+        (grid, random and cases; a bayes suggestion is OptunaSearch's trial)."""
+        for record in records:
             if mirrored:
-                self._guard("optuna", self.optuna.sync, trial)
+                self._guard("optuna", self.optuna.sync, record)
             if self.mlflow is not None:
-                self._guard(f"MLflow ({self.mlflow.uri})", self.mlflow.sync, trial)
+                self._guard(f"MLflow ({self.mlflow.uri})", self.mlflow.sync, record,
+                            self.results.trial(record.trial_id))
 
-    def suggestion(self, point: dict[str, Any], dirs: list[store.TrialDir]) -> None:
+    def suggestion(self, point: dict[str, Any], records: list[store.TrialRecord]) -> None:
         """Name the OptunaSearch trial of a bayes suggestion by the kwlab trials that train it."""
-        metas = [meta for trial in dirs if (meta := trial.sweep_meta())]
-        if not metas:
+        named = [record for record in records if record.identified]
+        if not named:
             return
-        statuses = sorted({trial.status() for trial in dirs})
-        method = next((m for trial in dirs if (m := trial_method(trial))), None)
-        attrs = {"variant_id": metas[0]["variant_id"], "variant": metas[0]["variant"],
-                 "seeds": [meta["seed"] for meta in metas], "trial_ids": [meta["trial_id"] for meta in metas],
-                 "status": "/".join(statuses), **({"method": method} if method else {})}
+        method = next((m for record in named if (m := record.method)), None)
+        attrs = {"variant_id": named[0].meta["variant_id"], "variant": named[0].meta["variant"],
+                 "seeds": [record.meta["seed"] for record in named], "trial_ids": [r.trial_id for r in named],
+                 "status": "/".join(sorted({record.status for record in records})),
+                 **({"method": method} if method else {})}
         self._guard("optuna", self.optuna.tag_suggestion, {k: optuna_value(v) for k, v in point.items()}, attrs)
 
     def _guard(self, name: str, action: Callable[..., None], *args: Any) -> None:

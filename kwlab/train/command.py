@@ -59,8 +59,8 @@ def main(args: argparse.Namespace) -> int:
     summary = trial.summary() or {}
     if "test_top1" in summary:
         console.print(f"test top-1 {summary['test_top1']:.2f}% (final model, {summary['test_images']} images); "
-                      f"{summary.get('test_top1_at_best_val', float('nan')):.2f}% with the weights of the best "
-                      f"validation epoch ({summary['best_val_top1_epoch']})")
+                      f"{summary.get('test_top1_at_best', float('nan')):.2f}% with the weights of the best epoch "
+                      f"({summary['best_epoch']}, by {summary['best_metric']})")
     if profile is not None:
         print_profile(profile, profile.flop_time(), console)
     print(out)

@@ -1,7 +1,8 @@
 """`TrainConfig`: one trial's settings as typed, frozen sections (kwlab.config), validated on construction.
 
 Precedence: defaults < YAML file < `--set key=value`. Unknown keys and wrong types are one-line KWLabErrors naming
-the dotted key. `kw: null` trains the static model.
+the dotted key. The method's settings are the section named after it (`kw:`, `odconv:`, ...); `kw: null` trains the
+static model.
 """
 
 from __future__ import annotations
@@ -10,14 +11,14 @@ import hashlib
 import json
 import math
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
 
 from pydantic import ConfigDict, Field, field_validator, model_validator
 
 from kwlab.config import Config, ConfigError, load_yaml
 from kwlab.data import DataSpec
 from kwlab.errors import KWLabError, not_one_of
-from kwlab.methods.kw.config import KWConfig, TemperatureConfig
+from kwlab.best import natural_goal
 from kwlab.overrides import apply_overrides
 
 # timm arguments the recipe sets itself from the data and the other sections
@@ -100,22 +101,43 @@ class RuntimeConfig(Config):
         return value
 
 
+EPOCH_METRICS = ("train_loss", "train_top1", "val_loss", "val_top1", "val_top5")  # recorded every epoch (+ ema_val_*)
+
+
+class MetricConfig(Config):
+    """The metric that decides a trial's best epoch (its `best.pt`, its test at the best epoch) and, in a sweep,
+    ranks trials (ASHA, Optuna, `kwlab status`): any metric recorded every epoch, in its own direction."""
+
+    section: ClassVar[str] = "metric"
+
+    name: str = "val_top1"
+    goal: Literal["maximize", "minimize"] = "maximize"  # given or not, the metric's own direction
+
+    @model_validator(mode="before")
+    @classmethod
+    def _own_direction(cls, tree: Any) -> Any:
+        if isinstance(tree, dict) and "goal" not in tree and isinstance(tree.get("name"), str):
+            return {**tree, "goal": natural_goal(tree["name"])}
+        return tree
+
+
 class TrainConfig(Config):
     """Everything one trial needs; sections may be given as mappings and are validated here.
 
     `method` names the convolution method (static, kw, condconv, dyconv, odconv or a registered plugin) and the
-    section of the same name holds its settings; sections of other methods are dropped. `kw: null` means static.
+    section of the same name holds its settings (typed by the method); sections of other methods are dropped.
+    Without `method`, the one method section given chooses it (none: the static model); a method section set to
+    null (`kw: null`) means the static model.
     """
 
     model_config = ConfigDict(extra="allow")  # the chosen method's own section, validated by `_method_section`
 
     model: ModelConfig = Field(default_factory=ModelConfig)
-    method: str = "kw"
-    kw: KWConfig | None = Field(default_factory=KWConfig)  # KernelWarehouse's settings; None: the static model
+    method: str = "static"
     data: DataSpec = Field(default_factory=DataSpec)
     optim: OptimConfig = Field(default_factory=OptimConfig)
-    temperature: TemperatureConfig = Field(default_factory=TemperatureConfig)
     runtime: RuntimeConfig = Field(default_factory=RuntimeConfig)
+    metric: MetricConfig = Field(default_factory=MetricConfig)
     epochs: int = Field(15, ge=1)
     batch_size: int = Field(64, ge=1)
     seed: int = Field(0, ge=0)
@@ -124,28 +146,45 @@ class TrainConfig(Config):
     @model_validator(mode="before")
     @classmethod
     def _method_section(cls, tree: Any) -> Any:
-        """Settle the method and keep its settings section only (typed by the method's settings model)."""
+        """Settle the method and keep its settings section only, typed by the method's settings model."""
         if not isinstance(tree, dict):
             return tree
         from kwlab.methods import METHODS  # late: the methods import the config base, not this module
 
         tree = dict(tree)
-        method = tree.get("method", "kw")
-        if method == "kw" and "kw" in tree and tree["kw"] is None:
-            method = "static"  # `kw: null` keeps meaning the static model
+        sections = [key for key in tree if key not in cls.model_fields and key in METHODS]
+        method = tree.get("method")
+        if method is None:
+            given = [key for key in sections if tree[key] is not None]
+            if len(given) > 1:
+                raise ConfigError(("method",), f"the config has sections of {', '.join(given)}; say which method "
+                                               "trains (method: NAME)")
+            method = given[0] if given else "static"
         if not isinstance(method, str) or method not in METHODS:
             raise ConfigError(("method",), not_one_of(method, METHODS.names()))
+        if method in tree and tree[method] is None:
+            method = "static"  # a method's section set to null (`kw: null`) is the static model
         tree["method"] = method
-        if method != "kw":
-            tree["kw"] = None
+        for name in METHODS.names():  # keys once at the top level that now live in a method's section
+            for old, key in METHODS.get(name).top_level_keys.items():
+                if old in tree and old not in cls.model_fields:
+                    value = tree.pop(old)
+                    if name == method:
+                        section = dict(tree.get(method) or {})
+                        if key in section:
+                            raise ConfigError((old,), f"{method}.{key} is given too; give it once, as {method}.{key}")
+                        tree[method] = {**section, key: value}
         for key in [k for k in tree if k not in cls.model_fields]:
-            if key not in METHODS or METHODS.get(key).settings is None:
-                allowed = ", ".join(dict.fromkeys([*cls.model_fields, *(n for n in METHODS.names() if METHODS.get(n).settings)]))
+            if key not in METHODS or (METHODS.get(key).settings is None and tree[key] not in (None, {})):
+                allowed = ", ".join(dict.fromkeys([*cls.model_fields, *(n for n in METHODS.names()
+                                                                        if METHODS.get(n).settings)]))
                 raise ConfigError((key,), f"unknown key; allowed: {allowed}")
             if key != method:
                 del tree[key]
         settings = METHODS.get(method).settings
-        if method != "kw" and settings is not None:
+        if settings is None:
+            tree.pop(method, None)
+        else:
             section = tree.get(method, {})
             try:
                 tree[method] = settings.from_dict({} if section is None else section)
@@ -153,15 +192,35 @@ class TrainConfig(Config):
                 raise ConfigError((method, *error.loc), error.message) from None
         return tree
 
+    @model_validator(mode="after")
+    def _recorded_metric(self) -> TrainConfig:
+        """The metric must be recorded every epoch, and its goal must be its own direction."""
+        recorded = recorded_metrics(self)
+        name, goal = self.metric.name, self.metric.goal
+        if name not in recorded:
+            test = (" (test metrics are measured once, at the end, and never pick an epoch or steer a sweep)"
+                    if "test" in name else "")
+            raise ConfigError(("metric", "name"), f"{name!r} is not recorded every epoch{test}; use one of "
+                                                  f"{', '.join(recorded)}")
+        if goal != natural_goal(name):
+            raise ConfigError(("metric", "goal"), f"{name} is to {natural_goal(name)}, not to {goal}")
+        return self
+
     @property
     def settings(self) -> Config | None:
-        """The chosen method's settings section (None for the static model)."""
-        return self.kw if self.method == "kw" else (self.model_extra or {}).get(self.method)
+        """The chosen method's settings section (None for a method without one, such as the static model)."""
+        return (self.model_extra or {}).get(self.method)
 
     def digest(self, length: int = 8) -> str:
         """Short stable hash of the config (for default trial-directory names)."""
         text = json.dumps(self.to_dict(), sort_keys=True)
         return hashlib.sha256(text.encode()).hexdigest()[:length]
+
+
+def recorded_metrics(cfg: TrainConfig) -> list[str]:
+    """The metrics a trial of `cfg` records every epoch (what `metric.name` may name)."""
+    ema = [f"ema_{name}" for name in EPOCH_METRICS if name.startswith("val_")] if cfg.optim.ema_decay else []
+    return [*EPOCH_METRICS, *ema]
 
 
 def load_config(path: str | Path, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:

@@ -35,24 +35,18 @@ from torch.utils.data import DataLoader, Dataset, Subset, TensorDataset
 from kwlab import data as kwdata
 from kwlab import store
 from kwlab.allocator import keep_freed_memory
+from kwlab.best import best_epoch
 from kwlab.errors import KWLabError
 from kwlab.methods import METHODS, Price, build_model, price_model, set_paths, training_paths
 from kwlab.methods.protocol import Schedule
 from kwlab.provenance import describe_device, git_state, peak_memory_mb, versions
 from kwlab.tracking.tensorboard import TrialBoard
 from kwlab.train import checkpoint
-from kwlab.train.config import RuntimeConfig, TrainConfig
+from kwlab.train.config import RuntimeConfig, TrainConfig, recorded_metrics
 from kwlab.train.distributed import SINGLE, Distributed, global_batchnorm
 from kwlab.train.optim import build_optimizer, build_scheduler, scaled_lr
 
-EPOCH_METRICS = ("train_loss", "train_top1", "val_loss", "val_top1", "val_top5")  # plus ema_val_* with EMA
 TEST_METRICS = ("test_loss", "test_top1", "test_top5")
-
-
-def recorded_metrics(cfg: TrainConfig) -> list[str]:
-    """The metrics a trial of `cfg` records every epoch (what a sweep's `metric.name` may name)."""
-    ema = [f"ema_{name}" for name in EPOCH_METRICS if name.startswith("val_")] if cfg.optim.ema_decay else []
-    return [*EPOCH_METRICS, *ema]
 
 
 @dataclass(frozen=True)
@@ -267,7 +261,7 @@ def build_training(cfg: TrainConfig, splits: kwdata.Splits, runtime: Runtime, di
         forward=torch.compile(forward) if cfg.runtime.compile else forward,
         optimizer=optimizer,
         scheduler=build_scheduler(optimizer, cfg.optim, per_epoch, total_steps),
-        temperature=METHODS.get(cfg.method).schedule(cfg.settings, cfg.temperature, per_epoch, total_steps),
+        temperature=METHODS.get(cfg.method).schedule(cfg.settings, per_epoch, total_steps),
         augment=splits.augment,
         mixup=_mixup(cfg, splits.num_classes),
         ema=ema,
@@ -301,7 +295,7 @@ def run(cfg: TrainConfig, trial_dir: str | Path | None = None, progress: bool = 
     kwlab.train.distributed): every worker runs this generator; rank 0 writes the files.
     """
     started = time.perf_counter()
-    trial = store.TrialDir(Path(trial_dir)) if trial_dir is not None else None
+    trial = store.TrialDir(trial_dir) if trial_dir is not None else None
     if cfg.batch_size % dist.world:
         raise KWLabError(f"batch_size: {cfg.batch_size} does not divide among {dist.world} workers (batch_size is "
                          "the global batch)")
@@ -340,7 +334,7 @@ def run(cfg: TrainConfig, trial_dir: str | Path | None = None, progress: bool = 
             "lr": trained["lr"], "tau": trained["tau"], "epoch_time_s": time.perf_counter() - epoch_start,
             "images_per_s": len(train_set) / train_time, "peak_memory_mb": peak_memory_mb(runtime.device),
         }
-        improved = not history or metrics["val_top1"] > max(m["val_top1"] for m in history)
+        improved = best_epoch([*history, metrics], cfg.metric.name, cfg.metric.goal) is metrics  # the first of equals
         history.append(metrics)
         if trial is not None and dist.main:  # record before yielding: a consumer may stop at any yield
             if improved:
@@ -405,8 +399,9 @@ def time_trial(cfg: TrainConfig, steps: int = 3) -> Timing:
 
 def finish(training: Training, trial: store.TrialDir, splits: kwdata.Splits, history: list[dict[str, Any]],
            wall_time_s: float) -> dict[str, Any]:
-    """The end of a trial: the test split once (final, best-validation and EMA weights), the method's attention
-    statistics on the validation set, and summary.json."""
+    """The end of a trial: the test split once (final weights, the best epoch's and the EMA's), the method's attention
+    statistics on the validation set, and summary.json (naming the best epoch and the metric and goal that chose
+    it)."""
     cfg, model = training.cfg, training.model
     val_set, test_set = on_device(splits.val, training.runtime.device), on_device(splits.test, training.runtime.device)
     tested = training.evaluate(test_set, "test", model=model) if test_set is not None else {}
@@ -414,7 +409,7 @@ def finish(training: Training, trial: store.TrialDir, splits: kwdata.Splits, his
     if best is not None:
         best_model = copy.deepcopy(model)
         best_model.load_state_dict(best)
-        tested |= {f"{k}_at_best_val": v for k, v in training.evaluate(test_set, "test", model=best_model).items()}
+        tested |= {f"{k}_at_best": v for k, v in training.evaluate(test_set, "test", model=best_model).items()}
     if training.ema is not None and test_set is not None:
         tested |= training.evaluate(test_set, "ema_test", model=training.ema.module)
     if not training.dist.main:
@@ -428,8 +423,10 @@ def finish(training: Training, trial: store.TrialDir, splits: kwdata.Splits, his
     priced = (trial.sweep_meta() or {}).get("price") or price(cfg, splits.num_classes, splits.in_chans,
                                                                splits.image_size).to_dict()
     workers = training.dist.world
+    chosen = best_epoch(history, cfg.metric.name, cfg.metric.goal)
     summary = {
         "status": "finished", "method": cfg.method, **priced, "epochs": len(history), "seed": cfg.seed,
+        "best_epoch": chosen["epoch"] if chosen else None, "best_metric": cfg.metric.name, "best_goal": cfg.metric.goal,
         "train_images": len(splits.train), "val_images": len(splits.val),
         "test_images": len(splits.test) if splits.test is not None else 0, **store.summarize_epochs(history),
         **tested, "wall_time_s": round(wall_time_s, 3), "workers": workers,

@@ -16,14 +16,28 @@ from kwlab.methods import price_model
 def test_parse_variants() -> None:
     variants = bench._parse_variants("static,1x,1/4x,condconv8,dyconv4,odconv1x,odconv4x,dyconv")
     assert [(v.name, v.method, v.settings) for v in variants] == [
-        ("static", "static", None), ("1x", "kw", {"budget": "1"}),
+        ("static", "static", {}), ("1x", "kw", {"budget": "1"}),
         ("1/4x", "kw", {"budget": "1/4", "cell_in_ratio": 0.5, "cell_out_ratio": 0.5}),
         ("condconv8", "condconv", {"experts": 8}), ("dyconv4", "dyconv", {"kernels": 4}),
         ("odconv1x", "odconv", {"kernels": 1}), ("odconv4x", "odconv", {"kernels": 4}), ("dyconv", "dyconv", {}),
     ]
-    for bad in ("odconv0x", "fastconv4"):
+    for bad in ("odconv0x", "fastconv4", "0x", "x"):
         with pytest.raises(KWLabError, match="--variants"):
             bench._parse_variants(bad)
+
+
+def test_a_plugin_method_is_benched_by_its_name(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A method registered by a user is a `kwlab bench` variant without any edit of kwlab: by default its name."""
+    from kwlab.methods import METHODS
+    from kwlab.methods.static import Static
+
+    class Mine(Static):
+        """A plugin method (the static model under another name)."""
+
+        name = "mine"
+
+    monkeypatch.setitem(METHODS._entries, "mine", Mine())
+    assert [(v.name, v.method, v.settings) for v in bench._parse_variants("mine")] == [("mine", "mine", {})]
 
 
 def test_bench_json_with_every_method(capsys: pytest.CaptureFixture[str]) -> None:

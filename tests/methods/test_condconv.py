@@ -125,7 +125,7 @@ def test_forward_backward_recorder_and_no_schedule(generator: torch.Generator) -
 
     cfg = TrainConfig.from_dict({"method": "condconv", "condconv": {"experts": 2}})
     assert cfg.settings == CondConvSettings(experts=2)
-    assert method.schedule(cfg.settings, cfg.temperature, 10, 100) is None
+    assert method.schedule(cfg.settings, 10, 100) is None
     assert method.describe(None) == "CondConv 8 experts"
     with pytest.raises(KWLabError, match="already has dynamic"):
         method.convert(model, None)

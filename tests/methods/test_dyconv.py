@@ -76,8 +76,8 @@ def test_default_anneal_is_30_percent_of_training_like_kw() -> None:
 
     for method in ("dyconv", "odconv"):
         cfg = TrainConfig.from_dict({"method": method})
-        schedule = METHODS.get(method).schedule(cfg.settings, cfg.temperature, steps_per_epoch=10, total_steps=100)
-        kw = METHODS.get("kw").schedule(None, cfg.temperature, steps_per_epoch=10, total_steps=100)
+        schedule = METHODS.get(method).schedule(cfg.settings, steps_per_epoch=10, total_steps=100)
+        kw = METHODS.get("kw").schedule(None, steps_per_epoch=10, total_steps=100)
         assert schedule.steps == kw.steps == 30
         assert schedule.value(15) == pytest.approx(15.5) and schedule.value(30) == 1.0
 
@@ -89,7 +89,7 @@ def test_method_schedule_sets_every_layer(generator: torch.Generator) -> None:
     model = build_model("cifar_resnet8", "dyconv", cfg.settings)
     attentions = [m for m in model.modules() if isinstance(m, DyConvAttention)]
     assert len(attentions) == 8 and all(a.temperature.item() == 30.0 for a in attentions)  # fresh: the start
-    schedule = METHODS.get("dyconv").schedule(cfg.settings, cfg.temperature, steps_per_epoch=5, total_steps=50)
+    schedule = METHODS.get("dyconv").schedule(cfg.settings, steps_per_epoch=5, total_steps=50)
     assert schedule(model, 1) == pytest.approx(1 + 29 * 9 / 10)
     assert all(a.temperature.item() == pytest.approx(27.1) for a in attentions)
     assert schedule(model, 10) == 1.0 and schedule(model, 11) == 1.0

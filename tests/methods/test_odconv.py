@@ -227,7 +227,7 @@ def test_train_step_and_schedule(generator: torch.Generator) -> None:
     cfg = TrainConfig.from_dict({"method": "odconv", "odconv": {"kernels": 2}})
     method = METHODS.get(cfg.method)
     model = method.convert(timm_model("cifar_mobilenetv2_tiny"), cfg.settings)
-    schedule = method.schedule(cfg.settings, cfg.temperature, steps_per_epoch=3, total_steps=60)
+    schedule = method.schedule(cfg.settings, steps_per_epoch=3, total_steps=60)
     assert schedule(model, 1) == pytest.approx(1 + 29 * 17 / 18)  # the default: over 30% of the 60 steps
     loss = model(torch.randn(2, 3, 16, 16, generator=generator)).logsumexp(1).sum()
     loss.backward()

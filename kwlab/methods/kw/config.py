@@ -62,6 +62,15 @@ class WarehouseSettings(Config):
         return {key: value for key, value in self.model_dump().items() if value is not None}
 
 
+class TemperatureConfig(AnnealLength):
+    """KernelWarehouse's tau (`kw.temperature`): falls linearly, per iteration, from `start` to 0 over `epochs` epochs
+    (the reference's rule) or, when `epochs` is null, over `fraction` of all training steps; then stays 0."""
+
+    section: ClassVar[str] = "kw.temperature"
+
+    start: float = Field(1.0, ge=0, le=1)
+
+
 class KWConfig(Config):
     """KernelWarehouse settings: budget b, kernel cell size m (via the cell ratios), sharing range l, attention."""
 
@@ -80,6 +89,7 @@ class KWConfig(Config):
     layout: Literal["default", "reference", "auto"] = "default"  # default: reference where one exists, else auto
     attention_norm: Literal["auto", "batch", "layer"] = "auto"  # norm inside the attention (auto: from the layout)
     memory: Literal["fast", "lean"] = "fast"  # fast: backward may keep per-sample kernels | lean: never
+    temperature: TemperatureConfig = Field(default_factory=TemperatureConfig)  # tau's schedule in training
     # Per-warehouse settings: warehouse-name pattern (fnmatch, e.g. "stage6.expansion.*", names as `kwlab info`
     # prints them) -> WarehouseSettings; every matching pattern applies, in the order given, later ones winning.
     warehouses: dict[str, WarehouseSettings] = Field(default_factory=dict)
@@ -146,13 +156,3 @@ class KWConfig(Config):
         if value not in ATTENTION_FUNCTIONS:
             raise ValueError(not_one_of(value, ATTENTION_FUNCTIONS.names()))
         return value
-
-
-class TemperatureConfig(AnnealLength):
-    """The trial config's `temperature:` section, KernelWarehouse's tau: falls linearly, per iteration, from `start` to
-    0 over `epochs` epochs (the reference's rule) or, when `epochs` is null, over `fraction` of all training steps;
-    then stays 0."""
-
-    section: ClassVar[str] = "temperature"
-
-    start: float = Field(1.0, ge=0, le=1)

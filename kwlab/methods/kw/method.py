@@ -7,12 +7,15 @@ from collections.abc import Mapping
 
 from torch import nn
 
-from kwlab.methods.kw.config import KWConfig, TemperatureConfig
+from fractions import Fraction
+from typing import Any
+
+from kwlab.methods.kw.config import KWConfig
 from kwlab.methods.kw.converter import convert, plan
 from kwlab.methods.kw.planner import assembly_macs, attention_macs
 from kwlab.methods.mixing import Geometry, floor_macs
 from kwlab.methods.pricing import static_macs
-from kwlab.methods.protocol import MeanRecorder, Method, Price, Schedule, register_method
+from kwlab.methods.protocol import AttentionAxes, ComparedSetting, MeanRecorder, Method, Price, Schedule, register_method
 from kwlab.methods.temperature import LinearAnneal
 
 
@@ -21,6 +24,11 @@ class KernelWarehouse(Method):
     """Kernels mixed per sample from warehouses of cells shared across layers; settings: the `kw:` section."""
 
     settings = KWConfig
+    attention_axes = AttentionAxes(sentence="per warehouse (rows: the mixtures of its layers, lines between layers; "
+                                            "columns: the warehouse's cells)")
+    compared = ComparedSetting("attention", "caf", ("init",))  # the paper's attention-function ablation
+    top_level_keys = {"temperature": "temperature"}  # tau's section, at the top level before kw.temperature
+    reference_model_files = "kw"
 
     def convert(self, model: nn.Module, settings: KWConfig | None) -> nn.Module:
         """kwlab.convert: warehouses planned by the layout and the sharing range, layers replaced in place."""
@@ -56,10 +64,26 @@ class KernelWarehouse(Method):
         return MeanRecorder({w.name: [(name, model.get_submodule(name).attention) for name in w.layers]
                              for w in model.kw_plan.warehouses})
 
-    def schedule(self, settings: KWConfig | None, temperature: TemperatureConfig, steps_per_epoch: int,
-                 total_steps: int) -> Schedule:
-        """tau falls linearly from `temperature.start` to 0 over the anneal's length (see TemperatureConfig)."""
+    def schedule(self, settings: KWConfig | None, steps_per_epoch: int, total_steps: int) -> Schedule:
+        """tau falls linearly from `kw.temperature.start` to 0 over the anneal's length (see TemperatureConfig)."""
+        temperature = (settings or KWConfig()).temperature
         return LinearAnneal(temperature.steps(steps_per_epoch, total_steps), temperature.start)
+
+    def bench_settings(self, token: str) -> dict[str, Any] | None:
+        """A budget such as '1/4x', '1x' or '4x' (sharing stage; budgets below 1 cut cells of ratio 1/2, as the
+        reference's 1/4x and 1/2x models do); None for any other token."""
+        if not token.endswith("x"):
+            return None
+        try:
+            budget = Fraction(token.removesuffix("x"))
+        except (ValueError, ZeroDivisionError):
+            return None
+        if budget <= 0:
+            return None
+        settings: dict[str, Any] = {"budget": str(budget)}
+        if budget < 1:
+            settings.update(cell_in_ratio=0.5, cell_out_ratio=0.5)
+        return settings
 
     def describe(self, settings: KWConfig | None) -> str:
         """'KW 1x stage'."""
