@@ -6,6 +6,8 @@ at a URI (kwlab.storage); the layout is the same on every filesystem.
 A results store, `results/<sweep name>/`:
 
     spec.yaml            the spec as resolved (profile and --set applied)
+    plan.json            the trials the latest run of the spec plans (`Store.plan`): each one's ids, variant and seed,
+                         and a bayes sweep's suggestions and seeds
     manifest.json        kwlab version, git commit and dirty flag, library versions, hardware, command line
     runner.lock          while a runner works on the store: its host, pid and start time (see `Lock`)
     optuna.db            the sweep as an Optuna study (SQLite), for optuna-dashboard (see kwlab.tracking)
@@ -66,8 +68,8 @@ from kwlab.files import writing
 from kwlab.storage import Storage
 
 # the results store
-SPEC, MANIFEST, LOCK, TRIALS, TRIALS_TABLE, EPOCHS_TABLE = (
-    "spec.yaml", "manifest.json", "runner.lock", "trials", "trials.parquet", "epochs.parquet")
+SPEC, PLAN, MANIFEST, LOCK, TRIALS, TRIALS_TABLE, EPOCHS_TABLE = (
+    "spec.yaml", "plan.json", "manifest.json", "runner.lock", "trials", "trials.parquet", "epochs.parquet")
 # a trial directory
 CONFIG, METRICS, CHECKPOINT, BEST, ATTENTION, SUMMARY, SWEEP, LOG, ERROR, STOPPED = (
     "config.yaml", "metrics.jsonl", "checkpoint.pt", "best.pt", "attention.npz", "summary.json", "sweep.json",
@@ -538,6 +540,18 @@ class Store:
         """spec.yaml as a tree ({} when absent or unreadable)."""
         tree = yaml_value(self.storage.read_text(SPEC) or "")
         return tree if isinstance(tree, dict) else {}
+
+    def write_plan(self, trials: list[dict[str, Any]], suggestions: int = 0, seeds: list[int] = ()) -> None:
+        """plan.json: the trials the latest run plans (IDENTITY of each), and a bayes sweep's suggestions and the
+        seeds each trains."""
+        self.storage.write_text(PLAN, json.dumps({"trials": [{k: t[k] for k in IDENTITY} for t in trials],
+                                                  "suggestions": suggestions, "seeds": list(seeds)}))
+
+    def plan(self) -> dict[str, Any] | None:
+        """plan.json ({"trials": [...], "suggestions": n, "seeds": [...]}), or None for a store written before kwlab
+        kept one (or when it is unreadable)."""
+        plan = _parse_json(self.storage.read_text(PLAN))
+        return plan if plan is not None and isinstance(plan.get("trials"), list) else None
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:
         """manifest.json."""

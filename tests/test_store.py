@@ -18,7 +18,7 @@ from kwlab.best import natural_goal
 from kwlab.errors import KWLabError
 
 ROOT = Path(__file__).parents[1]
-NAMES = {store.SPEC, store.MANIFEST, store.LOCK, store.TRIALS_TABLE, store.EPOCHS_TABLE, store.CONFIG, store.METRICS,
+NAMES = {store.SPEC, store.PLAN, store.MANIFEST, store.LOCK, store.TRIALS_TABLE, store.EPOCHS_TABLE, store.CONFIG, store.METRICS,
          store.CHECKPOINT, store.BEST, store.ATTENTION, store.SUMMARY, store.SWEEP, store.LOG, store.ERROR,
          store.STOPPED}
 

@@ -526,6 +526,9 @@ def run_trials(
     results = store.Store(store_path)
     trackers = Trackers(tracking(spec, store_path), results)  # an unreachable MLflow server is refused here
     pending = prepare(store_path, trials, prices)
+    results.write_plan([{"trial_id": t.trial_id, "variant_id": t.variant_id, "variant": t.variant.name,
+                         "is_baseline": t.variant.is_baseline, "seed": t.seed} for t in trials],
+                       spec.num_samples if search else 0, list(spec.seeds) if search else [])
     tables = results.load_tables()
     fixed = [t.trial_id for t in trials]
     trackers.sync([results.trial(t).record() for t in fixed])  # what earlier runs left (a resume, a kill -9)
