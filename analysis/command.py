@@ -6,10 +6,13 @@ from __future__ import annotations
 import argparse
 import math
 import os
+import tempfile
 from pathlib import Path
 
 from analysis.stats import RESAMPLES, SEED
 from kwlab.errors import KWLabError, WriteError
+from kwlab.storage import Storage
+from kwlab.store import REPORT, Store
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -45,16 +48,31 @@ def main(args: argparse.Namespace) -> int:
         raise KWLabError(f"--resamples: expected at least 100, got {args.resamples}")
     if args.effect is not None and not (math.isfinite(args.effect) and args.effect != 0):
         raise KWLabError(f"--effect: expected a nonzero difference, got {args.effect}")
-    for store in args.results:
-        if not Path(store).is_dir():
-            raise KWLabError(f"{store}: no such results folder; run `kwlab sweep SPEC` first")
+    stores = [Store(where) for where in args.results]
+    for where, results in zip(args.results, stores, strict=True):
+        if not results.exists():
+            raise KWLabError(f"{where}: no such results store; run `kwlab sweep SPEC` first")
+    remote = [results for results in stores if not results.local]
+    if remote and args.out is None and len(stores) > 1:
+        raise KWLabError(f"{remote[0]}: a store at a URI among several: give the report's folder with --out DIR")
     try:
-        report = write_report(args.results, args.out, metric=args.metric, baseline=args.baseline,
-                              interval=args.interval, effect=args.effect, resamples=args.resamples, seed=args.seed,
-                              heatmap_trials=tuple(args.trial), echo=print)
+        with tempfile.TemporaryDirectory() as staging:  # a store at a URI gets its report/ when it is written
+            out = Path(staging) if remote and args.out is None else args.out
+            report = write_report(args.results, out, metric=args.metric, baseline=args.baseline,
+                                  interval=args.interval, effect=args.effect, resamples=args.resamples,
+                                  seed=args.seed, heatmap_trials=tuple(args.trial), echo=print)
+            if out is not args.out:
+                shown = upload_report(report.parent, remote[0].storage.child(REPORT))
     except (OSError, WriteError) as error:  # a read-only store, a full disk
         cause = os.strerror(error.errno) if isinstance(error, OSError) and error.errno else str(error)
         where = f"{error.filename}: " if isinstance(error, OSError) and error.filename else ""
         raise KWLabError(f"{where}cannot write the report ({cause}); write it elsewhere with --out DIR") from None
-    print(f"report written: {report}")
+    print(f"report written: {shown if remote and args.out is None else report}")
     return 0
+
+
+def upload_report(folder: Path, target: Storage) -> str:
+    """Copy a report written locally into a store at a URI (`target`: its report/ folder); its report.md's URI."""
+    for path in sorted(p for p in folder.rglob("*") if p.is_file()):
+        target.upload(path, path.relative_to(folder).as_posix())
+    return target.child("report.md").uri

@@ -25,6 +25,7 @@ from scipy import optimize
 from scipy import stats as scipy_stats
 
 from kwlab.errors import KWLabError
+from kwlab.store import Store
 
 ALPHA = 0.05  # two-sided, the level of the paired test and of the 95% interval
 POWER = 0.8
@@ -174,8 +175,8 @@ def main(args: argparse.Namespace) -> int:
                          f"{args.power}")
     if args.effect is not None and not (np.isfinite(args.effect) and args.effect != 0):
         raise KWLabError(f"--effect: expected a nonzero difference, got {args.effect}")
-    if not Path(args.results).is_dir():
-        raise KWLabError(f"{args.results}: no such results folder; run `kwlab sweep SPEC` first")
+    if not Store(args.results).exists():
+        raise KWLabError(f"{args.results}: no such results store; run `kwlab sweep SPEC` first")
     sweep = load_sweep(args.results, args.metric)
     summary = summarize(sweep.trials, sweep.metric, args.baseline, confidence=1 - args.alpha)
     table = with_power(summary, effect=args.effect, alpha=args.alpha, power=args.power, minimum=MIN_SEEDS)

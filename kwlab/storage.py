@@ -9,6 +9,7 @@ Writes are whole-file and atomic: on a local disk through a flushed temporary fi
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import re
 from dataclasses import dataclass
@@ -23,6 +24,12 @@ from kwlab.files import DISK_FULL, atomic_path, writing
 URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 # NOTE: pyarrow's S3 client probes the EC2 metadata service for credentials first, which takes seconds off EC2
 os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
+
+
+def cache_root() -> Path:
+    """kwlab's folder under the user's cache ($XDG_CACHE_HOME, else ~/.cache): working copies of the trials and
+    files of stores at a URI, never the working folder."""
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "kwlab"
 
 
 def is_uri(where: str | Path) -> bool:
@@ -65,22 +72,29 @@ class Storage:
         return cls(fs, root.rstrip("/"), text)
 
     @property
+    def cache(self) -> Path:
+        """This location's own folder under the user's cache (for what must live on a local disk, e.g. SQLite)."""
+        return cache_root() / "stores" / hashlib.sha1(self.uri.encode()).hexdigest()[:16]
+
+    @property
     def local(self) -> Path | None:
         """The local folder, or None on another filesystem."""
         return Path(self.root) if isinstance(self.fs, pafs.LocalFileSystem) else None
 
     def __str__(self) -> str:
-        return str(self.local) if self.local is not None else self.uri
+        return self.uri
 
     def path(self, *parts: str) -> str:
         """The filesystem path of `parts` under the root."""
         return str(PurePosixPath(self.root, *parts))
 
     def child(self, *parts: str) -> Storage:
-        """The sub-folder `parts`; its `uri` names it for messages."""
+        """The sub-folder `parts`, with a `uri` that opens it again (a URI keeps its query options)."""
         name = "/".join(parts)
-        uri = str(Path(self.uri) / name) if self.local is not None else f"{self.uri.split('?')[0]}/{name}"
-        return Storage(self.fs, self.path(*parts), uri)
+        if self.local is not None:
+            return Storage(self.fs, self.path(*parts), str(Path(self.uri) / name))
+        base, mark, query = self.uri.partition("?")
+        return Storage(self.fs, self.path(*parts), f"{base.rstrip('/')}/{name}{mark}{query}")
 
     def read_bytes(self, name: str) -> bytes | None:
         """A file's bytes, or None when it is absent or cannot be read."""
@@ -163,6 +177,11 @@ class Storage:
         """Remove the file `name` (nothing when absent)."""
         with contextlib.suppress(FileNotFoundError, pa.ArrowException):
             self.fs.delete_file(self.path(name))
+
+    def delete_tree(self, name: str) -> None:
+        """Remove the folder `name` and everything under it (nothing when absent)."""
+        with contextlib.suppress(FileNotFoundError, OSError, pa.ArrowException):
+            self.fs.delete_dir(self.path(name))
 
     def make_dir(self, name: str = "") -> None:
         """Create the folder `name` and its parents (on an object store folders need no creating)."""

@@ -17,6 +17,7 @@ A results store, `results/<sweep name>/`:
                          chose it, best/final of every metric, test metrics, and `updated` (when its folder last
                          changed)
     epochs.parquet       one row per trial and epoch: ids, variant, seed and the epoch's metrics
+    report/              what `kwlab report` writes by default
 
 A trial directory:
 
@@ -74,6 +75,7 @@ SPEC, PLAN, MANIFEST, LOCK, TRIALS, TRIALS_TABLE, EPOCHS_TABLE = (
 CONFIG, METRICS, CHECKPOINT, BEST, ATTENTION, SUMMARY, SWEEP, LOG, ERROR, STOPPED = (
     "config.yaml", "metrics.jsonl", "checkpoint.pt", "best.pt", "attention.npz", "summary.json", "sweep.json",
     "log.txt", "error.json", "stopped.json")
+REPORT = "report"  # where `kwlab report` writes a store's report by default
 # what kwlab.tracking writes for the tools that watch a sweep
 OPTUNA_DB, TENSORBOARD, MLFLOW_RUN = "optuna.db", "tensorboard", "mlflow.json"
 
@@ -355,14 +357,24 @@ class TrialRecord:
         return [{**ids, **epoch} for epoch in self.epochs]
 
 
-class Lock:
-    """`runner.lock` in a results folder: one runner at a time per store, also across the nodes of a cluster that
-    share the folder. The file names its holder (host, pid, start time); a lock whose process is gone from this host
-    is stale and taken over with a message."""
+HEARTBEAT_S = 30.0  # a runner refreshes its lock this often
+STALE_S = 150.0  # a lock of another host not refreshed for this long names a runner that is gone
 
-    def __init__(self, path: Path, command: str = "") -> None:
-        self.path, self.command = path, command
+
+class Lock:
+    """`runner.lock` of a results store: one runner at a time per store, also across the nodes of a cluster. The file
+    names its holder (host, pid, start time) and the holder refreshes its `beat` every HEARTBEAT_S (`beat`). A
+    holder is gone when its process is gone from this host or, on another host, when its beat is older than STALE_S
+    (a runner killed on another node); a lock whose holder is gone is taken over with a message.
+
+    On a local disk the file is created exclusively (O_EXCL). NOTE: an object store has no exclusive create, so two
+    runners that start on one store within the same moment could both take it; kwlab reads the lock back after
+    writing it and gives way when another runner's holder is there."""
+
+    def __init__(self, storage: Storage, name: str = LOCK, command: str = "") -> None:
+        self.storage, self.name, self.command = storage, name, command
         self.taken_over: dict[str, Any] | None = None  # the stale holder replaced, if any
+        self.mine: dict[str, Any] | None = None  # what this process wrote, while it holds the lock
 
     @staticmethod
     def _start_ticks(pid: int) -> int | None:
@@ -373,61 +385,65 @@ class Lock:
             return None
 
     def holder(self) -> dict[str, Any] | None:
-        """The lock file's content, or None when nobody holds it."""
-        try:
-            return _parse_json(self.path.read_text(encoding="utf-8"))
-        except (OSError, UnicodeDecodeError):
-            return None
+        """The lock file's content, or None when nobody holds it (or it is unreadable)."""
+        return _parse_json(self.storage.read_text(self.name))
 
     def live_holder(self) -> dict[str, Any] | None:
-        """The holder while its process runs (another host's counts as running), else None."""
+        """The holder while its process runs, else None."""
         holder = self.holder()
-        return holder if holder is not None and self._alive(holder) else None
-
-    def _alive(self, holder: dict[str, Any]) -> bool:
-        if holder.get("host") != socket.gethostname():
-            return True  # another node's process: kwlab cannot tell, so the lock holds
-        pid = holder.get("pid")
-        try:
-            os.kill(int(pid), 0)
-        except (OSError, TypeError, ValueError):
-            return False
-        ticks = holder.get("start_ticks")
-        return ticks is None or self._start_ticks(int(pid)) in (None, ticks)
+        return holder if holder is not None and alive(holder) else None
 
     def acquire(self) -> None:
-        """Take the lock, or raise KWLabError naming the holder; a stale lock of this host is taken over."""
+        """Take the lock, or raise KWLabError naming the holder; a lock whose holder is gone is taken over."""
         me = {"host": socket.gethostname(), "pid": os.getpid(), "start_ticks": self._start_ticks(os.getpid()),
-              "started": time.strftime("%Y-%m-%d %H:%M:%S"), "command": self.command}
-        with writing(self.path):  # a read-only, missing or full location: one line naming it
-            self._take(me)
-
-    def _take(self, me: dict[str, Any]) -> None:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
+              "started": time.strftime("%Y-%m-%d %H:%M:%S"), "beat": time.time(), "command": self.command}
         for _ in range(3):
+            if self._create(me):
+                self.mine = me
+                return
+            holder = self.holder()
+            if holder is None:  # being written, or torn: give its writer a moment
+                time.sleep(0.2)
+                holder = self.holder() or {}
+            if holder and alive(holder):  # a lock still unreadable was torn by a crash: taken over
+                raise KWLabError(f"{self.storage}: another kwlab runner is working on this results store (pid "
+                                 f"{holder.get('pid')} on {holder.get('host')}, since {holder.get('started')}); wait "
+                                 "for it, or stop it first")
+            self.taken_over = holder
+            self.storage.delete(self.name)
+        raise KWLabError(f"{self.storage}/{self.name}: cannot take the runner lock; remove the file if no runner is "
+                         "working")
+
+    def _create(self, me: dict[str, Any]) -> bool:
+        """Write the lock if nobody holds it; False when a file is there."""
+        text = json.dumps(me)
+        if self.storage.local is None:
+            if self.storage.read_bytes(self.name) is not None:
+                return False
+            self.storage.write_text(self.name, text)
+            return (self.holder() or {}).get("pid") == me["pid"] and self.holder().get("host") == me["host"]
+        path = self.storage.local / self.name
+        with writing(path):  # a read-only, missing or full location: one line naming it
+            path.parent.mkdir(parents=True, exist_ok=True)
             try:
-                fd = os.open(self.path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+                fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
             except FileExistsError:
-                holder = self.holder()
-                if holder is None:  # being written, or torn: give its writer a moment
-                    time.sleep(0.2)
-                    holder = self.holder() or {}
-                if holder and self._alive(holder):  # a lock still unreadable was torn by a crash: taken over
-                    raise KWLabError(f"{self.path.parent}: another kwlab runner is working on this results folder "
-                                     f"(pid {holder.get('pid')} on {holder.get('host')}, since "
-                                     f"{holder.get('started')}); wait for it, or stop it first") from None
-                self.taken_over = holder
-                self.path.unlink(missing_ok=True)
-                continue
+                return False
             with os.fdopen(fd, "w") as file:
-                file.write(json.dumps(me))
-            return
-        raise KWLabError(f"{self.path}: cannot take the runner lock; remove the file if no runner is working")
+                file.write(text)
+        return True
+
+    def beat(self) -> None:
+        """Refresh the lock's beat (while this process holds it)."""
+        if self.mine is not None and _same(self.holder(), self.mine):
+            self.mine = {**self.mine, "beat": time.time()}
+            self.storage.write_text(self.name, json.dumps(self.mine))
 
     def release(self) -> None:
         """Give the lock back (only if this process holds it)."""
-        if (self.holder() or {}).get("pid") == os.getpid():
-            self.path.unlink(missing_ok=True)
+        if _same(self.holder(), {"host": socket.gethostname(), "pid": os.getpid()}):
+            self.storage.delete(self.name)
+        self.mine = None
 
     def __enter__(self) -> Lock:
         self.acquire()
@@ -435,6 +451,25 @@ class Lock:
 
     def __exit__(self, *exc: object) -> None:
         self.release()
+
+
+def _same(holder: dict[str, Any] | None, other: dict[str, Any]) -> bool:
+    return holder is not None and holder.get("host") == other.get("host") and holder.get("pid") == other.get("pid")
+
+
+def alive(holder: dict[str, Any]) -> bool:
+    """Whether a lock's holder still runs: its process on this host (the same start time, not a reused pid), or on
+    another host a beat younger than STALE_S (a holder of an older kwlab, without a beat, counts as running)."""
+    if holder.get("host") != socket.gethostname():
+        beat = holder.get("beat")
+        return not isinstance(beat, int | float) or time.time() - beat < STALE_S
+    pid = holder.get("pid")
+    try:
+        os.kill(int(pid), 0)
+    except (OSError, TypeError, ValueError):
+        return False
+    ticks = holder.get("start_ticks")
+    return ticks is None or Lock._start_ticks(int(pid)) in (None, ticks)
 
 
 @dataclass
@@ -530,7 +565,7 @@ class Store:
 
     def lock(self, command: str = "") -> Lock:
         """The runner lock (a context manager)."""
-        return Lock(self.path / LOCK, command)
+        return Lock(self.storage, LOCK, command)
 
     def write_spec(self, spec: dict[str, Any]) -> None:
         """spec.yaml."""

@@ -22,6 +22,7 @@ import yaml
 
 import kwlab.results
 from kwlab import store
+from kwlab.storage import Storage
 from kwlab.cli import main
 from kwlab.sweep import command, runner
 from kwlab.sweep.expand import expand, size_line, variant_count
@@ -210,7 +211,7 @@ def test_sigterm_takes_the_ctrl_c_path_and_a_second_local_sweep_is_told(tmp_path
     assert "SIGTERM received" not in out + err and "Traceback" not in out + err
     assert not (folder / store.LOCK).exists()
     # the rerun, while this test's process stands for another kwlab sweep running a local Ray instance
-    with store.Lock(runner.LOCAL_SWEEPS / f"{os.getpid()}.json", "results/other"):
+    with store.Lock(Storage.of(runner.LOCAL_SWEEPS), f"{os.getpid()}.json", "results/other"):
         resumed = kwlab_cli("sweep", str(spec), "--results", str(tmp_path))
     assert resumed.returncode == 0, resumed.stderr
     assert f"another kwlab sweep runs on this machine (pid {os.getpid()}, results/other); each local Ray instance " \

@@ -19,6 +19,7 @@ import pandas as pd
 
 from kwlab import store
 from kwlab.errors import KWLabError, WriteError
+from kwlab.storage import Storage
 from kwlab.sweep.expand import (Trial, apply_constraints, base_config, check_size, compact_seeds, costliest_first,
                                 count_line, expand, price, seeds_by_variant, size_line, variant_count)
 from kwlab.sweep.spec import Resolved, SweepSpec, resolve_spec
@@ -107,17 +108,18 @@ def check_trial_configs(spec: SweepSpec, configs: list[TrainConfig], source: str
                              "is 0, so Ray would give them no GPU; set resources.gpu (e.g. 1, or 0.5 to share one)")
 
 
-def print_plan(plan: Plan, max_concurrent: int | None, folder: Path) -> None:
+def print_plan(plan: Plan, max_concurrent: int | None, results: store.Store) -> None:
     """The dry-run table: variants with parameters, MACs and estimated trial time, then the trial total and the
-    estimated wall time on this machine of what is left to run (trials already done in `folder` are skipped)."""
+    estimated wall time on this machine of what is left to run (trials already done in the store are skipped)."""
     from rich.console import Console
     from rich.table import Table
 
     from kwlab.sweep.estimate import estimate
 
     spec, priced = plan.spec, plan.priced
-    results = store.Store(folder)
-    to_run = [t for t in plan.trials if not results.trial(t.trial_id).is_done()]
+    done = {row["trial_id"] for row in results.load_tables().trials.values() if row["status"] in store.DONE} \
+        if results.exists() else set()
+    to_run = [t for t in plan.trials if t.trial_id not in done]
     extra = [plan.probe] * (spec.num_samples * len(spec.seeds)) if plan.probe is not None else []
     timed = estimate(spec, plan.trials, max_concurrent, extra, to_run)
     table = Table(title=f"{spec.name}: {spec.method} sweep", title_justify="left")
@@ -134,7 +136,7 @@ def print_plan(plan: Plan, max_concurrent: int | None, folder: Path) -> None:
     console = Console()
     console.print(table)
     console.print(count_line(plan.trials) +
-                  (f"; {len(to_run)} to run ({len(plan.trials) - len(to_run)} done earlier in {folder})"
+                  (f"; {len(to_run)} to run ({len(plan.trials) - len(to_run)} done earlier in {results})"
                    if len(to_run) < len(plan.trials) else ""))
     if spec.method == "bayes":
         console.print(f"then {spec.num_samples} Optuna TPE suggestions (seed {spec.sampler_seed}) over "
@@ -156,11 +158,12 @@ def duration(seconds: float) -> str:
     return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60):02d} min"
 
 
-def store_folder(args: argparse.Namespace, plan: Plan) -> Path:
-    """results/<name>/ for the default profile, results/<name>-<profile>/ for any other."""
+def store_folder(args: argparse.Namespace, plan: Plan) -> store.Store:
+    """The results store: <results>/<name> for the default profile, <results>/<name>-<profile> for any other, where
+    <results> is --results or the spec's results_dir, a folder or a URI."""
     spec, profile = plan.spec, plan.resolved.profile
     name = spec.name if profile in (None, "default") else f"{spec.name}-{profile}"
-    return Path(args.results or spec.results_dir) / name
+    return store.Store(Storage.of(args.results or spec.results_dir).child(name))
 
 
 def manifest(args: argparse.Namespace, profile: str | None) -> dict[str, Any]:
@@ -182,9 +185,9 @@ def main(args: argparse.Namespace) -> int:
     if args.max_concurrent is not None and args.max_concurrent < 1:
         raise KWLabError(f"--max-concurrent: expected an integer >= 1, got {args.max_concurrent}")
     plan = plan_sweep(args.spec, args.profile, args.set, args.max_variants)
-    folder = store_folder(args, plan)
+    results = store_folder(args, plan)
     if args.dry_run:
-        print_plan(plan, args.max_concurrent, folder)
+        print_plan(plan, args.max_concurrent, results)
         return 0
     spec = plan.spec
     if args.mlflow:
@@ -193,7 +196,6 @@ def main(args: argparse.Namespace) -> int:
         mlflow = spec.tracking.mlflow or MLflowTracking(uri=args.mlflow)
         spec = spec.model_copy(update={"tracking": spec.tracking.model_copy(
             update={"mlflow": mlflow.model_copy(update={"uri": args.mlflow})})})
-    results = store.Store(folder)
     lock = results.lock(shlex.join(["kwlab", *sys.argv[1:]]))
     try:
         lock.acquire()
@@ -212,7 +214,7 @@ def main(args: argparse.Namespace) -> int:
         search = {"base": plan.base, "source": args.spec} if spec.method == "bayes" else None
         prices = {row["variant_id"]: {k: v for k, v in row.items() if k.startswith(("params_", "macs_"))}
                   for row in plan.priced.to_dict("records")}
-        outcome = run_trials(spec, folder, costliest_first(plan.trials, plan.priced), address=args.address,
+        outcome = run_trials(spec, results, costliest_first(plan.trials, plan.priced), address=args.address,
                              max_concurrent=args.max_concurrent, prices=prices, search=search,
                              imports=plan.resolved.imports)
     except WriteError as error:  # before launch: the store cannot be written (full, read-only)
@@ -220,16 +222,16 @@ def main(args: argparse.Namespace) -> int:
         return 1
     finally:
         lock.release()
-    return report_outcome(spec, folder, outcome)
+    return report_outcome(spec, results, outcome)
 
 
-def report_outcome(spec: SweepSpec, folder: Path, outcome: Any) -> int:
+def report_outcome(spec: SweepSpec, results: store.Store, outcome: Any) -> int:
     """Print what the store now holds, and the exit code."""
     n = counts(outcome.trials)
     total = len(outcome.trials)
     stopped = f", {n['stopped']} stopped early" if n["stopped"] else ""
     line = (f"{spec.name}: {n['finished']} of {total} trials finished{stopped}, {n['failed']} failed, "
-            f"{n['running'] + n['pending']} not finished; results in {folder}")
+            f"{n['running'] + n['pending']} not finished; results in {results}")
     command = shlex.join(["kwlab", *sys.argv[1:]])
     if outcome.interrupted:
         what = "terminated (SIGTERM)" if outcome.interrupted == signal.SIGTERM else "interrupted"
@@ -241,7 +243,7 @@ def report_outcome(spec: SweepSpec, folder: Path, outcome: Any) -> int:
         return 1
     if n["failed"]:
         failed = outcome.trials.loc[outcome.trials["status"] == "failed", "trial_id"]
-        print(f"{line}\nfailed: {', '.join(failed)} (errors in {folder}/{store.TRIALS}/<id>/{store.ERROR} and "
+        print(f"{line}\nfailed: {', '.join(failed)} (errors in {results}/{store.TRIALS}/<id>/{store.ERROR} and "
               f"{store.LOG})", file=sys.stderr)
         return 1
     if n["running"] + n["pending"]:

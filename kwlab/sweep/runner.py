@@ -21,6 +21,7 @@ import math
 import os
 import shutil
 import signal
+import sqlite3
 import sys
 import tempfile
 import time
@@ -39,6 +40,8 @@ from kwlab import plugins, store
 from kwlab.best import best_value, better
 from kwlab.errors import KWLabError, WriteError
 from kwlab.files import DISK_FULL
+from kwlab.storage import Storage
+from kwlab.train.staging import Staged
 from kwlab.sweep.expand import Trial, Variant, label, price_config, resolve
 from kwlab.sweep.space import optuna_distributions
 from kwlab.sweep.spec import SweepSpec
@@ -87,6 +90,7 @@ class Job:
     metric: str
     goal: str
     threads: int
+    keep: tuple[str, ...] = ("best",)  # the checkpoints a finished trial keeps (the spec's `keep`)
     workers: int = 1
     cpu: float = 1.0
     gpu: float = 0.0
@@ -101,14 +105,15 @@ class Job:
         variant = Variant(label(point), point)
         trials = [Trial(variant, seed, resolve(self.search.base, variant, seed, self.search.source))
                   for seed in self.search.seeds]
-        prepare(Path(self.search.store), trials, {trials[0].variant_id: price_config(trials[0].cfg)})
-        return [describe_trial(trial, Path(self.search.store)) for trial in trials]
+        results = store.Store(self.search.store)
+        prepare(results, trials, {trials[0].variant_id: price_config(trials[0].cfg)})
+        return [describe_trial(trial, results) for trial in trials]
 
 
-def describe_trial(trial: Trial, store_path: Path) -> SeedRun:
-    """One seed of a Tune trial, trained into its folder of the store at `store_path`."""
-    return SeedRun(trial.trial_id, str(store.Store(store_path).trial(trial.trial_id).path.resolve()), trial.cfg,
-                   trial.seed)
+def describe_trial(trial: Trial, results: store.Store) -> SeedRun:
+    """One seed of a Tune trial, trained into its folder of `results` (an absolute path, or its URI)."""
+    folder = results.trial(trial.trial_id).storage
+    return SeedRun(trial.trial_id, str(folder.local.resolve()) if folder.local else folder.uri, trial.cfg, trial.seed)
 
 
 def suggested_point(config: dict[str, Any]) -> dict[str, Any]:
@@ -172,16 +177,23 @@ def _train_seeds(seeds: list[SeedRun], job: Job, report: Any, dist: Any = None) 
     best: dict[int, float] = {}
     runs: dict[int, Iterator[dict[str, Any]]] = {}
     for seed in seeds:
-        trial = store.TrialDir(seed.dir)
-        record = trial.record()
+        home = store.TrialDir(seed.dir)  # the store's folder of the trial
+        record = home.record()
         if record.epochs or record.done:  # resuming: the metric so far counts for ASHA's rungs
             best[seed.seed] = best_value(record.epochs, metric, goal)
         if record.done:
             continue
         if dist.main:
-            trial.clear_outcome()
-        epochs = run(seed.config, trial.path, dist=dist)
-        runs[seed.seed] = _logged(trial, epochs) if dist.main else epochs
+            home.clear_outcome()
+        staged = Staged.of(seed.dir) if home.storage.local is None else None  # a store at a URI: a local copy
+        if staged is not None:
+            staged.pull()
+        trial = staged.local if staged is not None else home
+        epochs = run(seed.config, trial.path, dist=dist, keep=job.keep)
+        if dist.main:
+            epochs = _logged(trial, epochs)
+            epochs = staged.synced(epochs) if staged is not None else epochs
+        runs[seed.seed] = epochs
     epoch = 0
     while runs:
         for seed, epochs in list(runs.items()):
@@ -250,7 +262,7 @@ class EventPrinter:
             return list(job.seeds)
         variant = Variant(label(suggested_point(trial.config)), suggested_point(trial.config))
         return [describe_trial(Trial(variant, s, resolve(job.search.base, variant, s, job.search.source)),
-                               self.store.path) for s in job.search.seeds]
+                               self.store) for s in job.search.seeds]
 
     def records(self, trial: Any) -> list[store.TrialRecord]:
         """The records of the trials a Tune trial trains, read now."""
@@ -290,8 +302,10 @@ class EventPrinter:
             self.flush()
 
     def flush(self) -> None:
-        """Write the tables now."""
+        """Write the tables now (and, for a store at a URI, its copy of optuna.db)."""
         self.store.write_tables(self.tables)
+        if self.trackers is not None:
+            publish_optuna(self.store, self.trackers.optuna_db)
         self.flushed = time.monotonic()
 
 
@@ -423,12 +437,11 @@ def _errors(records: list[store.TrialRecord]) -> str:
     return "; ".join(dict.fromkeys(errors)) or f"see the trials' {store.LOG}"
 
 
-def prepare(store_path: Path, trials: list[Trial], prices: dict[str, dict[str, Any]]) -> list[Trial]:
+def prepare(results: store.Store, trials: list[Trial], prices: dict[str, dict[str, Any]]) -> list[Trial]:
     """Give every trial its directory and sweep.json (ids, variant, seed, swept values, its variant's price, the
     metric that picks its best epoch, its epochs and method; written where it changed); return the trials not yet
     done."""
     pending = []
-    results = store.Store(store_path)
     for trial in trials:
         trial_dir = results.trial(trial.trial_id)
         meta = {"trial_id": trial.trial_id, "variant_id": trial.variant_id, "variant": trial.variant.name,
@@ -453,12 +466,12 @@ class Outcome:
     write_failure: str | None = None
 
 
-def _register_local_sweep(store_path: Path) -> store.Lock:
+def _register_local_sweep(results: store.Store) -> store.Lock:
     """Register this runner's local Ray instance in LOCAL_SWEEPS, saying in one line when another kwlab sweep runs
     one on this machine: each instance takes every CPU, so the two sweeps' trials compete for the cores."""
     others = []
     for path in sorted(LOCAL_SWEEPS.glob("*.json")):
-        holder = store.Lock(path).live_holder()
+        holder = store.Lock(Storage.of(LOCAL_SWEEPS), path.name).live_holder()
         if holder is None:
             path.unlink(missing_ok=True)  # a runner that is gone
         elif holder.get("pid") != os.getpid():
@@ -468,7 +481,7 @@ def _register_local_sweep(store_path: Path) -> store.Lock:
               f"{other.get('command')}); each local Ray instance takes all {os.cpu_count()} CPUs, so their trials "
               "will compete for the cores (cap each with --max-concurrent, or run one after the other)",
               file=sys.stderr, flush=True)
-    mine = store.Lock(LOCAL_SWEEPS / f"{os.getpid()}.json", str(store_path))
+    mine = store.Lock(Storage.of(LOCAL_SWEEPS), f"{os.getpid()}.json", str(results))
     with contextlib.suppress(WriteError):  # a folder of another user's: this sweep runs unregistered
         mine.acquire()
     return mine
@@ -508,24 +521,59 @@ def check_capacity(spec: SweepSpec) -> None:
         raise KWLabError("resources: each trial asks for " + "; it also asks for ".join(short))
 
 
-def tracking(spec: SweepSpec, store_path: Path) -> Tracking:
-    """What the trackers know of a sweep, as plain values."""
+def tracking(spec: SweepSpec, results: store.Store) -> Tracking:
+    """What the trackers know of a sweep, as plain values (optuna.db: see `optuna_db`)."""
     mlflow = spec.tracking.mlflow
     return Tracking(spec.name, spec.metric.name, spec.metric.goal, optuna_distributions(spec.parameters),
-                    [case.name for case in spec.cases], store_path / store.OPTUNA_DB,
+                    [case.name for case in spec.cases], optuna_db(results),
                     mlflow.uri if mlflow else None, mlflow.experiment if mlflow else None)
 
 
+def optuna_db(results: store.Store) -> Path:
+    """Where the runner keeps the sweep's optuna.db: in the store, or, for a store at a URI (SQLite cannot live in an
+    object store), in the store's folder under the user's cache, brought from the store's copy when it has one."""
+    if results.local:
+        return results.path / store.OPTUNA_DB
+    db = results.storage.cache / store.OPTUNA_DB
+    db.parent.mkdir(parents=True, exist_ok=True)
+    if not db.exists():
+        results.storage.download(store.OPTUNA_DB, db)
+    return db
+
+
+def train_storage(results: store.Store) -> str:
+    """Where Ray Train keeps a data-parallel trial's bookkeeping, which every node must reach: in the store's folder
+    (`ray/train`), at its URI for a store at a URI."""
+    if results.local:
+        return str(ray_folder(results) / "train")
+    return results.storage.child("ray", "train").uri
+
+
+def publish_optuna(results: store.Store, db: Path) -> None:
+    """Copy the cache's optuna.db into a store at a URI (its write-ahead log folded in first); a local store's is
+    the store's own."""
+    if results.local or not db.exists():
+        return
+    with contextlib.closing(sqlite3.connect(db)) as connection:
+        connection.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+    results.storage.upload(db, store.OPTUNA_DB)
+
+
+def ray_folder(results: store.Store) -> Path:
+    """Where Ray Tune keeps its own bookkeeping of the run (kwlab's records are the store): in the store, or under
+    the user's cache for a store at a URI."""
+    return (results.path if results.local else results.storage.cache).resolve() / "ray"
+
+
 def run_trials(
-    spec: SweepSpec, store_path: Path, trials: list[Trial], *, address: str | None, max_concurrent: int | None,
+    spec: SweepSpec, results: store.Store, trials: list[Trial], *, address: str | None, max_concurrent: int | None,
     prices: dict[str, dict[str, Any]], search: dict[str, Any] | None = None, imports: list[str] = (),
 ) -> Outcome:
     """Run the pending trials (then, for `bayes`, the Optuna search) through Ray Tune."""
     import ray
 
-    results = store.Store(store_path)
-    trackers = Trackers(tracking(spec, store_path), results)  # an unreachable MLflow server is refused here
-    pending = prepare(store_path, trials, prices)
+    trackers = Trackers(tracking(spec, results), results)  # an unreachable MLflow server is refused here
+    pending = prepare(results, trials, prices)
     results.write_plan([{"trial_id": t.trial_id, "variant_id": t.variant_id, "variant": t.variant.name,
                          "is_baseline": t.variant.is_baseline, "seed": t.seed} for t in trials],
                        spec.num_samples if search else 0, list(spec.seeds) if search else [])
@@ -539,7 +587,7 @@ def run_trials(
                                                                     f"x {len(spec.seeds)} seeds" if search else ""))
     if not pending and not searches:
         return Outcome(results.write_tables(tables)[0], False)
-    local = _register_local_sweep(store_path) if address is None else None
+    local = _register_local_sweep(results) if address is None else None
     sigterm = signal.getsignal(signal.SIGTERM)
     try:
         ray.init(address=address or "local", include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
@@ -568,28 +616,32 @@ def run_trials(
             trackers.say = printer.say
             callback = TrialEvents(printer)
             resources = spec.resources
-            job = Job(tuple(imports), spec.metric.name, spec.metric.goal, max(1, int(resources.cpu)),
-                      resources.workers, resources.cpu, resources.gpu, str((store_path / "ray" / "train").resolve()))
+            job = Job(tuple(imports), spec.metric.name, spec.metric.goal, max(1, int(resources.cpu)), tuple(spec.keep),
+                      resources.workers, resources.cpu, resources.gpu, train_storage(results))
             if groups:
-                space = [dataclasses.replace(job, seeds=tuple(describe_trial(t, store_path) for t in group))
+                space = [dataclasses.replace(job, seeds=tuple(describe_trial(t, results) for t in group))
                          for group in groups]
-                _fit(spec, store_path, {"job": _grid(space)}, callback, max_concurrent, _asha(spec))
+                _fit(spec, results, {"job": _grid(space)}, callback, max_concurrent, _asha(spec))
             if searches:
                 from ray.tune.search.optuna import OptunaSearch
 
                 searcher = OptunaSearch(optuna_distributions(spec.parameters), metric=SCORE,
                                         mode=spec.metric.goal[:3], seed=spec.sampler_seed,
                                         storage=trackers.optuna.storage, study_name=spec.name)
-                context = Search(search["base"], search["source"], str(store_path.resolve()), list(spec.seeds))
-                _fit(spec, store_path, {"job": dataclasses.replace(job, search=context)}, callback, max_concurrent,
+                where = str(results.path.resolve()) if results.local else results.storage.uri
+                context = Search(search["base"], search["source"], where, list(spec.seeds))
+                _fit(spec, results, {"job": dataclasses.replace(job, search=context)}, callback, max_concurrent,
                      _asha(spec), search_alg=searcher, num_samples=searches)
     except KeyboardInterrupt:
         interrupted = signal.SIGTERM if terminated else signal.SIGINT
     finally:
         with contextlib.suppress(KeyboardInterrupt):
             ray.shutdown()
-            shutil.rmtree(store_path / "ray", ignore_errors=True)  # Ray's bookkeeping; kwlab's records are the store
+            shutil.rmtree(ray_folder(results), ignore_errors=True)  # Ray's bookkeeping; kwlab's records are the store
+            if not results.local:
+                results.storage.delete_tree("ray")
             trackers.sync([results.trial(t).record() for t in fixed])
+            publish_optuna(results, trackers.optuna_db)
         signal.signal(signal.SIGTERM, sigterm if sigterm is not None else signal.SIG_DFL)
         if local is not None:
             local.release()
@@ -630,7 +682,7 @@ def _asha(spec: SweepSpec) -> Any:
     )
 
 
-def _fit(spec: SweepSpec, store_path: Path, space: dict[str, Any], callback: Any, max_concurrent: int | None,
+def _fit(spec: SweepSpec, results: store.Store, space: dict[str, Any], callback: Any, max_concurrent: int | None,
          scheduler: Any, **tune_options: Any) -> None:
     from ray import tune
 
@@ -652,7 +704,7 @@ def _fit(spec: SweepSpec, store_path: Path, space: dict[str, Any], callback: Any
                                     max_concurrent_trials=max_concurrent or spec.max_concurrent_trials,
                                     reuse_actors=spec.resources.workers == 1, **tune_options),
         run_config=tune.RunConfig(
-            name=spec.name, storage_path=str((store_path / "ray").resolve()),
+            name=spec.name, storage_path=str(ray_folder(results)),
             failure_config=tune.FailureConfig(max_failures=spec.failure.max_retries), verbose=0,
             callbacks=[callback], stop=StopOnWriteFailure(callback.printer),
         ),

@@ -161,7 +161,10 @@ class SweepSpec(Strict):
     profiles: dict[FolderName, dict[str, Any]] = Field(default_factory=dict)
     imports: list[str] = Field(default_factory=list)  # user modules (names or .py paths relative to the spec)
     tracking: Tracking = Field(default_factory=Tracking)
-    results_dir: str = "results"
+    results_dir: str = "results"  # where stores go: a folder, or a URI such as s3://bucket/prefix
+    # the checkpoints a finished trial keeps: "best" (best.pt, the best epoch's weights), "last" (checkpoint.pt, the
+    # resume state, which a finished trial never reads again)
+    keep: list[Literal["best", "last"]] = Field(default_factory=lambda: ["best"])
 
     @model_validator(mode="after")
     def _structure(self) -> SweepSpec:

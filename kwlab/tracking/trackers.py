@@ -35,7 +35,7 @@ class Trackers:
     """The Optuna mirror and, with an MLflow server, the MLflow tracker of one sweep run."""
 
     def __init__(self, tracking: Tracking, results: store.Store) -> None:
-        self.results = results
+        self.results, self.optuna_db = results, tracking.optuna_db
         self.optuna = OptunaMirror(tracking.optuna_db, tracking.name, tracking.metric, tracking.goal, tracking.space,
                                    tracking.cases)
         self.mlflow = None

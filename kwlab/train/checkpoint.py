@@ -100,6 +100,29 @@ def load(trial: store.TrialDir, cfg: TrainConfig) -> dict[str, Any] | None:
     return state
 
 
+def finished(trial: store.TrialDir, cfg: TrainConfig) -> bool:
+    """Whether `trial` holds this config's trial finished (nothing left to run); one of another config is an
+    error."""
+    summary = trial.summary() or {}
+    if summary.get("status") != "finished" or trial.file(store.CHECKPOINT).is_file():
+        return False  # a checkpoint left: `load` compares its config
+    recorded = {key: value for key, value in trial.config().items() if key != "runtime"}
+    if recorded != _identity(cfg):
+        difference = _first_difference(recorded, _identity(cfg))
+        raise KWLabError(f"{trial.path}: holds a finished trial of a different config ({difference}); use another "
+                         "trial directory")
+    return True
+
+
+def drop(trial: store.TrialDir, keep: tuple[str, ...]) -> None:
+    """A finished trial's checkpoints that `keep` does not name are removed: "last" keeps checkpoint.pt (the resume
+    state, which a finished trial never reads again), "best" keeps best.pt."""
+    if "last" not in keep:
+        trial.drop_resume_state()
+    if "best" not in keep:
+        trial.storage.delete(store.BEST)
+
+
 def restore(saved: dict[str, Any], state: Resumable) -> None:
     """Load a checkpoint's model, EMA, optimizer, scheduler, step and RNG states into `state` in place."""
     state.model.load_state_dict(saved["model"])

@@ -47,6 +47,7 @@ from kwlab.train.distributed import SINGLE, Distributed, global_batchnorm
 from kwlab.train.optim import build_optimizer, build_scheduler, scaled_lr
 
 TEST_METRICS = ("test_loss", "test_top1", "test_top5")
+KEEP = ("best",)  # what a finished trial keeps of its checkpoints by default: best.pt (not the resume state)
 
 
 @dataclass(frozen=True)
@@ -136,6 +137,7 @@ class Training(checkpoint.Resumable):
     steps_per_epoch: int
     dist: Distributed = SINGLE
     workers: int = 1
+    best_weights: dict[str, torch.Tensor] | None = None  # the best epoch's weights so far (on the CPU), every rank
 
     def train_epoch(self, dataset: Dataset, epoch: int, progress: bool, max_steps: int | None = None) -> dict[str, Any]:
         """One epoch of updates (this worker's share of each batch), or its first `max_steps`; raises KWLabError on
@@ -286,16 +288,20 @@ def price(cfg: TrainConfig, num_classes: int, in_chans: int, image_size: int) ->
 
 
 def run(cfg: TrainConfig, trial_dir: str | Path | None = None, progress: bool = False,
-        dist: Distributed = SINGLE) -> Iterator[dict[str, Any]]:
+        dist: Distributed = SINGLE, keep: tuple[str, ...] = KEEP) -> Iterator[dict[str, Any]]:
     """Train one trial, yielding each finished epoch's metrics (keys: EPOCH_METRICS, lr, tau and timings).
 
     With `trial_dir`, the trial directory's files are written as epochs finish (see kwlab.store) and a checkpoint
-    there from an interrupted run is resumed: only the remaining epochs are yielded. `progress` shows a per-batch
-    progress bar. `dist` places this process among the workers of a data-parallel trial (see
-    kwlab.train.distributed): every worker runs this generator; rank 0 writes the files.
+    there from an interrupted run is resumed: only the remaining epochs are yielded; a finished trial yields
+    nothing. When the trial finishes it keeps the checkpoints named in `keep` ("best": best.pt, "last": the
+    resume state checkpoint.pt). `progress` shows a per-batch progress bar. `dist` places this process among the
+    workers of a data-parallel trial (see kwlab.train.distributed): every worker runs this generator; rank 0 writes
+    the files.
     """
     started = time.perf_counter()
     trial = store.TrialDir(trial_dir) if trial_dir is not None else None
+    if trial is not None and checkpoint.finished(trial, cfg):
+        return
     if cfg.batch_size % dist.world:
         raise KWLabError(f"batch_size: {cfg.batch_size} does not divide among {dist.world} workers (batch_size is "
                          "the global batch)")
@@ -314,6 +320,7 @@ def run(cfg: TrainConfig, trial_dir: str | Path | None = None, progress: bool = 
         if state is not None:
             checkpoint.restore(state, training)
             history, previous_time = state["history"], state["wall_time_s"]
+            training.best_weights = checkpoint.load_best(trial)
         if dist.main:
             trial.path.mkdir(parents=True, exist_ok=True)
             trial.write_config(cfg.to_dict())
@@ -336,6 +343,8 @@ def run(cfg: TrainConfig, trial_dir: str | Path | None = None, progress: bool = 
         }
         improved = best_epoch([*history, metrics], cfg.metric.name, cfg.metric.goal) is metrics  # the first of equals
         history.append(metrics)
+        if improved:  # every rank keeps them: a rank's own folder may not be rank 0's (a store at a URI)
+            training.best_weights = {k: v.detach().to("cpu", copy=True) for k, v in training.model.state_dict().items()}
         if trial is not None and dist.main:  # record before yielding: a consumer may stop at any yield
             if improved:
                 checkpoint.save_best(trial, training.model)
@@ -343,11 +352,13 @@ def run(cfg: TrainConfig, trial_dir: str | Path | None = None, progress: bool = 
                             wall_time_s=previous_time + time.perf_counter() - started)
             trial.write_metrics(history)
             board.epoch(metrics)
-        dist.barrier()  # the other workers may read best.pt next
+        dist.barrier()  # every worker ends the epoch with rank 0's records written
         yield metrics
 
     if trial is not None:
         summary = finish(training, trial, splits, history, previous_time + time.perf_counter() - started)
+        if dist.main:
+            checkpoint.drop(trial, keep)
         if board is not None:
             board.finish(summary)
 
@@ -405,7 +416,7 @@ def finish(training: Training, trial: store.TrialDir, splits: kwdata.Splits, his
     cfg, model = training.cfg, training.model
     val_set, test_set = on_device(splits.val, training.runtime.device), on_device(splits.test, training.runtime.device)
     tested = training.evaluate(test_set, "test", model=model) if test_set is not None else {}
-    best = checkpoint.load_best(trial) if test_set is not None else None
+    best = training.best_weights if test_set is not None else None
     if best is not None:
         best_model = copy.deepcopy(model)
         best_model.load_state_dict(best)
