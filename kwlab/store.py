@@ -18,6 +18,7 @@ A results store, `results/<sweep name>/`:
                          changed)
     epochs.parquet       one row per trial and epoch: ids, variant, seed and the epoch's metrics
     report/              what `kwlab report` writes by default
+    logs/ray-<time>.log  Ray's own output of each run (a lost node's log dump, stack traces), out of the terminal
 
 A trial directory:
 
@@ -46,13 +47,15 @@ from every trial folder only when missing or unreadable.
 
 from __future__ import annotations
 
+import contextlib
 import io
 import json
 import math
 import os
 import socket
+import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -75,7 +78,7 @@ SPEC, PLAN, MANIFEST, LOCK, TRIALS, TRIALS_TABLE, EPOCHS_TABLE = (
 CONFIG, METRICS, CHECKPOINT, BEST, ATTENTION, SUMMARY, SWEEP, LOG, ERROR, STOPPED = (
     "config.yaml", "metrics.jsonl", "checkpoint.pt", "best.pt", "attention.npz", "summary.json", "sweep.json",
     "log.txt", "error.json", "stopped.json")
-REPORT = "report"  # where `kwlab report` writes a store's report by default
+REPORT, LOGS = "report", "logs"  # where `kwlab report` writes by default; the runner's logs of Ray's own output
 # what kwlab.tracking writes for the tools that watch a sweep
 OPTUNA_DB, TENSORBOARD, MLFLOW_RUN = "optuna.db", "tensorboard", "mlflow.json"
 
@@ -438,6 +441,23 @@ class Lock:
         if self.mine is not None and _same(self.holder(), self.mine):
             self.mine = {**self.mine, "beat": time.time()}
             self.storage.write_text(self.name, json.dumps(self.mine))
+
+    @contextlib.contextmanager
+    def beating(self) -> Iterator[None]:
+        """Refresh the lock's beat every HEARTBEAT_S while the block runs (a daemon thread)."""
+        stop = threading.Event()
+
+        def beat() -> None:
+            while not stop.wait(HEARTBEAT_S):
+                with contextlib.suppress(KWLabError, OSError):  # a store out of reach for a moment: next beat
+                    self.beat()
+
+        thread = threading.Thread(target=beat, name="kwlab-lock-beat", daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            stop.set()
 
     def release(self) -> None:
         """Give the lock back (only if this process holds it)."""

@@ -214,9 +214,10 @@ def main(args: argparse.Namespace) -> int:
         search = {"base": plan.base, "source": args.spec} if spec.method == "bayes" else None
         prices = {row["variant_id"]: {k: v for k, v in row.items() if k.startswith(("params_", "macs_"))}
                   for row in plan.priced.to_dict("records")}
-        outcome = run_trials(spec, results, costliest_first(plan.trials, plan.priced), address=args.address,
-                             max_concurrent=args.max_concurrent, prices=prices, search=search,
-                             imports=plan.resolved.imports)
+        with lock.beating():
+            outcome = run_trials(spec, results, costliest_first(plan.trials, plan.priced), address=args.address,
+                                 max_concurrent=args.max_concurrent, prices=prices, search=search,
+                                 imports=plan.resolved.imports)
     except WriteError as error:  # before launch: the store cannot be written (full, read-only)
         print(f"kwlab sweep: {error}", file=sys.stderr)
         return 1

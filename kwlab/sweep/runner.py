@@ -42,6 +42,7 @@ from kwlab.errors import KWLabError, WriteError
 from kwlab.files import DISK_FULL
 from kwlab.storage import Storage
 from kwlab.train.staging import Staged
+from kwlab.sweep.ray_output import LostNodes, ray_output_to
 from kwlab.sweep.expand import Trial, Variant, label, price_config, resolve
 from kwlab.sweep.space import optuna_distributions
 from kwlab.sweep.spec import SweepSpec
@@ -248,6 +249,7 @@ class EventPrinter:
     trackers: Trackers | None = None  # optuna.db and MLflow, brought up to date at every trial event
     write_failure: str | None = None  # why the store cannot be written (a full disk): then no more trials start
     flushed: float = 0.0  # when the tables were last written (time.monotonic)
+    lost: LostNodes | None = None  # says which nodes of the cluster die
 
     def stop_for(self, reason: str | None) -> None:
         """Record (and say once) that the store cannot be written: StopOnWriteFailure then ends the sweep."""
@@ -367,6 +369,10 @@ class TrialEvents(Callback):
     def __getstate__(self) -> dict[str, Any]:
         return {}  # Tune pickles its state for its own restore, which kwlab does not use (the store resumes)
 
+    def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
+        if self.printer.lost is not None:
+            self.printer.lost.check()
+
     @_guarded
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         records = self.printer.records(trial)
@@ -404,7 +410,8 @@ class TrialEvents(Callback):
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self.printer.stop_for(_write_failure(trial, self.printer.store.path))
         records = self.printer.records(trial)
-        self.printer.say(f"retrying  {self.printer.name(trial, records)}: {_errors(records)}")
+        reason = _errors(records) if any(r.error for r in records) else _ray_error(trial)
+        self.printer.say(f"retrying  {self.printer.name(trial, records)}: {reason}")
         self.printer.track(trial, records)
 
     @_guarded
@@ -559,6 +566,13 @@ def publish_optuna(results: store.Store, db: Path) -> None:
     results.storage.upload(db, store.OPTUNA_DB)
 
 
+def ray_log(results: store.Store) -> Path:
+    """This run's log of Ray's own output: in the store's logs/ folder (for a store at a URI, in its cache folder,
+    copied to the store's logs/ at the end)."""
+    folder = results.path if results.local else results.storage.cache
+    return folder / store.LOGS / f"ray-{time.strftime('%Y%m%d-%H%M%S')}.log"
+
+
 def ray_folder(results: store.Store) -> Path:
     """Where Ray Tune keeps its own bookkeeping of the run (kwlab's records are the store): in the store, or under
     the user's cache for a store at a URI."""
@@ -589,57 +603,68 @@ def run_trials(
         return Outcome(results.write_tables(tables)[0], False)
     local = _register_local_sweep(results) if address is None else None
     sigterm = signal.getsignal(signal.SIGTERM)
-    try:
-        ray.init(address=address or "local", include_dashboard=False, log_to_driver=False, logging_level=logging.ERROR,
-                 ignore_reinit_error=True)
-    except ConnectionError as error:
-        raise KWLabError(f"--address {address}: cannot reach a Ray cluster there ({error}); start one with "
-                         "`ray start --head` or leave --address out for a local instance") from None
     terminated: list[int] = []  # SIGTERM (a scheduler's preemption) stops the runner as Ctrl-C does
 
     def terminate(signum: int, frame: Any) -> None:
         terminated.append(signum)  # Tune may raise its own KeyboardInterrupt in place of this one
         raise KeyboardInterrupt
 
-    signal.signal(signal.SIGTERM, terminate)  # over Ray's handler, which dumps a C++ stack trace and aborts
     interrupted, printer = 0, None
-    # Tune logs a failed trial's traceback; kwlab prints its own one-line event and keeps the trace in log.txt
-    logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
+    log = ray_log(results)
     try:
-        check_capacity(spec)
-        with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                      console=console) as progress:
-            groups = _groups(spec, pending)
-            task = progress.add_task(spec.name, total=len(groups) + searches)
-            printer = EventPrinter(results, console, progress, task, spec.metric.name, tables, trackers=trackers,
-                                   flushed=time.monotonic())
-            trackers.say = printer.say
-            callback = TrialEvents(printer)
-            resources = spec.resources
-            job = Job(tuple(imports), spec.metric.name, spec.metric.goal, max(1, int(resources.cpu)), tuple(spec.keep),
-                      resources.workers, resources.cpu, resources.gpu, train_storage(results))
-            if groups:
-                space = [dataclasses.replace(job, seeds=tuple(describe_trial(t, results) for t in group))
-                         for group in groups]
-                _fit(spec, results, {"job": _grid(space)}, callback, max_concurrent, _asha(spec))
-            if searches:
-                from ray.tune.search.optuna import OptunaSearch
+        with ray_output_to(log):
+            try:
+                ray.init(address=address or "local", include_dashboard=False, log_to_driver=False,
+                         logging_level=logging.ERROR, ignore_reinit_error=True)
+            except ConnectionError as error:
+                raise KWLabError(f"--address {address}: cannot reach a Ray cluster there ({error}); start one with "
+                                 "`ray start --head` or leave --address out for a local instance") from None
+            signal.signal(signal.SIGTERM, terminate)  # over Ray's handler, which dumps a C++ stack and aborts
+            # Tune logs a failed trial's traceback; kwlab prints its own one-line event and keeps the trace in log.txt
+            logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
+            try:
+                check_capacity(spec)
+                with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                              TimeElapsedColumn(), console=console) as progress:
+                    groups = _groups(spec, pending)
+                    task = progress.add_task(spec.name, total=len(groups) + searches)
+                    printer = EventPrinter(results, console, progress, task, spec.metric.name, tables,
+                                           trackers=trackers, flushed=time.monotonic(),
+                                           lost=LostNodes(lambda text: printer.say(text)))
+                    trackers.say = printer.say
+                    callback = TrialEvents(printer)
+                    resources = spec.resources
+                    job = Job(tuple(imports), spec.metric.name, spec.metric.goal, max(1, int(resources.cpu)),
+                              tuple(spec.keep), resources.workers, resources.cpu, resources.gpu,
+                              train_storage(results))
+                    if groups:
+                        space = [dataclasses.replace(job, seeds=tuple(describe_trial(t, results) for t in group))
+                                 for group in groups]
+                        _fit(spec, results, {"job": _grid(space)}, callback, max_concurrent, _asha(spec))
+                    if searches:
+                        from ray.tune.search.optuna import OptunaSearch
 
-                searcher = OptunaSearch(optuna_distributions(spec.parameters), metric=SCORE,
-                                        mode=spec.metric.goal[:3], seed=spec.sampler_seed,
-                                        storage=trackers.optuna.storage, study_name=spec.name)
-                where = str(results.path.resolve()) if results.local else results.storage.uri
-                context = Search(search["base"], search["source"], where, list(spec.seeds))
-                _fit(spec, results, {"job": dataclasses.replace(job, search=context)}, callback, max_concurrent,
-                     _asha(spec), search_alg=searcher, num_samples=searches)
-    except KeyboardInterrupt:
-        interrupted = signal.SIGTERM if terminated else signal.SIGINT
+                        searcher = OptunaSearch(optuna_distributions(spec.parameters), metric=SCORE,
+                                                mode=spec.metric.goal[:3], seed=spec.sampler_seed,
+                                                storage=trackers.optuna.storage, study_name=spec.name)
+                        where = str(results.path.resolve()) if results.local else results.storage.uri
+                        context = Search(search["base"], search["source"], where, list(spec.seeds))
+                        _fit(spec, results, {"job": dataclasses.replace(job, search=context)}, callback,
+                             max_concurrent, _asha(spec), search_alg=searcher, num_samples=searches)
+            except KeyboardInterrupt:
+                interrupted = signal.SIGTERM if terminated else signal.SIGINT
+            finally:
+                with contextlib.suppress(KeyboardInterrupt):
+                    if printer is not None and printer.lost is not None:
+                        printer.lost.check(force=True)
+                    ray.shutdown()
     finally:
         with contextlib.suppress(KeyboardInterrupt):
-            ray.shutdown()
-            shutil.rmtree(ray_folder(results), ignore_errors=True)  # Ray's bookkeeping; kwlab's records are the store
+            shutil.rmtree(ray_folder(results), ignore_errors=True)  # Ray's bookkeeping; kwlab's are the store
             if not results.local:
                 results.storage.delete_tree("ray")
+                with contextlib.suppress(OSError, WriteError):
+                    results.storage.upload(log, f"{store.LOGS}/{log.name}")
             trackers.sync([results.trial(t).record() for t in fixed])
             publish_optuna(results, trackers.optuna_db)
         signal.signal(signal.SIGTERM, sigterm if sigterm is not None else signal.SIG_DFL)

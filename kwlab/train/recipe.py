@@ -321,6 +321,8 @@ def run(cfg: TrainConfig, trial_dir: str | Path | None = None, progress: bool = 
             checkpoint.restore(state, training)
             history, previous_time = state["history"], state["wall_time_s"]
             training.best_weights = checkpoint.load_best(trial)
+            if dist.main:
+                print(f"resuming after epoch {len(history)} of {cfg.epochs} from {store.CHECKPOINT}", flush=True)
         if dist.main:
             trial.path.mkdir(parents=True, exist_ok=True)
             trial.write_config(cfg.to_dict())

@@ -1,0 +1,69 @@
+"""Clusters on this machine for the tests: an S3 API served by moto on loopback, and a multi-node Ray cluster built
+with Ray's own `ray.cluster_utils.Cluster` (every node a raylet and object store of its own)."""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+BUCKET = "runs"
+CREDENTIALS = {"AWS_ACCESS_KEY_ID": "kwlab", "AWS_SECRET_ACCESS_KEY": "kwlab", "AWS_DEFAULT_REGION": "us-east-1",
+               "AWS_EC2_METADATA_DISABLED": "true"}
+
+
+@dataclass(frozen=True)
+class S3:
+    """An S3 API on 127.0.0.1 with one bucket: `uri(prefix)` is a results location kwlab takes."""
+
+    port: int
+
+    def uri(self, prefix: str) -> str:
+        """s3://runs/<prefix> with the query options pyarrow needs for a plain-HTTP endpoint."""
+        return f"s3://{BUCKET}/{prefix}?endpoint_override=127.0.0.1:{self.port}&scheme=http"
+
+
+def serve_s3() -> Iterator[S3]:
+    """moto's S3 server on a free loopback port with the bucket made, and the credentials in the environment (which
+    kwlab, its Ray workers and the cluster's nodes inherit)."""
+    moto_server = pytest.importorskip("moto.server", reason="moto absent: pip install 'moto[server]'")
+    boto3 = pytest.importorskip("boto3")
+    saved = {key: os.environ.get(key) for key in CREDENTIALS}
+    os.environ.update(CREDENTIALS)
+    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    port = server._server.server_port
+    boto3.client("s3", endpoint_url=f"http://127.0.0.1:{port}").create_bucket(Bucket=BUCKET)
+    try:
+        yield S3(port)
+    finally:
+        server.stop()
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+
+
+def epochs_of(metrics: str | None) -> list[int]:
+    """The epoch numbers of a metrics.jsonl text, in order."""
+    return [json.loads(line)["epoch"] for line in (metrics or "").splitlines() if line.strip()]
+
+
+def wait_for(condition, timeout: float = 300, what: str = "the condition") -> None:
+    """Poll `condition()` until it is true, or fail after `timeout` seconds."""
+    deadline = time.time() + timeout
+    while not condition():
+        if time.time() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.3)
+
+
+def no_local_store_files(folder: Path) -> list[str]:
+    """The files under `folder` (e.g. the working folder of a sweep on a URI store): what of the store landed there."""
+    return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
