@@ -21,6 +21,9 @@ import pyarrow.fs as pafs
 from kwlab.errors import KWLabError, WriteError
 from kwlab.files import DISK_FULL, atomic_path, writing
 
+# NOTE: object stores need no folder made before a file, and some S3-compatible ones reject the empty marker objects
+# that creating one leaves
+OBJECT_STORES = ("s3", "gcs")
 URI = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*://")
 # NOTE: pyarrow's S3 client probes the EC2 metadata service for credentials first, which takes seconds off EC2
 os.environ.setdefault("AWS_EC2_METADATA_DISABLED", "true")
@@ -124,6 +127,8 @@ class Storage:
                 tmp.write_bytes(data)
             return
         try:
+            if self.fs.type_name not in OBJECT_STORES:  # HDFS, fsspec's: a file needs its folder
+                self.fs.create_dir(self.path(name).rsplit("/", 1)[0], recursive=True)
             with self.fs.open_output_stream(self.path(name)) as stream:
                 stream.write(data)
         except (OSError, pa.ArrowException) as error:
