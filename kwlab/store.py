@@ -34,6 +34,7 @@ A trial directory:
     stopped.json     a trial the scheduler stopped early: its last epoch and why
     tensorboard/     the trial's TensorBoard event files (one run, named by variant and seed)
     mlflow.json      the id of the trial's MLflow run, when the sweep logs to MLflow
+    wandb/           the trial's W&B run (offline-run-*/), when the sweep logs to W&B
 
 Statuses (`TrialRecord.status`): finished (summary.json says so, and no record holds a non-finite metric), stopped
 (stopped.json), failed (error.json, or such a non-finite record: diverged), running (some epochs recorded) and
@@ -80,7 +81,7 @@ CONFIG, METRICS, CHECKPOINT, BEST, ATTENTION, SUMMARY, SWEEP, LOG, ERROR, STOPPE
     "log.txt", "error.json", "stopped.json")
 REPORT, LOGS = "report", "logs"  # where `kwlab report` writes by default; the runner's logs of Ray's own output
 # what kwlab.tracking writes for the tools that watch a sweep
-OPTUNA_DB, TENSORBOARD, MLFLOW_RUN = "optuna.db", "tensorboard", "mlflow.json"
+OPTUNA_DB, TENSORBOARD, MLFLOW_RUN, WANDB = "optuna.db", "tensorboard", "mlflow.json", "wandb"
 
 STATUSES = ("finished", "stopped", "failed", "running", "pending")
 DONE = ("finished", "stopped")  # a rerun of the sweep leaves these alone

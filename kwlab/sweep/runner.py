@@ -96,6 +96,7 @@ class Job:
     cpu: float = 1.0
     gpu: float = 0.0
     train_storage: str = ""
+    wandb: dict[str, Any] | None = None  # the spec's tracking.wandb, as plain values
     seeds: tuple[SeedRun, ...] = ()
     search: Search | None = None
 
@@ -190,7 +191,7 @@ def _train_seeds(seeds: list[SeedRun], job: Job, report: Any, dist: Any = None) 
         if staged is not None:
             staged.pull()
         trial = staged.local if staged is not None else home
-        epochs = run(seed.config, trial.path, dist=dist, keep=job.keep)
+        epochs = run(seed.config, trial.path, dist=dist, keep=job.keep, wandb=job.wandb)
         if dist.main:
             epochs = _logged(trial, epochs)
             epochs = staged.synced(epochs) if staged is not None else epochs
@@ -533,7 +534,15 @@ def tracking(spec: SweepSpec, results: store.Store) -> Tracking:
     mlflow = spec.tracking.mlflow
     return Tracking(spec.name, spec.metric.name, spec.metric.goal, optuna_distributions(spec.parameters),
                     [case.name for case in spec.cases], optuna_db(results),
-                    mlflow.uri if mlflow else None, mlflow.experiment if mlflow else None)
+                    mlflow.uri if mlflow else None, mlflow.experiment if mlflow else None, spec.tracking.wandb is not None)
+
+
+def wandb_settings(spec: SweepSpec) -> dict[str, Any] | None:
+    """The spec's tracking.wandb as the plain values a trial takes (the group defaults to the sweep's name)."""
+    settings = spec.tracking.wandb
+    if settings is None:
+        return None
+    return {**settings.model_dump(), "group": settings.group or spec.name}
 
 
 def optuna_db(results: store.Store) -> Path:
@@ -636,7 +645,7 @@ def run_trials(
                     resources = spec.resources
                     job = Job(tuple(imports), spec.metric.name, spec.metric.goal, max(1, int(resources.cpu)),
                               tuple(spec.keep), resources.workers, resources.cpu, resources.gpu,
-                              train_storage(results))
+                              train_storage(results), wandb_settings(spec))
                     if groups:
                         space = [dataclasses.replace(job, seeds=tuple(describe_trial(t, results) for t in group))
                                  for group in groups]

@@ -131,10 +131,21 @@ class MLflowTracking(Strict):
     experiment: str | None = None
 
 
+class WandbTracking(Strict):
+    """Log each trial as a W&B run, written by the trial into its folder: offline (synced later with `wandb sync`),
+    or online."""
+
+    project: str
+    mode: Literal["offline", "online"] = "offline"
+    entity: str | None = None
+    group: str | None = None  # default: the sweep's name
+
+
 class Tracking(Strict):
     """Where a sweep is logged besides its results store (which always holds optuna.db and TensorBoard files)."""
 
     mlflow: MLflowTracking | None = None
+    wandb: WandbTracking | None = None
 
 
 class SweepSpec(Strict):

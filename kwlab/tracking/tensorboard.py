@@ -45,8 +45,12 @@ class TrialBoard:
                 self.writer.add_scalar(key, value, metrics["epoch"])
         self.writer.flush()
 
-    def finish(self, summary: dict[str, Any]) -> None:
-        """The hyperparameters (swept values, method, seed) with the final metrics of summary.json, then close."""
+    def finish(self, summary: dict[str, Any] | None, failed: bool = False) -> None:
+        """The hyperparameters (swept values, method, seed) with the final metrics of summary.json, then close (a
+        failed or stopped trial's run just closes)."""
+        if failed or summary is None:
+            self.writer.close()
+            return
         meta = self.trial.sweep_meta() or {}
         hparams = {key: value if _number(value) or isinstance(value, str | bool) else str(value)
                    for key, value in {**meta.get("parameters", {}), "method": summary.get("method"),

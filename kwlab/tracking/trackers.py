@@ -29,6 +29,7 @@ class Tracking:
     optuna_db: Path
     mlflow_uri: str | None = None
     mlflow_experiment: str | None = None
+    wandb: bool = False  # the trials write W&B runs (checked here: installed)
 
 
 class Trackers:
@@ -39,6 +40,10 @@ class Trackers:
         self.optuna = OptunaMirror(tracking.optuna_db, tracking.name, tracking.metric, tracking.goal, tracking.space,
                                    tracking.cases)
         self.mlflow = None
+        if tracking.wandb:
+            from kwlab.tracking.wandb import check_installed
+
+            check_installed()
         if tracking.mlflow_uri is not None:
             from kwlab.tracking.mlflow import MLflowTracker
 

@@ -288,7 +288,8 @@ def price(cfg: TrainConfig, num_classes: int, in_chans: int, image_size: int) ->
 
 
 def run(cfg: TrainConfig, trial_dir: str | Path | None = None, progress: bool = False,
-        dist: Distributed = SINGLE, keep: tuple[str, ...] = KEEP) -> Iterator[dict[str, Any]]:
+        dist: Distributed = SINGLE, keep: tuple[str, ...] = KEEP,
+        wandb: dict[str, Any] | None = None) -> Iterator[dict[str, Any]]:
     """Train one trial, yielding each finished epoch's metrics (keys: EPOCH_METRICS, lr, tau and timings).
 
     With `trial_dir`, the trial directory's files are written as epochs finish (see kwlab.store) and a checkpoint
@@ -296,7 +297,7 @@ def run(cfg: TrainConfig, trial_dir: str | Path | None = None, progress: bool = 
     nothing. When the trial finishes it keeps the checkpoints named in `keep` ("best": best.pt, "last": the
     resume state checkpoint.pt). `progress` shows a per-batch progress bar. `dist` places this process among the
     workers of a data-parallel trial (see kwlab.train.distributed): every worker runs this generator; rank 0 writes
-    the files.
+    the files, its TensorBoard run and, with `wandb` (the spec's tracking.wandb as plain values), its W&B run.
     """
     started = time.perf_counter()
     trial = store.TrialDir(trial_dir) if trial_dir is not None else None
@@ -314,7 +315,7 @@ def run(cfg: TrainConfig, trial_dir: str | Path | None = None, progress: bool = 
     training = build_training(cfg, splits, runtime, dist)
     history: list[dict[str, Any]] = []
     previous_time = 0.0  # wall time of earlier sessions of this trial
-    board = None  # the trial's TensorBoard run, written by its main process
+    loggers: list[Any] = []  # the trial's TensorBoard (and W&B) run, written by its main process
     if trial is not None:
         state = checkpoint.load(trial, cfg)
         if state is not None:
@@ -327,8 +328,33 @@ def run(cfg: TrainConfig, trial_dir: str | Path | None = None, progress: bool = 
             trial.path.mkdir(parents=True, exist_ok=True)
             trial.write_config(cfg.to_dict())
             trial.write_metrics(history)
-            board = TrialBoard(trial, cfg.seed, first_epoch=len(history) + 1)
+            loggers.append(TrialBoard(trial, cfg.seed, first_epoch=len(history) + 1))
+            if wandb is not None:
+                from kwlab.tracking.wandb import TrialRun
 
+                loggers.append(TrialRun(trial, cfg.seed, cfg.method, wandb))
+    try:
+        yield from _epochs(cfg, training, trial, train_set, val_set, history, loggers, progress, previous_time,
+                           started)
+        summary = None
+        if trial is not None:
+            summary = finish(training, trial, splits, history, previous_time + time.perf_counter() - started)
+            if dist.main:
+                checkpoint.drop(trial, keep)
+    except BaseException:  # a failure, or the consumer stopped the trial (ASHA): the runs end too
+        for logger in loggers:
+            logger.finish(None, failed=True)
+        raise
+    for logger in loggers:
+        logger.finish(summary)
+
+
+def _epochs(cfg: TrainConfig, training: Training, trial: store.TrialDir | None, train_set: Dataset, val_set: Dataset,
+            history: list[dict[str, Any]], loggers: list[Any], progress: bool, previous_time: float,
+            started: float) -> Iterator[dict[str, Any]]:
+    """The trial's remaining epochs: train, validate, record (rank 0: best.pt, checkpoint.pt, metrics.jsonl and the
+    loggers), yield the epoch's metrics."""
+    runtime, dist = training.runtime, training.dist
     for epoch in range(len(history) + 1, cfg.epochs + 1):
         if runtime.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(runtime.device)
@@ -353,16 +379,10 @@ def run(cfg: TrainConfig, trial_dir: str | Path | None = None, progress: bool = 
             checkpoint.save(trial, cfg=cfg, state=training, history=history,
                             wall_time_s=previous_time + time.perf_counter() - started)
             trial.write_metrics(history)
-            board.epoch(metrics)
+            for logger in loggers:
+                logger.epoch(metrics)
         dist.barrier()  # every worker ends the epoch with rank 0's records written
         yield metrics
-
-    if trial is not None:
-        summary = finish(training, trial, splits, history, previous_time + time.perf_counter() - started)
-        if dist.main:
-            checkpoint.drop(trial, keep)
-        if board is not None:
-            board.finish(summary)
 
 
 @dataclass(frozen=True)
