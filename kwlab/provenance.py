@@ -39,6 +39,18 @@ def git_state() -> dict[str, Any]:
         return {"commit": None, "dirty": None}
 
 
+def cpu_name() -> str:
+    """The CPU's model name (Linux's /proc/cpuinfo), else what the platform says."""
+    try:
+        with open("/proc/cpuinfo", encoding="utf-8") as info:
+            for line in info:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def hardware() -> dict[str, Any]:
     """The machine: architecture, processor, usable CPUs and CUDA devices."""
     return {"machine": platform.machine(), "processor": platform.processor(), "cpus": len(os.sched_getaffinity(0)),
