@@ -36,6 +36,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from kwlab import plugins, store
 from kwlab.errors import KWLabError, WriteError
 from kwlab.files import DISK_FULL
+from kwlab.sweep.capacity import check_fits
 from kwlab.sweep.expand import Trial, Variant, label, price_config, resolve
 from kwlab.sweep.spec import SweepSpec
 from kwlab.tracking.optuna_store import distributions
@@ -417,27 +418,10 @@ def trials_that_fit(spec: SweepSpec) -> int:
 
 
 def check_capacity(spec: SweepSpec) -> None:
-    """Refuse, in one line naming every resource that falls short, a trial that the Ray cluster cannot place at all
-    (instead of Tune waiting forever)."""
+    """Refuse a trial that the live Ray cluster's nodes cannot place at all (instead of Tune waiting forever)."""
     import ray
 
-    resources = spec.resources
-    asked = {"CPU": resources.cpu, "GPU": resources.gpu}
-    total = ray.cluster_resources()
-    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
-    workers = f" x {resources.workers} workers" if resources.workers > 1 else ""  # each worker asks for `need`
-    short = []
-    for key in ("CPU", "GPU"):
-        need = asked[key]
-        if need <= 0:
-            continue
-        largest = max((n.get(key, 0) for n in nodes), default=0)
-        if need * resources.workers > total.get(key, 0) + 1e-9 or need > largest + 1e-9:
-            have = total.get(key, 0)
-            short.append(f"{need:g} {key}{'s' if need != 1 else ''}{workers}; the cluster has {have:g}"
-                         + (f" (at most {largest:g} on one node)" if have != largest else ""))
-    if short:
-        raise KWLabError("resources: each trial asks for " + "; it also asks for ".join(short))
+    check_fits(spec.resources, [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")])
 
 
 def run_trials(
@@ -471,7 +455,9 @@ def run_trials(
 
     def terminate(signum: int, frame: Any) -> None:
         terminated.append(signum)  # Tune may raise its own KeyboardInterrupt in place of this one
-        raise KeyboardInterrupt
+        # one stop only: on a requeue Slurm signals every process of the job, and the batch script passes one on too
+        if len(terminated) == 1:
+            raise KeyboardInterrupt
 
     signal.signal(signal.SIGTERM, terminate)  # over Ray's handler, which dumps a C++ stack trace and aborts
     interrupted, printer = 0, None
