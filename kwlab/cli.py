@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("kwlab.bench", "time and measure static vs KW models in one process"),
     "power": ("analysis.power", "seeds needed per comparison, from a pilot results store"),
     "status": ("kwlab.commands.status", "where a sweep stands: counts, running trials, best so far, time left"),
+    "slurm": ("kwlab.cluster.slurm", "run a sweep as a Slurm batch job: Ray across its nodes, resumed when requeued"),
 }
 
 

@@ -12,6 +12,7 @@ A results folder, `results/<sweep name>/`:
     trials.parquet       one row per trial: ids, variant, seed, status, one column per swept key (typed, see
                          `write_tables`), price (parameters, MACs), best/final of every metric, test metrics
     epochs.parquet       one row per trial and epoch: ids, variant, seed and the epoch's metrics
+    slurm/               `kwlab slurm`'s batch script (sweep.sh) and its jobs' logs (<job id>.out, <job id>.ray.log)
 
 A trial directory:
 
@@ -63,6 +64,8 @@ CONFIG, METRICS, CHECKPOINT, BEST, ATTENTION, SUMMARY, SWEEP, LOG, ERROR, STOPPE
     "log.txt", "error.json", "stopped.json")
 # what kwlab.tracking writes for the tools that watch a sweep
 OPTUNA_DB, TENSORBOARD, MLFLOW_RUN = "optuna.db", "tensorboard", "mlflow.json"
+# what kwlab slurm writes: the batch script, and the output of the jobs that run it
+SLURM, SLURM_SCRIPT = "slurm", "sweep.sh"
 
 STATUSES = ("finished", "stopped", "failed", "running", "pending")
 # summary.json of a finished trial: these keys, plus best_<m>, final_<m> and best_<m>_epoch for every epoch metric
