@@ -20,6 +20,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "power": ("analysis.power", "seeds needed per comparison, from a pilot results store"),
     "status": ("kwlab.commands.status", "where a sweep stands: counts, running trials, best so far, time left"),
     "bench-store": ("kwlab.commands.bench_store", "how the results store scales: bookkeeping, status and report times"),
+    "slurm": ("kwlab.cluster.slurm", "run a sweep as a Slurm batch job: Ray across its nodes, resumed when requeued"),
 }
 
 

@@ -19,6 +19,7 @@ A results store, `results/<sweep name>/`:
     epochs.parquet       one row per trial and epoch: ids, variant, seed and the epoch's metrics
     report/              what `kwlab report` writes by default
     logs/ray-<time>.log  Ray's own output of each run (a lost node's log dump, stack traces), out of the terminal
+    slurm/               `kwlab slurm`'s batch script (sweep.sh) and its jobs' logs (<job id>.out, <job id>.ray.log)
 
 A trial directory:
 
@@ -82,6 +83,8 @@ CONFIG, METRICS, CHECKPOINT, BEST, ATTENTION, SUMMARY, SWEEP, LOG, ERROR, STOPPE
 REPORT, LOGS = "report", "logs"  # where `kwlab report` writes by default; the runner's logs of Ray's own output
 # what kwlab.tracking writes for the tools that watch a sweep
 OPTUNA_DB, TENSORBOARD, MLFLOW_RUN, WANDB = "optuna.db", "tensorboard", "mlflow.json", "wandb"
+# what kwlab slurm writes: the batch script, and the output of the jobs that run it
+SLURM, SLURM_SCRIPT = "slurm", "sweep.sh"
 
 STATUSES = ("finished", "stopped", "failed", "running", "pending")
 DONE = ("finished", "stopped")  # a rerun of the sweep leaves these alone

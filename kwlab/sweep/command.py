@@ -28,19 +28,31 @@ from kwlab.train.config import TrainConfig
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of `kwlab sweep`."""
+    add_sweep_arguments(parser)
+    parser.add_argument("--dry-run", action="store_true", help="print the expanded, priced trials and exit")
+    parser.add_argument("--address", help="address of an existing Ray cluster (default: a local Ray instance)")
+    add_size_argument(parser)
+    parser.add_argument("--mlflow", metavar="URI", help="log each trial as a run on this MLflow tracking server "
+                                                        "(over the spec's tracking.mlflow.uri)")
+
+
+def add_sweep_arguments(parser: argparse.ArgumentParser) -> None:
+    """The arguments that choose the sweep and how it runs, shared by `kwlab sweep` and `kwlab slurm` (which passes
+    them on): the spec, --profile, --set, --max-concurrent and --results."""
     parser.add_argument("spec", help="sweep spec YAML, e.g. sweeps/cell_size.yaml")
     parser.add_argument("--profile", help="named override of the spec and its base (default: 'default' if the spec "
                                           "has one)")
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
                         help="override a spec key (e.g. seeds=[0,1], resources.gpu=1) or the base trial config by "
                              "dotted path (e.g. optim.lr=0.05), repeatable")
-    parser.add_argument("--dry-run", action="store_true", help="print the expanded, priced trials and exit")
-    parser.add_argument("--address", help="address of an existing Ray cluster (default: a local Ray instance)")
     parser.add_argument("--max-concurrent", type=int, help="cap on concurrently running trials (at least 1)")
-    add_size_argument(parser)
     parser.add_argument("--results", help="results root (default: the spec's results_dir, 'results')")
-    parser.add_argument("--mlflow", metavar="URI", help="log each trial as a run on this MLflow tracking server "
-                                                        "(over the spec's tracking.mlflow.uri)")
+
+
+def check_max_concurrent(max_concurrent: int | None) -> None:
+    """Refuse a --max-concurrent below 1."""
+    if max_concurrent is not None and max_concurrent < 1:
+        raise KWLabError(f"--max-concurrent: expected an integer >= 1, got {max_concurrent}")
 
 
 MAX_VARIANTS = 10_000  # a larger spec is refused before it is built (every variant is resolved and priced)
@@ -182,8 +194,7 @@ def counts(trials: pd.DataFrame) -> dict[str, int]:
 
 def main(args: argparse.Namespace) -> int:
     """Run (or dry-run) the sweep; see the module doc for the exit codes."""
-    if args.max_concurrent is not None and args.max_concurrent < 1:
-        raise KWLabError(f"--max-concurrent: expected an integer >= 1, got {args.max_concurrent}")
+    check_max_concurrent(args.max_concurrent)
     plan = plan_sweep(args.spec, args.profile, args.set, args.max_variants)
     results = store_folder(args, plan)
     if args.dry_run:

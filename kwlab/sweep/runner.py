@@ -41,13 +41,14 @@ from kwlab.best import best_value, better
 from kwlab.errors import KWLabError, WriteError
 from kwlab.files import DISK_FULL
 from kwlab.storage import Storage
-from kwlab.train.staging import Staged
+from kwlab.sweep.capacity import check_fits
 from kwlab.sweep.ray_output import LostNodes, ray_output_to
 from kwlab.sweep.expand import Trial, Variant, label, price_config, resolve
 from kwlab.sweep.space import optuna_distributions
 from kwlab.sweep.spec import SweepSpec
 from kwlab.train.config import TrainConfig
 from kwlab.tracking.trackers import Trackers, Tracking
+from kwlab.train.staging import Staged
 
 # Ray's own loggers (TensorBoard/CSV/JSON per trial) and its progress tables are off: kwlab writes its own records.
 os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
@@ -506,27 +507,10 @@ def trials_that_fit(spec: SweepSpec) -> int:
 
 
 def check_capacity(spec: SweepSpec) -> None:
-    """Refuse, in one line naming every resource that falls short, a trial that the Ray cluster cannot place at all
-    (instead of Tune waiting forever)."""
+    """Refuse a trial that the live Ray cluster's nodes cannot place at all (instead of Tune waiting forever)."""
     import ray
 
-    resources = spec.resources
-    asked = {"CPU": resources.cpu, "GPU": resources.gpu}
-    total = ray.cluster_resources()
-    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
-    workers = f" x {resources.workers} workers" if resources.workers > 1 else ""  # each worker asks for `need`
-    short = []
-    for key in ("CPU", "GPU"):
-        need = asked[key]
-        if need <= 0:
-            continue
-        largest = max((n.get(key, 0) for n in nodes), default=0)
-        if need * resources.workers > total.get(key, 0) + 1e-9 or need > largest + 1e-9:
-            have = total.get(key, 0)
-            short.append(f"{need:g} {key}{'s' if need != 1 else ''}{workers}; the cluster has {have:g}"
-                         + (f" (at most {largest:g} on one node)" if have != largest else ""))
-    if short:
-        raise KWLabError("resources: each trial asks for " + "; it also asks for ".join(short))
+    check_fits(spec.resources, [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")])
 
 
 def tracking(spec: SweepSpec, results: store.Store) -> Tracking:
@@ -616,7 +600,9 @@ def run_trials(
 
     def terminate(signum: int, frame: Any) -> None:
         terminated.append(signum)  # Tune may raise its own KeyboardInterrupt in place of this one
-        raise KeyboardInterrupt
+        # one stop only: on a requeue Slurm signals every process of the job, and the batch script passes one on too
+        if len(terminated) == 1:
+            raise KeyboardInterrupt
 
     interrupted, printer = 0, None
     log = ray_log(results)

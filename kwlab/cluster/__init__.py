@@ -1,0 +1,1 @@
+"""Running sweeps on clusters through their batch schedulers (Slurm)."""
