@@ -8,7 +8,11 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterable, Mapping
-from typing import Any, Literal
+from typing import Any, ClassVar, Literal
+
+from pydantic import model_validator
+
+from kwlab.config import Config
 
 Goal = Literal["maximize", "minimize"]
 
@@ -48,3 +52,20 @@ def best_value(history: Iterable[Mapping[str, Any]], metric: str, goal: Goal) ->
     """`metric` at the best epoch, NaN when there is none."""
     record = best_epoch(history, metric, goal)
     return float(record[metric]) if record is not None else math.nan
+
+
+class MetricConfig(Config):
+    """The metric that decides a trial's best epoch (its `best.pt`, its test at the best epoch) and, in a sweep,
+    ranks trials (ASHA, Optuna, `kwlab status`): any metric recorded every epoch, in its own direction."""
+
+    section: ClassVar[str] = "metric"
+
+    name: str = "val_top1"
+    goal: Literal["maximize", "minimize"] = "maximize"  # given or not, the metric's own direction
+
+    @model_validator(mode="before")
+    @classmethod
+    def _own_direction(cls, tree: Any) -> Any:
+        if isinstance(tree, dict) and "goal" not in tree and isinstance(tree.get("name"), str):
+            return {**tree, "goal": natural_goal(tree["name"])}
+        return tree

@@ -24,20 +24,23 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
-    """The argument parser with every subcommand registered."""
+def build_parser(chosen: str | None = None) -> argparse.ArgumentParser:
+    """The argument parser with every subcommand registered; only `chosen`'s module is imported (its arguments),
+    the others are listed by their help."""
     parser = argparse.ArgumentParser(prog="kwlab", description="KernelWarehouse ablation and sweep platform")
     sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, (module, help_text) in COMMANDS.items():
         command = sub.add_parser(name, help=help_text, description=help_text)
         command.set_defaults(module=module)
-        importlib.import_module(module).add_arguments(command)
+        if name == chosen:
+            importlib.import_module(module).add_arguments(command)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point: user errors print one line on stderr and exit with code 2."""
-    args = build_parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = build_parser(argv[0] if argv and argv[0] in COMMANDS else None).parse_args(argv)
     try:
         return int(importlib.import_module(args.module).main(args) or 0)
     except KWLabError as error:

@@ -13,7 +13,8 @@ from kwlab.methods.condconv import CondConvSettings
 from kwlab.methods.kw.config import KWConfig, TemperatureConfig
 from kwlab.methods.odconv import ODConvSettings
 from kwlab.train import TrainConfig, load_config
-from kwlab.train.config import MetricConfig, OptimConfig
+from kwlab.best import MetricConfig
+from kwlab.train.config import OptimConfig
 
 SHIPPED = sorted((Path(__file__).parents[1] / "configs").glob("*.yaml"))
 

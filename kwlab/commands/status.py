@@ -13,8 +13,8 @@ from typing import Any
 
 from kwlab import store
 from kwlab.errors import KWLabError
-from kwlab.sweep.command import duration
-from kwlab.train.config import MetricConfig
+from kwlab.sweep.estimate import duration
+from kwlab.best import MetricConfig
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:

@@ -20,6 +20,7 @@ import pandas as pd
 from kwlab import store
 from kwlab.errors import KWLabError, WriteError
 from kwlab.storage import Storage
+from kwlab.sweep.estimate import duration
 from kwlab.sweep.expand import (Trial, apply_constraints, base_config, check_size, compact_seeds, costliest_first,
                                 count_line, expand, price, seeds_by_variant, size_line, variant_count)
 from kwlab.sweep.spec import Resolved, SweepSpec, resolve_spec
@@ -159,15 +160,6 @@ def print_plan(plan: Plan, max_concurrent: int | None, results: store.Store) -> 
     console.print(f"estimated wall time on this machine: {duration(timed.total_s)} at {timed.slots} trial"
                   f"{'s' if timed.slots > 1 else ''} at a time (each variant timed on 3 training steps and one "
                   f"evaluation batch, scaled to its epochs)")
-
-
-def duration(seconds: float) -> str:
-    """'45 s', '12.5 min', '1 h 42 min'."""
-    if seconds < 100:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.1f} min"
-    return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60):02d} min"
 
 
 def store_folder(args: argparse.Namespace, plan: Plan) -> store.Store:

@@ -13,9 +13,13 @@ import json
 import os
 from dataclasses import dataclass
 
-from kwlab.sweep.expand import Trial
+from typing import TYPE_CHECKING
+
 from kwlab.sweep.spec import SweepSpec
-from kwlab.train.config import TrainConfig
+
+if TYPE_CHECKING:  # the trials and configs come from the caller: estimating needs no model code until it times
+    from kwlab.sweep.expand import Trial
+    from kwlab.train.config import TrainConfig
 
 # Starting the local Ray instance, Tune's set-up, the first workers' imports and the shutdown: 14 s measured on the
 # 2-core CPU here (smoke sweep, 2026-11-22 and again 2026-12-01).
@@ -67,3 +71,12 @@ def estimate(spec: SweepSpec, trials: list[Trial], max_concurrent: int | None,
     durations = [per_variant[t.variant_id] for t in (trials if to_run is None else to_run)] + [seconds(c) for c in extra]
     slots = concurrency(spec, max_concurrent, len(durations))
     return Estimate(per_variant, slots, RAY_FIXED_S + makespan(durations, slots) if durations else 0.0)
+
+
+def duration(seconds: float) -> str:
+    """'45 s', '12.5 min', '1 h 42 min'."""
+    if seconds < 100:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.1f} min"
+    return f"{int(seconds // 3600)} h {int(seconds % 3600 // 60):02d} min"

@@ -19,7 +19,7 @@ from kwlab.config import Config, ConfigError, load_yaml
 from kwlab import plugins
 from kwlab.errors import KWLabError, not_one_of
 from kwlab.overrides import parse_assignment, set_dotted
-from kwlab.train.config import MetricConfig
+from kwlab.best import MetricConfig
 
 Distribution = Literal["uniform", "log_uniform_values", "normal", "int_uniform", "q_uniform", "categorical"]
 

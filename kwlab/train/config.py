@@ -18,7 +18,7 @@ from pydantic import ConfigDict, Field, field_validator, model_validator
 from kwlab.config import Config, ConfigError, load_yaml
 from kwlab.data import DataSpec
 from kwlab.errors import KWLabError, not_one_of
-from kwlab.best import natural_goal
+from kwlab.best import MetricConfig, natural_goal
 from kwlab.overrides import apply_overrides
 
 # timm arguments the recipe sets itself from the data and the other sections
@@ -102,23 +102,6 @@ class RuntimeConfig(Config):
 
 
 EPOCH_METRICS = ("train_loss", "train_top1", "val_loss", "val_top1", "val_top5")  # recorded every epoch (+ ema_val_*)
-
-
-class MetricConfig(Config):
-    """The metric that decides a trial's best epoch (its `best.pt`, its test at the best epoch) and, in a sweep,
-    ranks trials (ASHA, Optuna, `kwlab status`): any metric recorded every epoch, in its own direction."""
-
-    section: ClassVar[str] = "metric"
-
-    name: str = "val_top1"
-    goal: Literal["maximize", "minimize"] = "maximize"  # given or not, the metric's own direction
-
-    @model_validator(mode="before")
-    @classmethod
-    def _own_direction(cls, tree: Any) -> Any:
-        if isinstance(tree, dict) and "goal" not in tree and isinstance(tree.get("name"), str):
-            return {**tree, "goal": natural_goal(tree["name"])}
-        return tree
 
 
 class TrainConfig(Config):
