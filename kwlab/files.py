@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import errno
+import hashlib
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -49,6 +50,18 @@ def atomic_path(path: Path) -> Iterator[Path]:
                 _fsync(path.parent)
         finally:
             tmp.unlink(missing_ok=True)
+
+
+NAME_BYTES = 200  # a file or folder name kwlab makes from a user's text stays under this (filesystems allow 255)
+
+
+def safe_name(text: str) -> str:
+    """`text` as a file or folder name of at most NAME_BYTES bytes: as it is when short enough, else its start and
+    a hash of the whole (so two long names stay apart)."""
+    if len(text.encode()) <= NAME_BYTES:
+        return text
+    digest = hashlib.sha1(text.encode()).hexdigest()[:12]
+    return f"{text.encode()[:NAME_BYTES - 13].decode(errors='ignore')}-{digest}"
 
 
 def write_text(path: Path, text: str) -> None:

@@ -87,6 +87,7 @@ OPTUNA_DB, TENSORBOARD, MLFLOW_RUN, WANDB = "optuna.db", "tensorboard", "mlflow.
 SLURM, SLURM_SCRIPT = "slurm", "sweep.sh"
 
 STATUSES = ("finished", "stopped", "failed", "running", "pending")
+MISSING = "missing"  # a planned trial the store has no folder for (removed while or after it ran)
 DONE = ("finished", "stopped")  # a rerun of the sweep leaves these alone
 # summary.json of a finished trial: these keys, plus best_<m>, final_<m> and best_<m>_epoch for every epoch metric
 # m (see `summarize_epochs`) and the test metrics the recipe evaluates once at the end
@@ -676,6 +677,26 @@ class Store:
     def tables(self) -> tuple[pd.DataFrame, pd.DataFrame]:
         """The trials and epochs tables as they stand now (see `load_tables`)."""
         return self.load_tables().frames()
+
+
+def planned_counts(statuses: dict[str, str], plan: dict[str, Any] | None) -> dict[str, int]:
+    """Trials by status (STATUSES and MISSING), counted against the plan: each planned trial once (MISSING when the
+    store has no row for it), then a bayes sweep's suggestions (those of its trials not in the plan's list; the
+    suggestions it plans but has no trials for are missing); without a plan, every trial of the store."""
+    counts = dict.fromkeys([*STATUSES, MISSING], 0)
+    if plan is None:
+        for status in statuses.values():
+            counts[status] += 1
+        return counts
+    planned = {t["trial_id"] for t in plan["trials"]}
+    for trial_id in planned:
+        counts[statuses.get(trial_id, MISSING)] += 1
+    suggested = [status for trial_id, status in statuses.items() if trial_id not in planned]
+    if plan.get("suggestions"):
+        for status in suggested:
+            counts[status] += 1
+        counts[MISSING] += max(0, plan["suggestions"] * len(plan.get("seeds") or [1]) - len(suggested))
+    return counts
 
 
 def _kind(value: Any) -> type | None:

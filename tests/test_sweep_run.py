@@ -168,7 +168,7 @@ def test_a_trial_config_is_validated_once_and_crosses_to_the_trial_typed(tmp_pat
     from kwlab.sweep.runner import Job, _train_seeds, describe_trial, prepare
     from kwlab.train.config import TrainConfig
 
-    plan = plan_sweep(str(ROOT / "sweeps" / "smoke.yaml"), None, [], 100)
+    plan = plan_sweep(str(ROOT / "sweeps" / "smoke.yaml"), None, [])
     trial = next(t for t in plan.trials if t.variant.name == "static")
     prepare(tmp_path, [trial], {})
     seed = pickle.loads(pickle.dumps(describe_trial(trial, tmp_path)))  # what a Ray worker unpickles

@@ -9,6 +9,8 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import statistics
+import time
 from typing import Any
 
 from kwlab import store
@@ -33,9 +35,12 @@ def sweep_status(path: str) -> dict[str, Any]:
     metric = MetricConfig.from_dict(spec.get("metric") or {})
     tables = results.load_tables()
     trials, epochs = tables.trials, tables.epochs
-    counts = {status: sum(row["status"] == status for row in trials.values()) for status in store.STATUSES}
+    counts = store.planned_counts({i: row["status"] for i, row in trials.items()}, results.plan())
     epoch_time = {trial_id: sum(times) / len(times) for trial_id, rows in epochs.items()
                   if (times := [e["epoch_time_s"] for e in rows if isinstance(e.get("epoch_time_s"), int | float)])}
+    typical = statistics.median(epoch_time.values()) if epoch_time else None  # for a trial in its first epoch
+    holder = results.lock().holder()
+    live = holder is not None and store.alive(holder)
     running, left = [], []
     for trial_id, row in trials.items():
         if row["status"] != "running":
@@ -43,8 +48,12 @@ def sweep_status(path: str) -> dict[str, Any]:
         total = _planned(results.trial(trial_id))
         done = int(row.get("epochs_done") or 0)
         values = [e[metric.name] for e in epochs.get(trial_id, []) if metric.name in e]
+        quiet = time.time() - float(row.get("updated") or 0)  # since its folder last changed
+        expected = epoch_time.get(trial_id, typical)
         running.append({"trial_id": trial_id, "variant": row.get("variant"), "seed": int(row.get("seed") or 0),
-                        "epoch": done, "epochs": total, metric.name: float(values[-1]) if values else None})
+                        "epoch": done, "epochs": total, metric.name: float(values[-1]) if values else None,
+                        "quiet_s": round(quiet, 1), "stalled": live and expected is not None
+                        and quiet > max(STALLED_EPOCHS * expected, STALLED_MIN_S)})
         if total is not None and trial_id in epoch_time:
             left.append((total - done) * epoch_time[trial_id])
     finished = [row for row in trials.values() if row["status"] == "finished"]
@@ -56,12 +65,16 @@ def sweep_status(path: str) -> dict[str, Any]:
         each = sum(walls) / len(walls) if walls else (sum(whole) / len(whole) if whole else None)
         left = left + [each] * pending if each is not None else []
     slots = max(1, len(running))
-    holder = results.lock().holder()
     return {"name": spec.get("name", results.path.name), "path": str(results), "metric": metric.name,
-            "goal": metric.goal, "trials": len(trials), "counts": counts, "running": running,
+            "goal": metric.goal, "trials": sum(counts.values()), "counts": counts, "running": running,
             "best": _best_variant(finished, metric.name, metric.goal),
-            "time_left_s": sum(left) / slots if left else (0.0 if not (counts["running"] + pending) else None),
-            "runner": holder}
+            "time_left_s": sum(left) / slots if left and live else (
+                0.0 if not (counts["running"] + pending) else None),
+            "runner": holder and {**holder, "alive": live}}
+
+
+STALLED_EPOCHS = 3.0  # a running trial is stalled when nothing was written for this many of its epoch times
+STALLED_MIN_S = 60.0  # and for at least this long
 
 
 def _planned(trial: store.TrialDir) -> int | None:
@@ -87,22 +100,30 @@ def _best_variant(finished: list[dict[str, Any]], metric: str, goal: str) -> dic
 def format_status(status: dict[str, Any]) -> str:
     """The status as the lines `kwlab status` prints."""
     metric, counts = status["metric"], status["counts"]
-    lines = [f"{status['name']}: {status['trials']} trials: " + ", ".join(f"{counts[s]} {s}" for s in store.STATUSES)]
+    lines = [f"{status['name']}: {status['trials']} trials: " + ", ".join(
+        f"{counts[s]} {s}" for s in (*store.STATUSES, store.MISSING) if counts[s] or s != store.MISSING)]
     for row in status["running"]:
         value = row[metric]
         shown = f", last {metric} {value:.4g}" if value is not None and math.isfinite(value) else ""
         lines.append(f"  running {row['variant']} seed {row['seed']} [{row['trial_id']}]: epoch {row['epoch']}"
-                     f"{'/' + str(row['epochs']) if row['epochs'] is not None else ''}{shown}")
+                     f"{'/' + str(row['epochs']) if row['epochs'] is not None else ''}{shown}"
+                     + (f"; stalled: nothing written for {duration(row['quiet_s'])}" if row["stalled"] else ""))
     best = status["best"]
     lines.append(f"best so far: {best['variant']} ({metric} {best[metric]:.4g}, mean of the best epoch over "
                  f"{best['seeds']} finished seed{'s' if best['seeds'] != 1 else ''})" if best
                  else "best so far: none (no trial finished yet)")
-    left = status["time_left_s"]
+    left, holder = status["time_left_s"], status["runner"]
     lines.append("time left: " + (f"about {duration(left)} (from the trials' measured epochs)" if left else
-                                  "none" if left == 0 else "unknown (no epoch measured yet)"))
-    holder = status["runner"]
-    lines.append(f"runner: pid {holder.get('pid')} on {holder.get('host')} since {holder.get('started')}"
-                 f" ({holder.get('command')})" if holder else f"runner: none (no {store.LOCK})")
+                                  "none" if left == 0 else "unknown (no runner)" if holder is None or not
+                                  holder["alive"] else "unknown (no epoch measured yet)"))
+    if holder is None:
+        lines.append(f"runner: none (no {store.LOCK})")
+    elif holder["alive"]:
+        lines.append(f"runner: pid {holder.get('pid')} on {holder.get('host')} since {holder.get('started')} "
+                     f"({holder.get('command')})")
+    else:
+        lines.append(f"runner: none: pid {holder.get('pid')} on {holder.get('host')} (since {holder.get('started')}) is "
+                     f"gone; rerun its command to resume ({holder.get('command')})")
     return "\n".join(lines)
 
 

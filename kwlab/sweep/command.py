@@ -8,6 +8,7 @@ interrupted (Ctrl-C), 143 when terminated (SIGTERM); the rerun resumes.
 from __future__ import annotations
 
 import argparse
+import math
 import shlex
 import signal
 import sys
@@ -56,15 +57,41 @@ def check_max_concurrent(max_concurrent: int | None) -> None:
         raise KWLabError(f"--max-concurrent: expected an integer >= 1, got {max_concurrent}")
 
 
-MAX_VARIANTS = 10_000  # a larger spec is refused before it is built (every variant is resolved and priced)
 ANNOUNCE = 100  # a spec with this many variants takes a while to build: its size is printed first
 
 
+@dataclass(frozen=True)
+class Limits:
+    """What a spec may ask for before it is refused: variants and trials (counted before they are built) and hours
+    (the shortest its longest trial could take, on any machine)."""
+
+    max_variants: int = 10_000
+    max_trials: int = 100_000
+    max_hours: float = 24.0
+
+    @classmethod
+    def of(cls, args: argparse.Namespace) -> Limits:
+        """The limits given on the command line, checked."""
+        limits = cls(args.max_variants, args.max_trials, args.max_hours)
+        for name, value in (("--max-variants", limits.max_variants), ("--max-trials", limits.max_trials),
+                            ("--max-hours", limits.max_hours)):
+            if not value > 0:
+                raise KWLabError(f"{name}: expected a number > 0, got {value}")
+        return limits
+
+
 def add_size_argument(parser: argparse.ArgumentParser) -> None:
-    """`--max-variants N` (of `kwlab sweep` and `kwlab validate`)."""
-    parser.add_argument("--max-variants", type=int, default=MAX_VARIANTS, metavar="N",
+    """`--max-variants N`, `--max-trials N` and `--max-hours H` (of `kwlab sweep` and `kwlab validate`)."""
+    defaults = Limits()
+    parser.add_argument("--max-variants", type=int, default=defaults.max_variants, metavar="N",
                         help="refuse a spec of more variants than this, counted before it is built (default "
                              "%(default)s)")
+    parser.add_argument("--max-trials", type=int, default=defaults.max_trials, metavar="N",
+                        help="refuse a spec of more trials (variants x seeds) than this, counted before they are "
+                             "built (default %(default)s)")
+    parser.add_argument("--max-hours", type=float, default=defaults.max_hours, metavar="H",
+                        help="refuse a spec whose longest trial cannot take less than this many hours on any "
+                             "machine (its MACs at a rate no CPU or GPU reaches; default %(default)s)")
 
 
 @dataclass(frozen=True)
@@ -83,14 +110,12 @@ class Plan:
         return self.resolved.spec
 
 
-def plan_sweep(path: str, profile: str | None, sets: list[str], max_variants: int = MAX_VARIANTS) -> Plan:
-    """Load, validate, count (refusing more than `max_variants` variants), expand, price and constrain a sweep;
-    nothing is trained."""
-    if max_variants < 1:
-        raise KWLabError(f"--max-variants: expected an integer >= 1, got {max_variants}")
+def plan_sweep(path: str, profile: str | None, sets: list[str], limits: Limits = Limits()) -> Plan:
+    """Load, validate, count (refusing more variants or trials than `limits` allow), expand, price and constrain a
+    sweep, and refuse one whose longest trial cannot be shorter than `limits.max_hours`; nothing is trained."""
     resolved = resolve_spec(path, profile, sets)
     spec = resolved.spec
-    check_size(spec, max_variants, path)
+    check_size(spec, limits.max_variants, limits.max_trials, path)
     if variant_count(spec) >= ANNOUNCE:
         print(f"{path}: {size_line(spec)}; building and pricing them", file=sys.stderr, flush=True)
     base = base_config(spec, path, resolved.config_overrides)
@@ -106,7 +131,21 @@ def plan_sweep(path: str, profile: str | None, sets: list[str], max_variants: in
     if spec.constraints:
         trials = apply_constraints(trials, priced, spec.constraints, path)
     kept = {t.variant_id for t in trials}
+    check_hours(trials, priced, spec, limits.max_hours, path)
     return Plan(resolved, trials, priced[priced["variant_id"].isin(kept)].reset_index(drop=True), base, probe)
+
+
+def check_hours(trials: list[Trial], priced: pd.DataFrame, spec: SweepSpec, max_hours: float, source: str) -> None:
+    """Refuse a sweep whose longest trial cannot take less than `max_hours` (`estimate.shortest_s`), naming it."""
+    from kwlab.sweep.estimate import shortest_s
+
+    macs = dict(zip(priced["variant_id"], priced["macs_per_image"], strict=True))
+    longest = max(trials, key=lambda t: shortest_s(t.cfg, macs[t.variant_id], spec.resources.gpu > 0))
+    hours = shortest_s(longest.cfg, macs[longest.variant_id], spec.resources.gpu > 0) / 3600
+    if hours > max_hours:
+        raise KWLabError(f"{source}: variant {longest.variant.name!r} ({longest.cfg.epochs:,} epochs) cannot train "
+                         f"in less than {hours:,.0f} h on any machine, over --max-hours {max_hours:g}; check its "
+                         f"epochs and data, or raise the limit with --max-hours {math.ceil(hours)}")
 
 
 def check_trial_configs(spec: SweepSpec, configs: list[TrainConfig], source: str) -> None:
@@ -178,16 +217,10 @@ def manifest(args: argparse.Namespace, profile: str | None) -> dict[str, Any]:
             "versions": versions("ray", "optuna", "pandas", "numpy"), "git": git_state(), "hardware": hardware()}
 
 
-def counts(trials: pd.DataFrame) -> dict[str, int]:
-    """Trials by status."""
-    column = trials["status"] if "status" in trials else pd.Series(dtype=object)
-    return {status: int((column == status).sum()) for status in store.STATUSES}
-
-
 def main(args: argparse.Namespace) -> int:
     """Run (or dry-run) the sweep; see the module doc for the exit codes."""
     check_max_concurrent(args.max_concurrent)
-    plan = plan_sweep(args.spec, args.profile, args.set, args.max_variants)
+    plan = plan_sweep(args.spec, args.profile, args.set, Limits.of(args))
     results = store_folder(args, plan)
     if args.dry_run:
         print_plan(plan, args.max_concurrent, results)
@@ -226,16 +259,26 @@ def main(args: argparse.Namespace) -> int:
         return 1
     finally:
         lock.release()
-    return report_outcome(spec, results, outcome)
+    return report_outcome(spec, results, outcome, plan_of(plan))
 
 
-def report_outcome(spec: SweepSpec, results: store.Store, outcome: Any) -> int:
-    """Print what the store now holds, and the exit code."""
-    n = counts(outcome.trials)
-    total = len(outcome.trials)
+def plan_of(plan: Plan) -> dict[str, Any]:
+    """The plan as plan.json holds it (kwlab.store.Store.write_plan)."""
+    return {"trials": [{"trial_id": t.trial_id} for t in plan.trials],
+            "suggestions": plan.spec.num_samples if plan.spec.method == "bayes" else 0,
+            "seeds": list(plan.spec.seeds)}
+
+
+def report_outcome(spec: SweepSpec, results: store.Store, outcome: Any, plan: dict[str, Any]) -> int:
+    """Print what the store now holds of the planned trials (`plan`, as plan.json holds it), and the exit code."""
+    table = outcome.trials
+    statuses = dict(zip(table["trial_id"], table["status"], strict=True)) if len(table) else {}
+    n = store.planned_counts(statuses, plan)
+    total = sum(n.values())
     stopped = f", {n['stopped']} stopped early" if n["stopped"] else ""
+    missing = f", {n[store.MISSING]} missing" if n[store.MISSING] else ""
     line = (f"{spec.name}: {n['finished']} of {total} trials finished{stopped}, {n['failed']} failed, "
-            f"{n['running'] + n['pending']} not finished; results in {results}")
+            f"{n['running'] + n['pending']} not finished{missing}; results in {results}")
     command = shlex.join(["kwlab", *sys.argv[1:]])
     if outcome.interrupted:
         what = "terminated (SIGTERM)" if outcome.interrupted == signal.SIGTERM else "interrupted"
@@ -252,6 +295,10 @@ def report_outcome(spec: SweepSpec, results: store.Store, outcome: Any) -> int:
         return 1
     if n["running"] + n["pending"]:
         print(f"{line}\nsome trials did not finish; rerun the same command to resume them", file=sys.stderr)
+        return 1
+    if n[store.MISSING]:
+        print(f"{line}\n{n[store.MISSING]} planned trials have no folder in the store (removed while the sweep ran?); "
+              f"rerun the same command to train them", file=sys.stderr)
         return 1
     print(line)
     return 0

@@ -73,6 +73,21 @@ def estimate(spec: SweepSpec, trials: list[Trial], max_concurrent: int | None,
     return Estimate(per_variant, slots, RAY_FIXED_S + makespan(durations, slots) if durations else 0.0)
 
 
+# Rates no machine kwlab runs on reaches, in multiply-adds per second (forward): a bound that is never too long
+FASTEST_CPU_MACS = 2e12
+FASTEST_GPU_MACS = 2e15
+
+
+def shortest_s(cfg: TrainConfig, macs_per_image: float, gpu: bool) -> float:
+    """The fewest seconds a trial of `cfg` can take on any machine: its images' MACs (forward and backward, 3x, for
+    the training images; forward for the validation images) every epoch, at a rate above any CPU's or GPU's."""
+    from kwlab.sweep.expand import data_shape
+
+    train, val = data_shape(cfg.data)[3:]
+    work = cfg.epochs * (3 * train + val) * macs_per_image
+    return work / (FASTEST_GPU_MACS if gpu else FASTEST_CPU_MACS)
+
+
 def duration(seconds: float) -> str:
     """'45 s', '12.5 min', '1 h 42 min'."""
     if seconds < 100:

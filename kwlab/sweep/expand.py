@@ -122,19 +122,27 @@ def variant_count(spec: SweepSpec) -> int:
     return points + len(spec.cases)
 
 
+def trial_count(spec: SweepSpec) -> int:
+    """How many trials the spec asks for, counted without building any: its variants at the spec's seeds, the cases
+    at their own."""
+    return ((variant_count(spec) - len(spec.cases)) * len(spec.seeds)
+            + sum(len(c.seeds or spec.seeds) for c in spec.cases))
+
+
 def size_line(spec: SweepSpec) -> str:
-    """'1,000 variants, 3,000 trials (counted before constraints)', from `variant_count`."""
-    variants = variant_count(spec)
-    trials = (variants - len(spec.cases)) * len(spec.seeds) + sum(len(c.seeds or spec.seeds) for c in spec.cases)
-    return f"{variants:,} variants, {trials:,} trials (counted before constraints)"
+    """'1,000 variants, 3,000 trials (counted before constraints)', from `variant_count` and `trial_count`."""
+    return f"{variant_count(spec):,} variants, {trial_count(spec):,} trials (counted before constraints)"
 
 
-def check_size(spec: SweepSpec, max_variants: int, source: str) -> None:
-    """Refuse, before building anything, a spec with more than `max_variants` variants."""
-    variants = variant_count(spec)
+def check_size(spec: SweepSpec, max_variants: int, max_trials: int, source: str) -> None:
+    """Refuse, before building anything, a spec with more than `max_variants` variants or `max_trials` trials."""
+    variants, trials = variant_count(spec), trial_count(spec)
     if variants > max_variants:
         raise KWLabError(f"{source}: {size_line(spec)}: over the cap of {max_variants:,} variants; narrow the "
                          f"parameters, or raise the cap with --max-variants {variants}")
+    if trials > max_trials:
+        raise KWLabError(f"{source}: {size_line(spec)}: over the cap of {max_trials:,} trials; use fewer seeds or "
+                         f"variants, or raise the cap with --max-trials {trials}")
 
 
 def random_variants(spec: SweepSpec) -> list[Variant]:
@@ -221,11 +229,12 @@ _PRICES: dict[str, dict[str, int]] = {}  # by config JSON: a TrainConfig holds d
 
 
 @cache
-def _data_shape(data: DataSpec) -> tuple[int, int, int]:
+def data_shape(data: DataSpec) -> tuple[int, int, int, int, int]:
+    """(classes, channels, image size, training images, validation images) of a dataset (loaded once per process)."""
     from kwlab.data import load
 
     splits = load(data)
-    return splits.num_classes, splits.in_chans, splits.image_size
+    return splits.num_classes, splits.in_chans, splits.image_size, len(splits.train), len(splits.val)
 
 
 def price_config(cfg: TrainConfig) -> dict[str, int]:
@@ -235,7 +244,7 @@ def price_config(cfg: TrainConfig) -> dict[str, int]:
 
     key = json.dumps(cfg.to_dict(), sort_keys=True)
     if key not in _PRICES:
-        _PRICES[key] = price(cfg, *_data_shape(cfg.data)).to_dict()
+        _PRICES[key] = price(cfg, *data_shape(cfg.data)[:3]).to_dict()
     return _PRICES[key]
 
 

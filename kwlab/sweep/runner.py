@@ -26,7 +26,7 @@ import sys
 import tempfile
 import time
 import traceback
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -41,7 +41,7 @@ from kwlab.best import best_value, better
 from kwlab.errors import KWLabError, WriteError
 from kwlab.files import DISK_FULL
 from kwlab.storage import Storage
-from kwlab.sweep.capacity import check_fits
+from kwlab.sweep.capacity import check_fits, packing_warnings
 from kwlab.sweep.ray_output import LostNodes, ray_output_to
 from kwlab.sweep.expand import Trial, Variant, label, price_config, resolve
 from kwlab.sweep.space import optuna_distributions
@@ -70,6 +70,7 @@ class SeedRun:
     dir: str
     config: TrainConfig
     seed: int
+    meta: dict[str, Any] = dataclasses.field(default_factory=dict)  # its sweep.json, written again if removed
 
 
 @dataclass(frozen=True)
@@ -109,14 +110,25 @@ class Job:
         trials = [Trial(variant, seed, resolve(self.search.base, variant, seed, self.search.source))
                   for seed in self.search.seeds]
         results = store.Store(self.search.store)
-        prepare(results, trials, {trials[0].variant_id: price_config(trials[0].cfg)})
-        return [describe_trial(trial, results) for trial in trials]
+        prices = {trials[0].variant_id: price_config(trials[0].cfg)}
+        prepare(results, trials, prices)
+        return [describe_trial(trial, results, prices[trial.variant_id]) for trial in trials]
 
 
-def describe_trial(trial: Trial, results: store.Store) -> SeedRun:
+def describe_trial(trial: Trial, results: store.Store, price: dict[str, Any] | None = None) -> SeedRun:
     """One seed of a Tune trial, trained into its folder of `results` (an absolute path, or its URI)."""
     folder = results.trial(trial.trial_id).storage
-    return SeedRun(trial.trial_id, str(folder.local.resolve()) if folder.local else folder.uri, trial.cfg, trial.seed)
+    return SeedRun(trial.trial_id, str(folder.local.resolve()) if folder.local else folder.uri, trial.cfg, trial.seed,
+                   sweep_meta(trial, price or {}))
+
+
+def sweep_meta(trial: Trial, price: dict[str, Any]) -> dict[str, Any]:
+    """A trial's sweep.json: ids, variant, seed, swept values, its variant's price, the metric that picks its best
+    epoch, its epochs and method."""
+    return {"trial_id": trial.trial_id, "variant_id": trial.variant_id, "variant": trial.variant.name,
+            "is_baseline": trial.variant.is_baseline, "seed": trial.seed, "parameters": trial.variant.overrides,
+            "price": price, "metric": trial.cfg.metric.to_dict(), "epochs": trial.cfg.epochs,
+            "method": trial.cfg.method}
 
 
 def suggested_point(config: dict[str, Any]) -> dict[str, Any]:
@@ -194,7 +206,7 @@ def _train_seeds(seeds: list[SeedRun], job: Job, report: Any, dist: Any = None) 
         trial = staged.local if staged is not None else home
         epochs = run(seed.config, trial.path, dist=dist, keep=job.keep, wandb=job.wandb)
         if dist.main:
-            epochs = _logged(trial, epochs)
+            epochs = _identified(trial, seed.meta, _logged(trial, epochs))
             epochs = staged.synced(epochs) if staged is not None else epochs
         runs[seed.seed] = epochs
     epoch = 0
@@ -216,6 +228,16 @@ def _train_seeds(seeds: list[SeedRun], job: Job, report: Any, dist: Any = None) 
 def _mean(values: Any) -> float:
     values = [v for v in values if not math.isnan(v)]
     return sum(values) / len(values) if values else math.nan
+
+
+def _identified(trial: store.TrialDir, meta: dict[str, Any],
+                epochs: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
+    """The trial's epochs, its sweep.json written again after an epoch when its folder was removed meanwhile (the
+    recipe writes config.yaml again likewise)."""
+    for metrics in epochs:
+        if meta and not trial.file(store.SWEEP).is_file():
+            trial.write_sweep_meta(meta)
+        yield metrics
 
 
 def _logged(trial: store.TrialDir, epochs: Iterator[dict[str, Any]]) -> Iterator[dict[str, Any]]:
@@ -453,10 +475,7 @@ def prepare(results: store.Store, trials: list[Trial], prices: dict[str, dict[st
     pending = []
     for trial in trials:
         trial_dir = results.trial(trial.trial_id)
-        meta = {"trial_id": trial.trial_id, "variant_id": trial.variant_id, "variant": trial.variant.name,
-                "is_baseline": trial.variant.is_baseline, "seed": trial.seed, "parameters": trial.variant.overrides,
-                "price": prices.get(trial.variant_id, {}), "metric": trial.cfg.metric.to_dict(),
-                "epochs": trial.cfg.epochs, "method": trial.cfg.method}
+        meta = sweep_meta(trial, prices.get(trial.variant_id, {}))
         record = trial_dir.record()
         if record.meta != json.loads(json.dumps(meta, default=str)):
             trial_dir.write_sweep_meta(meta)
@@ -506,11 +525,16 @@ def trials_that_fit(spec: SweepSpec) -> int:
     return max(1, int(min(fits)))
 
 
-def check_capacity(spec: SweepSpec) -> None:
-    """Refuse a trial that the live Ray cluster's nodes cannot place at all (instead of Tune waiting forever)."""
+def check_capacity(spec: SweepSpec, trials: int, max_concurrent: int | None, params: int,
+                   say: Callable[[str], None]) -> None:
+    """Refuse a trial that the live Ray cluster's nodes cannot place at all (instead of Tune waiting forever), and
+    say when they would run more of the `trials` at once than their cores or memory hold."""
     import ray
 
-    check_fits(spec.resources, [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")])
+    nodes = [n.get("Resources", {}) for n in ray.nodes() if n.get("Alive")]
+    check_fits(spec.resources, nodes)
+    for line in packing_warnings(spec.resources, nodes, trials, max_concurrent or spec.max_concurrent_trials, params):
+        say(f"warning: {line}")
 
 
 def tracking(spec: SweepSpec, results: store.Store) -> Tracking:
@@ -588,6 +612,9 @@ def run_trials(
     fixed = [t.trial_id for t in trials]
     trackers.sync([results.trial(t).record() for t in fixed])  # what earlier runs left (a resume, a kill -9)
     console = Console()
+    if search:  # a study that lost them (optuna.db damaged or removed) takes the store's suggestions back
+        planned = set(fixed)
+        trackers.optuna.restore_suggestions([r for r in results.records() if r.trial_id not in planned])
     searches = trackers.optuna.suggestions_to_run(spec.num_samples) if search else 0
     console.print(f"{spec.name}: {len(pending)} of {len(trials)} fixed trials to run "
                   f"({len(trials) - len(pending)} done earlier)" + (f", then {searches} Optuna suggestions "
@@ -618,7 +645,9 @@ def run_trials(
             # Tune logs a failed trial's traceback; kwlab prints its own one-line event and keeps the trace in log.txt
             logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
             try:
-                check_capacity(spec)
+                check_capacity(spec, len(pending) + searches, max_concurrent,
+                               max((p.get("params_total", 0) for p in prices.values()), default=0),
+                               lambda text: console.print(text, style="yellow", highlight=False, soft_wrap=True))
                 with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                               TimeElapsedColumn(), console=console) as progress:
                     groups = _groups(spec, pending)
@@ -633,15 +662,15 @@ def run_trials(
                               tuple(spec.keep), resources.workers, resources.cpu, resources.gpu,
                               train_storage(results), wandb_settings(spec))
                     if groups:
-                        space = [dataclasses.replace(job, seeds=tuple(describe_trial(t, results) for t in group))
-                                 for group in groups]
+                        space = [dataclasses.replace(job, seeds=tuple(
+                            describe_trial(t, results, prices.get(t.variant_id)) for t in group)) for group in groups]
                         _fit(spec, results, {"job": _grid(space)}, callback, max_concurrent, _asha(spec))
                     if searches:
                         from ray.tune.search.optuna import OptunaSearch
 
                         searcher = OptunaSearch(optuna_distributions(spec.parameters), metric=SCORE,
                                                 mode=spec.metric.goal[:3], seed=spec.sampler_seed,
-                                                storage=trackers.optuna.storage, study_name=spec.name)
+                                                storage=trackers.optuna.storage, study_name=trackers.optuna.name)
                         where = str(results.path.resolve()) if results.local else results.storage.uri
                         context = Search(search["base"], search["source"], where, list(spec.seeds))
                         _fit(spec, results, {"job": dataclasses.replace(job, search=context)}, callback,

@@ -40,7 +40,7 @@ def _folder_name(name: str) -> str:
 
 
 # a sweep's or profile's name: one folder name under the results root
-FolderName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$"), AfterValidator(_folder_name)]
+FolderName = Annotated[str, Field(pattern=r"^[A-Za-z0-9_.-]+$", max_length=100), AfterValidator(_folder_name)]
 CONTINUOUS = ("uniform", "log_uniform_values", "normal")
 DISCRETE = ("int_uniform", "q_uniform", "categorical")
 

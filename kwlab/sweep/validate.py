@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from kwlab.sweep.command import add_size_argument, plan_sweep
+from kwlab.sweep.command import Limits, add_size_argument, plan_sweep
 from kwlab.sweep.expand import count_line
 from kwlab.sweep.spec import schema_json
 
@@ -25,6 +25,6 @@ def main(args: argparse.Namespace) -> int:
         return 0
     if not args.spec:
         raise SystemExit("kwlab validate: give a SPEC or --schema")
-    plan = plan_sweep(args.spec, args.profile, args.set, args.max_variants)
+    plan = plan_sweep(args.spec, args.profile, args.set, Limits.of(args))
     print(f"{args.spec}: ok: {plan.spec.method} sweep {plan.spec.name!r}, {count_line(plan.trials)}")
     return 0

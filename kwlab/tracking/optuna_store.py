@@ -16,10 +16,13 @@ import contextlib
 import json
 import math
 import sqlite3
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import optuna
+import sqlalchemy
 from optuna.distributions import BaseDistribution, CategoricalDistribution
 from optuna.trial import FrozenTrial, TrialState
 
@@ -33,6 +36,24 @@ RETRY_OF = "retry_of"  # user attribute of a bayes suggestion run again: the num
 def storage_url(db: Path) -> str:
     """The SQLite URL of an optuna.db (what `optuna-dashboard` and `optuna.load_study` take)."""
     return f"sqlite:///{db.resolve()}"
+
+
+def _storage_or_fresh(db: Path, say: Callable[[str], None]) -> optuna.storages.RDBStorage:
+    """The storage in `db`, or, when the file is damaged (truncated, overwritten, not SQLite), a fresh one after the
+    damaged file is set aside beside it, with one line: the runner mirrors the store into it again."""
+    try:
+        storage = open_storage(db)
+        optuna.get_all_study_summaries(storage)
+        return storage
+    except (sqlite3.DatabaseError, sqlalchemy.exc.SQLAlchemyError) as error:
+        aside = db.with_name(f"{db.name}.damaged-{time.strftime('%Y%m%d-%H%M%S')}")
+        for suffix in ("", "-wal", "-shm"):
+            with contextlib.suppress(FileNotFoundError):
+                db.with_name(db.name + suffix).rename(aside.with_name(aside.name + suffix))
+        reason = str(error).strip().splitlines()[0][:120] if str(error).strip() else type(error).__name__
+        say(f"{db}: damaged ({reason}); set aside as {aside.name}, and the sweep is mirrored into a new one from "
+            "the store")
+        return open_storage(db)
 
 
 def open_storage(db: Path) -> optuna.storages.RDBStorage:
@@ -56,18 +77,38 @@ class OptunaMirror:
     keys' distributions, `cases` the names of the explicit variants."""
 
     def __init__(self, db: Path, name: str, metric: str, goal: str, space: dict[str, BaseDistribution],
-                 cases: list[str]) -> None:
-        self.storage = open_storage(db)
-        self.study = optuna.create_study(storage=self.storage, study_name=name, direction=goal, load_if_exists=True)
-        self.study_id = self.storage.get_study_id_from_name(name)
-        self.metric = metric
+                 cases: list[str], say: Callable[[str], None] = print) -> None:
+        self.storage = _storage_or_fresh(db, say)
         self.space = space
         self.cases = {CASE: CategoricalDistribution(cases)} if cases else {}
         self.case_names = set(cases)
+        self.name = self._version(name, say)  # the study's name: the sweep's, or its newest version's
+        self.study = optuna.create_study(storage=self.storage, study_name=self.name, direction=goal,
+                                         load_if_exists=True)
+        self.study_id = self.storage.get_study_id_from_name(self.name)
+        self.metric = metric
         self.latest: dict[str, int] = {}  # kwlab trial id -> storage id of its latest Optuna trial
         for trial in self.study.get_trials(deepcopy=False):
             if "trial_id" in trial.user_attrs:
                 self.latest[trial.user_attrs["trial_id"]] = self._storage_id(trial.number)
+
+    def _version(self, name: str, say: Callable[[str], None]) -> str:
+        """`name`, or, when the spec's space no longer fits that study's trials (a value added to a swept key: Optuna's
+        distributions cannot grow), the first version `name.v2`, `name.v3`, ... that fits (new: empty, mirrored from
+        the store)."""
+        studies = {study.study_name: study for study in optuna.get_all_study_summaries(self.storage)}
+        candidates = [name, *(f"{name}.v{k}" for k in range(2, len(studies) + 2))]
+        chosen = next(n for n in candidates if n not in studies or self._fits(n))
+        if chosen != name and chosen not in studies:
+            say(f"optuna.db: the swept values changed, so study {name!r} cannot take them; the sweep is mirrored into "
+                f"a new study {chosen!r} (the earlier one is kept)")
+        return chosen
+
+    def _fits(self, name: str) -> bool:
+        """Whether every trial of study `name` has the distributions the spec now gives its params."""
+        space = {**self.space, **self.cases}
+        trials = optuna.load_study(study_name=name, storage=self.storage).get_trials(deepcopy=False)
+        return all(space.get(key, dist) == dist for t in trials for key, dist in t.distributions.items())
 
     def _storage_id(self, number: int) -> int:
         return self.storage.get_trial_id_from_study_id_trial_number(self.study_id, number)
@@ -133,6 +174,27 @@ class OptunaMirror:
                     if trial.user_attrs.get(key) != value:
                         self.storage.set_trial_user_attr(self._storage_id(trial.number), key, value)
                 return
+
+    def restore_suggestions(self, records: list[store.TrialRecord]) -> int:
+        """Put the store's bayes suggestions (trials of points OptunaSearch chose, grouped by variant) back into a
+        study that lacks them (optuna.db set aside as damaged, or removed), valued at the mean over their seeds of
+        each seed's best metric, so the seeded search goes on from them; returns how many were added."""
+        known = {t.user_attrs.get("variant_id") for t in self.study.get_trials(deepcopy=False)}
+        by_variant: dict[str, list[store.TrialRecord]] = {}
+        for record in records:
+            if record.identified and record.meta["variant_id"] not in known:
+                by_variant.setdefault(record.meta["variant_id"], []).append(record)
+        for group in by_variant.values():
+            meta = group[0].meta
+            params = {k: optuna_value(v) for k, v in meta.get("parameters", {}).items() if k in self.space}
+            bests = [float(best[r.metric[0]]) for r in group if r.done and (best := r.best) is not None]
+            finished = len(bests) == len(group)
+            self.study.add_trial(optuna.trial.create_trial(
+                state=TrialState.COMPLETE if finished else TrialState.FAIL, params=params,
+                distributions={k: self.space[k] for k in params}, value=sum(bests) / len(bests) if finished else None,
+                user_attrs={"variant_id": meta["variant_id"], "variant": meta["variant"],
+                            "seeds": [r.meta["seed"] for r in group], "trial_ids": [r.trial_id for r in group]}))
+        return len(by_variant)
 
     def suggestions_to_run(self, num_samples: int) -> int:
         """How many OptunaSearch trials a (re)run of a bayes sweep asks for: the suggestions it has not made yet,

@@ -13,15 +13,17 @@ import re
 from typing import Any
 
 from kwlab import store
+from kwlab.files import safe_name
 
 HPARAMS_RUN = "hparams"  # the sub-run tensorboardX writes the hyperparameters and final metrics into
 
 
 def run_name(trial: store.TrialDir, seed: int) -> str:
-    """The trial's run name in TensorBoard: its variant and seed ('budget=2 seed 0'), or 'seed 0' outside a sweep."""
+    """The trial's run name in TensorBoard, a folder name: its variant and seed ('budget=2 seed 0'), or 'seed 0'
+    outside a sweep; a name too long for a folder keeps its start and a hash of the whole."""
     meta = trial.sweep_meta() or {}
     name = f"{meta['variant']} seed {seed}" if "variant" in meta else f"seed {seed}"
-    return re.sub(r"[/\\]+", "_", name)
+    return safe_name(re.sub(r"[/\\]+", "_", name))
 
 
 def _number(value: Any) -> bool:

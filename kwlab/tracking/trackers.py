@@ -38,7 +38,7 @@ class Trackers:
     def __init__(self, tracking: Tracking, results: store.Store) -> None:
         self.results, self.optuna_db = results, tracking.optuna_db
         self.optuna = OptunaMirror(tracking.optuna_db, tracking.name, tracking.metric, tracking.goal, tracking.space,
-                                   tracking.cases)
+                                   tracking.cases, say=lambda text: print(text, flush=True))
         self.mlflow = None
         if tracking.wandb:
             from kwlab.tracking.wandb import check_installed

@@ -379,6 +379,8 @@ def _epochs(cfg: TrainConfig, training: Training, trial: store.TrialDir | None, 
             checkpoint.save(trial, cfg=cfg, state=training, history=history,
                             wall_time_s=previous_time + time.perf_counter() - started)
             trial.write_metrics(history)
+            if not trial.file(store.CONFIG).is_file():  # its folder was removed while it ran: identity again
+                trial.write_config(cfg.to_dict())
             for logger in loggers:
                 logger.epoch(metrics)
         dist.barrier()  # every worker ends the epoch with rank 0's records written
