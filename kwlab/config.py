@@ -15,7 +15,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, ValidationError
 from pydantic.fields import FieldInfo
 
-from kwlab.errors import KWLabError
+from kwlab.errors import KWLabError, shown
 
 _EXPECTED = {  # pydantic error type -> what kwlab says was expected
     "float_type": "a number", "float_parsing": "a number", "finite_number": "a finite number",
@@ -120,7 +120,7 @@ def config_error(error: ValidationError, prefix: str = "", model: type[BaseModel
         message = f"expected {noun} {_interval(field)}, got {value!r}"
     elif kind in _EXPECTED:
         expected = _EXPECTED[kind] + (" or null" if _allows_none(field) else "")
-        message = f"expected {expected}" + ("" if kind == "missing" else f", got {value!r}")
+        message = f"expected {expected}" + ("" if kind == "missing" else f", got {shown(value)}")
     else:  # a validator's own message ("Value error, ..."), or pydantic's
         message = first["msg"].removeprefix("Value error, ").removeprefix("Assertion failed, ")
     return ConfigError(loc, message + more, prefix)

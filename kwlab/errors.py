@@ -26,9 +26,15 @@ def warn(message: str) -> None:
         print(f"warning: {message}", file=sys.stderr, flush=True)
 
 
+def shown(value: object, limit: int = 120) -> str:
+    """`repr(value)` for a one-line message, cut to `limit` characters with the full length said when longer."""
+    text = repr(value)
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text):,} characters)"
+
+
 def not_one_of(value: object, allowed: Iterable[object]) -> str:
     """The standard text for a value outside its allowed set: "'x' is not one of 'a', 'b'"."""
-    return f"{value!r} is not one of {', '.join(repr(a) for a in allowed)}"
+    return f"{shown(value)} is not one of {', '.join(repr(a) for a in allowed)}"
 
 
 def choice_error(what: str, value: object, allowed: Iterable[object]) -> KWLabError:

@@ -22,7 +22,7 @@ from kwlab import store
 from kwlab.errors import KWLabError, WriteError
 from kwlab.storage import Storage
 from kwlab.sweep.estimate import duration
-from kwlab.sweep.expand import (Trial, apply_constraints, base_config, check_size, compact_seeds, costliest_first,
+from kwlab.sweep.expand import (Trial, apply_constraints, price_config, base_config, check_size, compact_seeds, costliest_first,
                                 count_line, expand, price, seeds_by_variant, size_line, variant_count)
 from kwlab.sweep.spec import Resolved, SweepSpec, resolve_spec
 from kwlab.train.config import TrainConfig
@@ -131,21 +131,23 @@ def plan_sweep(path: str, profile: str | None, sets: list[str], limits: Limits =
     if spec.constraints:
         trials = apply_constraints(trials, priced, spec.constraints, path)
     kept = {t.variant_id for t in trials}
-    check_hours(trials, priced, spec, limits.max_hours, path)
+    named = [(t.variant.name, t.cfg) for t in trials] + ([("a suggestion", probe)] if probe is not None else [])
+    check_hours(named, spec.resources.gpu > 0, limits.max_hours, path)
     return Plan(resolved, trials, priced[priced["variant_id"].isin(kept)].reset_index(drop=True), base, probe)
 
 
-def check_hours(trials: list[Trial], priced: pd.DataFrame, spec: SweepSpec, max_hours: float, source: str) -> None:
-    """Refuse a sweep whose longest trial cannot take less than `max_hours` (`estimate.shortest_s`), naming it."""
+def check_hours(named: list[tuple[str, TrainConfig]], gpu: bool, max_hours: float, source: str) -> None:
+    """Refuse a sweep whose longest trial (of these variants' configs) cannot take less than `max_hours` on any
+    machine (`estimate.shortest_s`), naming it."""
     from kwlab.sweep.estimate import shortest_s
 
-    macs = dict(zip(priced["variant_id"], priced["macs_per_image"], strict=True))
-    longest = max(trials, key=lambda t: shortest_s(t.cfg, macs[t.variant_id], spec.resources.gpu > 0))
-    hours = shortest_s(longest.cfg, macs[longest.variant_id], spec.resources.gpu > 0) / 3600
-    if hours > max_hours:
-        raise KWLabError(f"{source}: variant {longest.variant.name!r} ({longest.cfg.epochs:,} epochs) cannot train "
-                         f"in less than {hours:,.0f} h on any machine, over --max-hours {max_hours:g}; check its "
-                         f"epochs and data, or raise the limit with --max-hours {math.ceil(hours)}")
+    hours = {name: shortest_s(cfg, price_config(cfg)["macs_per_image"], gpu) / 3600 for name, cfg in named}
+    longest = max(hours, key=hours.__getitem__)
+    if hours[longest] > max_hours:
+        epochs = dict(named)[longest].epochs
+        raise KWLabError(f"{source}: variant {longest!r} ({epochs:,} epochs) cannot train in less than "
+                         f"{hours[longest]:,.0f} h on any machine, over --max-hours {max_hours:g}; check its epochs "
+                         f"and data, or raise the limit with --max-hours {math.ceil(hours[longest])}")
 
 
 def check_trial_configs(spec: SweepSpec, configs: list[TrainConfig], source: str) -> None:

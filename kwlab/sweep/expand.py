@@ -20,7 +20,7 @@ import pandas as pd
 
 from kwlab.config import ConfigError, load_yaml
 from kwlab.data import DataSpec
-from kwlab.errors import KWLabError
+from kwlab.errors import KWLabError, shown
 from kwlab.overrides import set_dotted
 from kwlab.sweep.space import sample_value
 from kwlab.sweep.spec import SweepSpec
@@ -177,10 +177,10 @@ def resolve(base: dict[str, Any], variant: Variant, seed: int, source: str) -> T
     try:
         return TrainConfig.from_dict(tree)
     except ConfigError as error:
-        where = "" if error.loc[:1] == ("metric",) else f" variant {variant.name!r}:"  # the sweep's own key
+        where = "" if error.loc[:1] == ("metric",) else f" variant {shown(variant.name)}:"  # the sweep's own key
         raise KWLabError(f"{source}:{where} {error}") from None
     except KWLabError as error:
-        raise KWLabError(f"{source}: variant {variant.name!r}: {error}") from None
+        raise KWLabError(f"{source}: variant {shown(variant.name)}: {error}") from None
 
 
 def expand(spec: SweepSpec, base: dict[str, Any], source: str) -> list[Trial]:
