@@ -14,10 +14,11 @@ Both take the observed s for sigma: with few pilot seeds that s is itself uncert
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -25,6 +26,9 @@ from scipy import optimize
 from scipy import stats as scipy_stats
 
 from kwlab.errors import KWLabError
+
+if TYPE_CHECKING:  # imported where used: analysis.schedules draws on matplotlib's styles
+    from analysis.schedules import Schedules
 
 ALPHA = 0.05  # two-sided, the level of the paired test and of the 95% interval
 POWER = 0.8
@@ -125,17 +129,28 @@ def with_power(summary: pd.DataFrame, *, effect: float | None = None, alpha: flo
 
 def equal_cost_power(trials: pd.DataFrame, variants: pd.DataFrame, metric: str, *, effect: float | None = None,
                      alpha: float = ALPHA, power: float = POWER) -> dict[str, pd.DataFrame]:
-    """analysis.equal_cost.compare with the power columns (`with_power`) for each cost that has a static family and
-    a variant outside it: what `kwlab report` and `kwlab power` show."""
-    from analysis import equal_cost  # imported here, like main's imports: it draws on matplotlib's styles
+    """analysis.equal_cost.compare, within each schedule of a sweep of several training lengths, with the power
+    columns (`with_power`) for each cost that has a static family and a variant outside it: what `kwlab report` and
+    `kwlab power` show."""
+    from analysis import equal_cost, schedules  # imported here, like main's imports: they draw on matplotlib's styles
     from analysis.stats import MIN_SEEDS
 
     out = {}
     for cost in equal_cost.COSTS:
-        rows = equal_cost.compare(trials, variants, metric, cost, confidence=1 - alpha)
+        rows = schedules.equal_cost_within(trials, variants, metric, cost, confidence=1 - alpha)
         if len(rows):
             out[cost] = with_power(rows, effect=effect, alpha=alpha, power=power, minimum=MIN_SEEDS)
     return out
+
+
+def schedule_power(found: Schedules, *, effect: float | None = None, alpha: float = ALPHA,
+                   power: float = POWER) -> Schedules:
+    """analysis.schedules.compare's comparisons per schedule and changes with the power columns (`with_power`)."""
+    from analysis.stats import MIN_SEEDS
+
+    return dataclasses.replace(found, **{name: with_power(getattr(found, name), effect=effect, alpha=alpha,
+                                                           power=power, minimum=MIN_SEEDS)
+                                         for name in ("rows", "changes")})
 
 
 def seeds_text(seeds: float) -> str:

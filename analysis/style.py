@@ -16,12 +16,14 @@ matplotlib.use("Agg")  # headless: figures are written to files, never shown
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from matplotlib.colors import Colormap, to_hex  # noqa: E402
+from matplotlib.colors import Colormap, LinearSegmentedColormap, to_hex, to_rgb  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 COLUMN_WIDTH = 3.4  # inches, one column of a two-column paper
 PAGE_WIDTH = 7.0  # inches, both columns
 BASELINE_COLOR = "#222222"
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">")
+SHADES = (0.15, 0.85)  # the part of a light-to-dark ramp that shades use: visible on white, not black
 FORMATS = ("png", "pdf")
 DPI = 300
 
@@ -80,6 +82,21 @@ def palette(labels: Sequence[str], baseline: str | None = None, ordinal: bool = 
     if baseline is not None:
         mapping[baseline] = BASELINE_COLOR
     return mapping
+
+
+def shades(base: str, count: int) -> list[str]:
+    """`count` shades of one hue, light to dark around `base` (a colour): from `base` mixed with white to `base`
+    mixed with black, within SHADES of that range; one alone is `base` itself."""
+    light, dark = (to_hex(np.add(np.multiply(to_rgb(base), 1 - w), np.multiply(end, w))) for end, w in
+                   (((1, 1, 1), 0.65), ((0, 0, 0), 0.55)))
+    ramp = LinearSegmentedColormap.from_list(base, [light, base, dark])
+    points = np.linspace(*SHADES, count) if count > 1 else [0.5] * count
+    return [to_hex(ramp(p)) for p in points]
+
+
+def marker_cycle(labels: Sequence[str]) -> dict[str, str]:
+    """A marker per label, in turn from MARKERS."""
+    return {label: MARKERS[i % len(MARKERS)] for i, label in enumerate(dict.fromkeys(labels))}
 
 
 def legend_columns(fig: Figure, names: Sequence[str], most: int = 3) -> int:

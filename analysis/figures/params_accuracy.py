@@ -14,7 +14,6 @@ from analysis.style import (BASELINE_COLOR, COLUMN_WIDTH, count_scale, legend_co
                             row_major)
 
 X_LABELS = {"params_total": "parameters", "macs_per_image": "MACs per image"}
-MARKERS = ["o", "s", "^", "D", "v", "P", "X", "<", ">"]
 FAMILY_COLOR = "#6a6a6a"  # the static family's curve and band
 
 
@@ -40,15 +39,15 @@ def params_accuracy(
     colors: dict[str, str] | None = None,
     y_label: str = "best val. top-1 (%)",
     maximize: bool = True,
-    markers: bool = False,
+    markers: dict[str, str] | None = None,
     width: float = COLUMN_WIDTH,
     height: float = 2.7,
     family: pd.DataFrame | None = None,
 ) -> Figure:
     """Mean metric per variant against `x` (params_total or macs_per_image) with the interval as error bar.
 
-    `points`: one row per variant with `x`, mean, ci_low, ci_high, `hue`, label and is_baseline. The baseline is a
-    dark star; hollow markers have no interval (fewer than analysis.stats.MIN_SEEDS seeds); the dashed staircase is
+    `points`: one row per variant with `x`, mean, ci_low, ci_high, `hue`, label and is_baseline. `colors` and
+    `markers` map a `hue` value to its colour and marker (default: a palette, circles). The baseline is a dark star; hollow markers have no interval (fewer than analysis.stats.MIN_SEEDS seeds); the dashed staircase is
     the Pareto front (no other variant is as small and at least as good, in the metric's direction: `maximize`).
     Variants of equal size are spread apart a little. `family` (rows of `points`, increasing in `x`): the static
     family, drawn as a solid curve through its means with its intervals as a band, on a log axis (the curve is the
@@ -90,7 +89,7 @@ def params_accuracy(
                 color, marker, size, name = BASELINE_COLOR, "*", 9, f"{row['label']} (baseline)"
             else:
                 color = colors.get(row[hue], "C0")
-                marker = MARKERS[hues.index(row[hue]) % len(MARKERS)] if markers else "o"
+                marker = (markers or {}).get(row[hue], "o")
                 size, name = 5, str(row[hue])
             ax.errorbar(shown[i], ys[i], yerr=[[lower], [upper]] if has_ci else None, fmt=marker, color=color,
                         markersize=size, markerfacecolor=color if filled else "white", markeredgewidth=0.9,
