@@ -22,7 +22,7 @@ from analysis.sweep import format_value, short_name
 
 STATIC_HUE = "#8a8a8a"  # grey: its darkest shade stays lighter than the baseline's near-black
 # one hue per other family, in order of first appearance, far apart (colour-blind safe where it can be)
-HUES = ("#0173b2", "#de8f05", "#029e73", "#cc3311", "#7e57c2", "#8c564b", "#e377c2", "#17becf", "#bcbd22")
+HUES = ("#0173b2", "#de8f05", "#029e73", "#cc3311", "#7e57c2", "#e377c2", "#bcbd22", "#17becf", "#8c564b")
 NONE = "—"  # a variant without a method recorded
 FAMILY_TITLE = "family (colour) and variant (shade, marker)"  # a legend's title
 
