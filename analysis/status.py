@@ -56,9 +56,9 @@ def _older_configs(sweep: Sweep, changes: dict[str, str]) -> list[str]:
         return []
     current = ("the one the latest spec plans (plan.json)" if sweep.plan is not None else
                "the one with the most finished trials (the store has no plan.json saying which the spec plans)")
-    lines = ["", f"{plural(len(stale), 'trial')} of the store belong to another config of a variant than {current} "
-             f"(same name, different variant_id: shown as 'name [variant_id]'), e.g. from an earlier run with other "
-             f"settings; each is its own row below:", ""]
+    lines = ["", f"{plural(len(stale), 'trial')} of the store belong to another config of a variant (same name, "
+             f"different variant_id: shown as 'name [variant_id]') than {current}, e.g. from an earlier run with "
+             f"other settings; each is its own row below:", ""]
     for (variant_id, name), rows in stale.groupby(["variant_id", "variant"], sort=False):
         finished = int((rows["status"] == "finished").sum())
         lines.append(f"- `{name}`: {plural(len(rows), 'trial')}, {finished} finished; "
