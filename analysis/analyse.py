@@ -13,7 +13,8 @@ from analysis import catching_up, families, power, schedules, stats
 from analysis.schedules import Schedules
 from analysis.style import BASELINE_COLOR, palette
 from analysis.families import FAMILY_TITLE
-from analysis.sweep import Sweep, config_changes, factor_groups, format_value, group_title, labels, variants
+from analysis.sweep import (Sweep, config_changes, diff_unit, factor_groups, format_value, group_title, labels,
+                            metric_label, variants)
 
 
 @dataclass
@@ -67,6 +68,12 @@ class Analysis:
     def better(self) -> str:
         """Which way the metric is better, in words."""
         return "lower is better" if self.sweep.goal == "minimize" else "higher is better"
+
+    def printed_title(self, what: str, note: str = "") -> str:
+        """The first line of what `kwlab report` prints for a part: 'NAME: METRIC WHAT (Δ in UNIT, 95% CI NOTE):'."""
+        unit = diff_unit(self.sweep.metric)
+        return (f"{self.sweep.name}: {metric_label(self.sweep.metric)} {what} (Δ{' in ' + unit if unit else ''}, "
+                f"95% CI{note}):")
 
     @property
     def notes(self) -> dict[str, list[str]]:

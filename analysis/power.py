@@ -226,7 +226,7 @@ def _schedule_rows(found: Schedules) -> list[pd.DataFrame]:
     ('budget=1 @ 3 epochs', 'budget=1 @ equal params, 3 epochs') and the change of each gap from the shortest length
     to the longest ('budget=1: change 1→3 epochs, same width', versus its gap at the shortest)."""
     from analysis.schedules import COMPARISONS, WIDTH
-    from analysis.section import plural
+    from analysis.style import plural
 
     rows, changes = found.rows, found.changes
     cost = rows["comparison"] != WIDTH

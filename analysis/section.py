@@ -65,8 +65,3 @@ def figure_links(paths: list[Path], out: Path) -> str:
 def slug(text: str) -> str:
     """A file-name-safe version of a label."""
     return re.sub(r"[^A-Za-z0-9+-]+", "_", text).strip("_") or "variant"
-
-
-def plural(count: int, noun: str) -> str:
-    """'1 trial', '3 trials'."""
-    return f"{count} {noun}{'' if count == 1 else 's'}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from analysis.section import plural
+from analysis.style import plural
 from analysis.sweep import Sweep, progress
 
 

@@ -17,6 +17,7 @@ matplotlib.use("Agg")  # headless: figures are written to files, never shown
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from matplotlib.colors import Colormap, LinearSegmentedColormap, to_hex, to_rgb  # noqa: E402
+from matplotlib.artist import Artist  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 COLUMN_WIDTH = 3.4  # inches, one column of a two-column paper
@@ -109,6 +110,21 @@ def legend_columns(fig: Figure, names: Sequence[str], most: int = 3) -> int:
     ncols = max(1, min(most, len(names)))
     fig.set_figwidth(max(fig.get_figwidth(), ncols * column))
     return ncols
+
+
+def figure_legend(fig: Figure, handles: dict[str, Artist], title: str | None = None) -> None:
+    """A legend of `handles` (name -> artist) below the axes of `fig`, read row by row, in as many columns as fit."""
+    if not handles:
+        return
+    ncols = legend_columns(fig, list(handles))
+    names = row_major(list(handles), ncols)
+    fig.legend([handles[n] for n in names], names, title=title, loc="outside lower center", ncols=ncols,
+               handletextpad=0.4, columnspacing=1.0)
+
+
+def plural(count: int, noun: str) -> str:
+    """'1 trial', '3 trials'."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def row_major(items: list[str], ncols: int) -> list[str]:

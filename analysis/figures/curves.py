@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from analysis.style import COLUMN_WIDTH, legend_columns, new_figure, palette, paper_style, row_major
+from analysis.style import COLUMN_WIDTH, figure_legend, new_figure, palette, paper_style
 
 
 def learning_curves(
@@ -61,12 +61,7 @@ def learning_curves(
         if not epochs.empty and few:
             axes[-1, 0].set_xticks(np.unique(epochs["epoch"].to_numpy(dtype=int)))
         handles, names = axes[0, 0].get_legend_handles_labels()
-        if handles:
-            ncols = legend_columns(fig, names)
-            by_name = dict(zip(names, handles, strict=True))
-            names = row_major(names, ncols)
-            fig.legend([by_name[n] for n in names], names, title=hue_title, loc="outside lower center", ncols=ncols,
-                       handletextpad=0.4, columnspacing=1.0)
+        figure_legend(fig, dict(zip(names, handles, strict=True)), hue_title)
         return fig
 
 

@@ -10,8 +10,7 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from analysis.stats import MIN_SEEDS
-from analysis.style import (BASELINE_COLOR, COLUMN_WIDTH, count_scale, legend_columns, new_figure, palette, paper_style,
-                            row_major)
+from analysis.style import BASELINE_COLOR, COLUMN_WIDTH, count_scale, figure_legend, new_figure, palette, paper_style
 
 X_LABELS = {"params_total": "parameters", "macs_per_image": "MACs per image"}
 FAMILY_COLOR = "#6a6a6a"  # the static family's curve and band
@@ -114,10 +113,7 @@ def params_accuracy(
         if not (np.isfinite(data["ci_low"]) & np.isfinite(data["ci_high"])).all():
             handles[f"< {MIN_SEEDS} seeds (no interval)"] = Line2D([], [], marker="o", color="0.3", linestyle="none",
                                                         markersize=5, markerfacecolor="white")
-        ncols = legend_columns(fig, list(handles))
-        names = row_major(list(handles), ncols)
-        fig.legend([handles[n] for n in names], names, title=hue_title, loc="outside lower center", ncols=ncols,
-                   handletextpad=0.3, columnspacing=1.0)
+        figure_legend(fig, handles, hue_title)
         return fig
 
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+from matplotlib.artist import Artist
 from matplotlib.figure import Figure
 from matplotlib.ticker import NullFormatter
 
-from analysis.style import PAGE_WIDTH, legend_columns, new_figure, palette, paper_style, row_major
+from analysis.style import PAGE_WIDTH, figure_legend, new_figure, palette, paper_style
 
 SPREAD = 0.012  # the variants at one schedule sit this share of the log axis apart, so their intervals do not hide
 
@@ -57,16 +58,9 @@ def gap_by_schedule(
             ax.set_title((titles or {}).get(comparison, comparison), loc="left")
             ax.margins(x=0.1)
         axes[0, 0].set_ylabel(y_label)
-        handles, names = axes[0, 0].get_legend_handles_labels()
-        for ax in axes[0, 1:]:  # a variant compared at equal cost only (a static width) is in a later panel alone
+        handles: dict[str, Artist] = {}  # a variant compared at equal cost only (a static width) is in a later panel
+        for ax in axes[0]:
             for handle, name in zip(*ax.get_legend_handles_labels(), strict=True):
-                if name not in names:
-                    handles.append(handle)
-                    names.append(name)
-        if handles:
-            ncols = legend_columns(fig, names)
-            by_name = dict(zip(names, handles, strict=True))
-            names = row_major(names, ncols)
-            fig.legend([by_name[n] for n in names], names, loc="outside lower center", ncols=ncols,
-                       title="mean paired difference over seeds; bars: 95% t interval", handletextpad=0.4)
+                handles.setdefault(name, handle)
+        figure_legend(fig, handles, "mean paired difference over seeds; bars: 95% t interval")
         return fig

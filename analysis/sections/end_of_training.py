@@ -7,7 +7,8 @@ from pathlib import Path
 
 from analysis.analyse import Analysis
 from analysis.catching_up import FLAG, METRIC
-from analysis.section import Part, Section, plural
+from analysis.section import Part, Section
+from analysis.style import plural
 from analysis.sweep import diff_unit, metric_label
 from analysis.tables import estimate
 

@@ -47,9 +47,7 @@ def lines(result: Analysis) -> list[str]:
     """What `kwlab report` prints: each variant's difference to the static family at equal parameters and MACs."""
     if not result.equal_cost:
         return []
-    unit = diff_unit(result.sweep.metric)
-    out = [f"{result.sweep.name}: {metric_label(result.sweep.metric)} against the static model at equal cost "
-           f"(Δ{' in ' + unit if unit else ''}, 95% CI):"]
+    out = [result.printed_title("against the static model at equal cost")]
     names = dict.fromkeys(v for rows in result.equal_cost.values() for v in rows["variant"])
     for name in names:
         parts = []

@@ -8,8 +8,8 @@ from analysis import attention as attn
 from analysis import declared
 from analysis.analyse import Analysis
 from analysis.figures.heatmaps import attention_heatmaps
-from analysis.section import Part, Section, plural, slug
-from analysis.style import save_figure
+from analysis.section import Part, Section, slug
+from analysis.style import plural, save_figure
 from analysis.sweep import format_value, short_name
 from kwlab import store
 

@@ -10,8 +10,8 @@ import pandas as pd
 from analysis.analyse import Analysis
 from analysis.figures.importance import importance_bars, parallel_coordinates, slices
 from analysis.importance import EVALUATOR, SEED, parameter_importance, swept_groups
-from analysis.section import Part, Section, plural
-from analysis.style import save_figure
+from analysis.section import Part, Section
+from analysis.style import plural, save_figure
 from analysis.sweep import metric_label
 from analysis.tables import to_markdown
 

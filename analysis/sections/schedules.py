@@ -11,9 +11,9 @@ import pandas as pd
 from analysis.analyse import Analysis
 from analysis.figures.schedules import gap_by_schedule
 from analysis.schedules import COMPARISONS, Schedules
-from analysis.section import Part, Section, plural
-from analysis.style import save_figure
-from analysis.sweep import diff_unit, metric_label
+from analysis.section import Part, Section
+from analysis.style import plural, save_figure
+from analysis.sweep import diff_unit
 from analysis.tables import estimate, schedule_table, to_markdown
 
 
@@ -64,9 +64,8 @@ def lines(result: Analysis) -> list[str]:
     found = result.schedules
     if found is None:
         return []
-    unit = diff_unit(result.sweep.metric)
-    out = [f"{result.sweep.name}: {metric_label(result.sweep.metric)} per training length (Δ{' in ' + unit if unit else ''}"
-           f", 95% CI; change: each seed's Δ at {found.longest} epochs minus at {found.lengths[0]}):"]
+    out = [result.printed_title("per training length", f"; change: each seed's Δ at {found.longest} epochs minus "
+                                                       f"at {found.lengths[0]}")]
     changes = found.changes.set_index(["group", "comparison"])
     for (group, comparison), rows in found.rows.groupby(["group", "comparison"], sort=False):
         parts = [f"{estimate(r['diff'], r['diff_low'], r['diff_high'], signed=True)} at {plural(r['epochs'], 'epoch')}"
