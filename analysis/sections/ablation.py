@@ -27,10 +27,13 @@ def write(result: Analysis, out: Path) -> list[Section]:
     (out / "ablation.tex").write_text(to_latex(table, caption=caption, label=f"tab:{slug(sweep.name)}"))
     result.summary.to_csv(out / "summary.csv", index=False)
     what = " and ".join(group_title(g) for g in result.groups) or "the sweep"
+    lengths = (f" With several training lengths, every variant is compared here with {base} whatever its length; "
+               f"Training length compares each with the baseline's match at its own length."
+               if result.schedules is not None else "")
     sentence = (f"Every variant of {what} against the {result.baseline or 'baseline'} model: parameters, MACs per "
                 f"image, mean {metric_label(sweep.metric)} over seeds, and the difference to the baseline paired by "
-                f"seed, with what those seeds can detect. Also as [Markdown](ablation.md), [LaTeX](ablation.tex) "
-                f"and [CSV](summary.csv).")
+                f"seed, with what those seeds can detect.{lengths} Also as [Markdown](ablation.md), "
+                f"[LaTeX](ablation.tex) and [CSV](summary.csv).")
     return [Section("Ablation table", sentence, text=markdown)]
 
 
