@@ -11,6 +11,7 @@ import pandas as pd
 
 from analysis import catching_up, families, power, schedules, stats
 from analysis.schedules import Schedules
+from kwlab.store import CONFIG
 from analysis.style import BASELINE_COLOR, palette
 from analysis.families import FAMILY_TITLE
 from analysis.sweep import (Sweep, config_changes, diff_unit, factor_groups, format_value, group_title, labels,
@@ -163,7 +164,7 @@ def change_words(old: dict, new: dict) -> str:
     """What an older resolved config changes from the current one: 'epochs = 2 where the current has 3, ...', or
     why that is not known."""
     if not old or not new:
-        return f"what differs is not known (no config.yaml of {'the current' if not new else 'the older'} config yet)"
+        return f"what differs is not known (no {CONFIG} of {'the current' if not new else 'the older'} config yet)"
     changed = config_changes(old, new)
     if not changed:
         return "the same resolved config (its sweep metadata differs)"

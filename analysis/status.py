@@ -7,6 +7,7 @@ import numpy as np
 
 from analysis.style import plural
 from analysis.sweep import Sweep, progress
+from kwlab.store import PLAN
 
 
 def status_lines(sweep: Sweep, order: list[str], changes: dict[str, str]) -> list[str]:
@@ -54,8 +55,8 @@ def _older_configs(sweep: Sweep, changes: dict[str, str]) -> list[str]:
     stale = trials[[v.endswith(f"[{i}]") for v, i in zip(trials["variant"], trials["variant_id"], strict=True)]]
     if stale.empty:
         return []
-    current = ("the one the latest spec plans (plan.json)" if sweep.plan is not None else
-               "the one with the most finished trials (the store has no plan.json saying which the spec plans)")
+    current = (f"the one the latest spec plans ({PLAN})" if sweep.plan is not None else
+               f"the one with the most finished trials (the store has no {PLAN} saying which the spec plans)")
     lines = ["", f"{plural(len(stale), 'trial')} of the store belong to another config of a variant (same name, "
              f"different variant_id: shown as 'name [variant_id]') than {current}, e.g. from an earlier run with "
              f"other settings; each is its own row below:", ""]

@@ -52,7 +52,7 @@ def test_the_latest_spec_names_the_variants_and_the_baseline(reused: Path) -> No
         mark = row.split(" | ")[0].removeprefix(f"| {name} [old{name}]")
         assert mark and f"\n{mark} {CHANGE.format(name=name)}\n" in ablation  # the footnote names the key
     report = (out / "report.md").read_text()
-    assert "the one the latest spec plans (plan.json)" in report
+    assert f"the one the latest spec plans ({PLAN})" in report
     assert f"- `static [oldstatic]`: 3 trials, 3 finished; {CHANGE.format(name='static')}" in report
     assert f"- `kw [oldkw]`: 3 trials, 3 finished; {CHANGE.format(name='kw')}" in report
 
@@ -64,6 +64,6 @@ def test_without_a_plan_the_config_with_the_most_finished_trials_keeps_the_name(
     assert summary.loc["static", "variant_id"] == "oldstatic" and summary.loc["static", "is_baseline"]
     assert "static [newstatic]" in summary.index
     report = (reused / "report" / "report.md").read_text()
-    assert "the one with the most finished trials (the store has no plan.json" in report
+    assert f"the one with the most finished trials (the store has no {PLAN}" in report
     assert "- `static [newstatic]`: 3 trials, 2 finished; another config of static: epochs = 3 where the current " \
            "has 2" in report
