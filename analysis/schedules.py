@@ -92,14 +92,18 @@ def baselines(variants: pd.DataFrame, trials: pd.DataFrame, factors: list[str], 
     return {i: at[schedule[i]] for i in variants["variant_id"] if schedule[i] in at}
 
 
+def at_length(trials: pd.DataFrame, variants: pd.DataFrame, schedule: pd.Series,
+              length: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """The trials and the variants of one schedule."""
+    ids = set(schedule.index[schedule == length])
+    return trials[trials["variant_id"].isin(ids)], variants[variants["variant_id"].isin(ids)]
+
+
 def within(trials: pd.DataFrame, variants: pd.DataFrame, schedule: pd.Series,
            compare: Callable[[pd.DataFrame, pd.DataFrame, int], pd.DataFrame]) -> pd.DataFrame:
     """`compare(trials, variants, epochs)` on each schedule's own trials and variants, its rows tagged `epochs`."""
-    parts = []
-    for length in lengths(schedule):
-        ids = set(schedule.index[schedule == length])
-        parts.append(compare(trials[trials["variant_id"].isin(ids)], variants[variants["variant_id"].isin(ids)],
-                             length).assign(epochs=length))
+    parts = [compare(*at_length(trials, variants, schedule, length), length).assign(epochs=length)
+             for length in lengths(schedule)]
     return pd.concat(parts, ignore_index=True) if parts else pd.DataFrame()
 
 
@@ -174,12 +178,8 @@ def _changes(trials: pd.DataFrame, variants: pd.DataFrame, metric: str, rows: pd
         at = {int(r["epochs"]): r for r in pair.to_dict("records")}
         if set(at) != {shortest, longest}:
             continue
-        gaps = []
-        for length in (longest, shortest):
-            ids = set(schedule.index[schedule == length])
-            variant_id = at[length]["variant_id"]
-            gaps.append(gap(trials[trials["variant_id"].isin(ids)], variants[variants["variant_id"].isin(ids)],
-                            metric, variant_id, comparison, base.get(variant_id)))
+        gaps = [gap(*at_length(trials, variants, schedule, length), metric, at[length]["variant_id"], comparison,
+                    base.get(at[length]["variant_id"])) for length in (longest, shortest)]
         result = stats.compare_paired(*gaps, confidence)
         note = result.missing if result.n else "; ".join(
             f"{r['note']} at {length} epochs" for length, r in at.items() if r["note"]) or result.missing
