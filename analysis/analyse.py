@@ -114,10 +114,11 @@ def analyse(sweep: Sweep, baseline: str | None = None, *, interval: str = "t", e
     names = dict(zip(table["variant_id"], table["variant"], strict=True))
     late = catching_up.catching_up(sweep.epochs, sweep.finished,
                                    schedules.baselines(table, sweep.trials, sweep.factors, base_id), names)
-    return Analysis(sweep, summary, table, groups, colors, str(base.iloc[0]) if len(base) else None, interval,
-                    effect, power.equal_cost_power(sweep.trials, table, sweep.metric, effect=effect), markers,
-                    power.schedule_power(found, effect=effect) if found else None, late,
-                    older_configs(sweep, every), heatmap_trials)
+    return Analysis(sweep, summary, table, groups, colors, str(base.iloc[0]) if len(base) else None,
+                    interval=interval, effect=effect,
+                    equal_cost=power.equal_cost_power(sweep.trials, table, sweep.metric, effect=effect),
+                    markers=markers, schedules=power.schedule_power(found, effect=effect) if found else None,
+                    late=late, changes=older_configs(sweep, every), heatmap_trials=heatmap_trials)
 
 
 def variant_styles(table: pd.DataFrame, groups: list[list[str]],
