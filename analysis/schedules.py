@@ -121,7 +121,7 @@ def equal_cost_within(trials: pd.DataFrame, variants: pd.DataFrame, metric: str,
 def compare(trials: pd.DataFrame, variants: pd.DataFrame, metric: str, baseline: str | None, factors: list[str],
             confidence: float = stats.CONFIDENCE) -> Schedules | None:
     """Every comparison per schedule and the change of each gap from the shortest to the longest schedule, for a
-    sweep of two or more schedules (else None). `variants` is analysis.sweep.variants' table (other configs of a
+    sweep of two or more schedules where some variant is trained at two of them (else None). `variants` is analysis.sweep.variants' table (other configs of a
     variant, `stale`, are left out); `baseline` the baseline's variant_id."""
     table = variants[~variants["stale"]] if "stale" in variants else variants
     schedule = schedule_of(table, trials).dropna()
@@ -129,6 +129,8 @@ def compare(trials: pd.DataFrame, variants: pd.DataFrame, metric: str, baseline:
         return None
     table = table[table["variant_id"].isin(schedule.index)]
     key = matched(table, factors)
+    if schedule.groupby(key).nunique().max() < 2:  # no variant trained at two lengths: no axis to compare along
+        return None
     names = {k: group_name(list(table.loc[(key == k).to_numpy(), "variant"])) for k in dict.fromkeys(key)}
     group = key.map(names)
     base = baselines(table, trials, factors, baseline)

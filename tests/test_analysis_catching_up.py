@@ -60,11 +60,15 @@ def test_the_flag_fires_on_a_faster_late_gain_and_not_on_a_similar_one() -> None
 
 
 def _reported(tmp_path: Path, other: str) -> tuple[str, str]:
-    """report.md and ablation.md of a store of the static baseline and `other`, written by `kwlab report`."""
+    """report.md and ablation.md of a store of the static baseline and `other`, written by `kwlab report`; its
+    end_of_training.csv has `other`'s numbers."""
     variants = [Variant(name, "static" if name == "static" else "kw", {}, 20_000, CURVES[name],
                         is_baseline=name == "static") for name in ("static", other)]
     store = write_store(tmp_path, other, variants)
     assert kwlab_main(["report", str(store)]) == 0
+    row = pd.read_csv(store / "report" / "end_of_training.csv").set_index("variant").loc[other]
+    assert row["gain"] == pytest.approx(gains(other).mean()) and row["n_pairs"] == 3
+    assert row["flagged"] == (other == "late")
     return (store / "report" / "report.md").read_text(), (store / "report" / "ablation.md").read_text()
 
 

@@ -67,3 +67,5 @@ def test_without_a_plan_the_config_with_the_most_finished_trials_keeps_the_name(
     assert f"the one with the most finished trials (the store has no {PLAN}" in report
     assert "- `static [newstatic]`: 3 trials, 2 finished; another config of static: epochs = 3 where the current " \
            "has 2" in report
+    # static at 2 epochs and kw at 3 are current: two lengths, but no variant at both, so no training-length part
+    assert "## Training length" not in report and not (reused / "report" / "schedules.md").exists()

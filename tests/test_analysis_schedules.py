@@ -22,7 +22,8 @@ from scipy import stats as scipy_stats
 
 import kwlab.results
 from analysis.analyse import analyse
-from analysis.schedules import group_name
+from analysis.figures.schedules import gap_by_schedule
+from analysis.schedules import COMPARISONS, group_name
 from analysis.stats import holm
 from analysis.sweep import load_sweep
 from kwlab.cli import main as kwlab_main
@@ -196,6 +197,16 @@ def test_report_tables_draws_and_prints_the_schedules(reported: tuple[Path, str]
     report = (out / "report.md").read_text()
     assert "## Training length" in report and "![Training length](schedules.png)" in report
     assert "static family of its own length" in report  # the Method section says equal cost stays in a schedule
+
+
+def test_the_figure_draws_a_panel_per_comparison_on_a_log_axis(tmp_path: Path) -> None:
+    found = analyse(load_sweep(schedule_store(tmp_path))).schedules
+    fig = gap_by_schedule(found.rows, titles=COMPARISONS)
+    axes = [ax for ax in fig.axes if ax.get_title(loc="left")]
+    assert [ax.get_title(loc="left") for ax in axes] == ["same width", "equal params", "equal MACs"]
+    assert all(ax.get_xscale() == "log" for ax in axes)
+    assert [t.get_text() for t in axes[0].get_xticklabels()] == ["2", "4"]
+    assert len(fig.legends[0].get_texts()) == 2  # budget=1 and the width-2 static, one line each
 
 
 def test_power_covers_each_schedule_and_the_change(reported: tuple[Path, str],
