@@ -126,10 +126,7 @@ def compare(trials: pd.DataFrame, variants: pd.DataFrame, metric: str, cost: str
         elif values.empty:
             out |= {"in_range": True, "diff_missing": stats.NOTHING}
         else:
-            base = static_at(table, family, value)
-            diffs = stats.paired_differences(values, base)
-            result = stats.paired_difference(values.reindex(diffs.index).to_numpy(),
-                                             base.reindex(diffs.index).to_numpy(), confidence)
+            result = stats.compare_paired(values, static_at(table, family, value), confidence)
             out |= {"in_range": True, "n_pairs": result.n, "diff": result.mean, "diff_sd": result.sd,
                     "diff_low": result.low, "diff_high": result.high, "p": result.p, "resolved": result.resolved,
                     "diff_missing": result.missing if result.n else "no seed shared with the static family"}

@@ -1,5 +1,5 @@
-"""Which swept setting mattered: the importance of each swept key on the report's metric, with a parallel-coordinates
-figure and slice plots, for a sweep of two or more swept keys.
+"""Which swept setting mattered: the importance of each swept key on the report's metric (the report's section and
+figures: analysis.sections.importance), for a sweep of two or more swept keys.
 
 Built from the store's trials (not from optuna.db, so any store, however old, gets it): every finished trial with a
 finite metric and a value for every swept key is one trial of an in-memory Optuna study, with the spec's
@@ -10,18 +10,13 @@ keys) are left out and counted.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 import numpy as np
 import optuna
 import pandas as pd
 
-from analysis.figures.importance import importance_bars, parallel_coordinates, slices
-from analysis.section import Section
-from analysis.style import save_figure
-from analysis.sweep import Sweep, factor_groups, group_title, metric_label
-from analysis.tables import to_markdown
+from analysis.sweep import Sweep, factor_groups, group_title
 from kwlab.sweep.spec import Parameter
 from kwlab.sweep.space import optuna_distributions
 from kwlab.tracking.optuna_store import optuna_value
@@ -30,7 +25,6 @@ EVALUATOR = "fANOVA"  # NOTE: named, not Optuna's default: Optuna 5 changed the 
 SEED = 0  # fANOVA's random forest
 # NOTE: below four trials fANOVA's forest fits noise; Optuna itself refuses fewer than two
 MIN_TRIALS = 4
-STEMS = ("importance", "parallel_coordinates", "slices")
 
 
 @dataclass
@@ -87,50 +81,3 @@ def parameter_importance(sweep: Sweep, groups: list[list[str]]) -> Importance:
             study, evaluator=optuna.importance.FanovaImportanceEvaluator(seed=SEED), params=keys)
         table = pd.DataFrame([{"key": k, "title": titles[k], "importance": v} for k, v in found.items()])
     return Importance(keys, titles, study, table, {k: v for k, v in left_out.items() if v}, missing)
-
-
-def _left_out_words(left_out: dict[str, int]) -> str:
-    if not left_out:
-        return "none left out"
-    return "left out: " + ", ".join(f"{n} {reason}" for reason, n in left_out.items())
-
-
-def importance_sections(sweep: Sweep, variants: pd.DataFrame, out: Path) -> list[Section]:
-    """The report's 'Which setting mattered' sections for a sweep of two or more swept keys (else none): the
-    importance table and bars, the parallel-coordinates figure and the slice plots, or why there are too few
-    trials for them. `variants` is the report's variant table (analysis.sweep.variants)."""
-
-    for stem in STEMS:  # an earlier report's figures, which this one may not draw again
-        for path in out.glob(f"{stem}.*"):
-            if path.suffix in (".png", ".pdf", ".csv"):
-                path.unlink()
-    groups = swept_groups(sweep, variants)
-    if len(groups) < 2:
-        return []
-    found = parameter_importance(sweep, groups)
-    usable = len(found.study.trials)
-    counted = f"{usable} finished trial{'s' if usable != 1 else ''} (one per seed; {_left_out_words(found.left_out)})"
-    titles = ", ".join(found.titles.values())
-    if found.missing is not None:
-        return [Section("Which setting mattered", f"No parameter importance of {titles} yet: it uses the finished "
-                        f"trials with a finite {metric_label(sweep.metric)}, and this sweep has {counted}: "
-                        f"{found.missing}.")]
-    found.importances.to_csv(out / "importance.csv", index=False)
-    label = metric_label(sweep.metric)
-    table = to_markdown(pd.DataFrame({"swept key": found.importances["title"],
-                                      "importance": found.importances["importance"].map("{:.3f}".format)}))
-    top = found.importances.iloc[0]
-    sentence = (f"How much of the variation of {label} over {counted} each swept key explains, by Optuna's "
-                f"{EVALUATOR} evaluator (`optuna.importance.FanovaImportanceEvaluator`, seed {SEED}; named, because "
-                f"Optuna 5 changed the default to PED-ANOVA); the importances sum to 1 "
-                f"([CSV](importance.csv)). {top['title']} mattered most ({top['importance']:.2f}).")
-    return [
-        Section("Which setting mattered", sentence, save_figure(importance_bars(
-            found.importances.assign(key=found.importances["title"]), EVALUATOR),
-                                                                out / "importance"), text=table),
-        Section("Parallel coordinates", f"Every trial counted above as a line through its swept values to its "
-                f"{label} (colour: {label}).", save_figure(parallel_coordinates(found.study, found.keys, label),
-                                                           out / "parallel_coordinates")),
-        Section("Slices", f"{label} of every trial counted above against each swept key.",
-                save_figure(slices(found.study, found.keys, label), out / "slices")),
-    ]

@@ -14,10 +14,11 @@ Both take the observed s for sigma: with few pilot seeds that s is itself uncert
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -26,6 +27,9 @@ from scipy import stats as scipy_stats
 
 from kwlab.errors import KWLabError
 from kwlab.store import Store
+
+if TYPE_CHECKING:  # imported where used: analysis.schedules draws on matplotlib's styles
+    from analysis.schedules import Schedules
 
 ALPHA = 0.05  # two-sided, the level of the paired test and of the 95% interval
 POWER = 0.8
@@ -126,17 +130,28 @@ def with_power(summary: pd.DataFrame, *, effect: float | None = None, alpha: flo
 
 def equal_cost_power(trials: pd.DataFrame, variants: pd.DataFrame, metric: str, *, effect: float | None = None,
                      alpha: float = ALPHA, power: float = POWER) -> dict[str, pd.DataFrame]:
-    """analysis.equal_cost.compare with the power columns (`with_power`) for each cost that has a static family and
-    a variant outside it: what `kwlab report` and `kwlab power` show."""
-    from analysis import equal_cost  # imported here, like main's imports: it draws on matplotlib's styles
+    """analysis.equal_cost.compare, within each schedule of a sweep of several training lengths, with the power
+    columns (`with_power`) for each cost that has a static family and a variant outside it: what `kwlab report` and
+    `kwlab power` show."""
+    from analysis import equal_cost, schedules  # imported here, like main's imports: they draw on matplotlib's styles
     from analysis.stats import MIN_SEEDS
 
     out = {}
     for cost in equal_cost.COSTS:
-        rows = equal_cost.compare(trials, variants, metric, cost, confidence=1 - alpha)
+        rows = schedules.equal_cost_within(trials, variants, metric, cost, confidence=1 - alpha)
         if len(rows):
             out[cost] = with_power(rows, effect=effect, alpha=alpha, power=power, minimum=MIN_SEEDS)
     return out
+
+
+def schedule_power(found: Schedules, *, effect: float | None = None, alpha: float = ALPHA,
+                   power: float = POWER) -> Schedules:
+    """analysis.schedules.compare's comparisons per schedule and changes with the power columns (`with_power`)."""
+    from analysis.stats import MIN_SEEDS
+
+    return dataclasses.replace(found, **{name: with_power(getattr(found, name), effect=effect, alpha=alpha,
+                                                           power=power, minimum=MIN_SEEDS)
+                                         for name in ("rows", "changes")})
 
 
 def seeds_text(seeds: float) -> str:
@@ -166,7 +181,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 def main(args: argparse.Namespace) -> int:
     """Print the seeds needed per comparison of a pilot store."""
     # imported here: analysis.stats builds on this module, and `kwlab` imports every command's module for its parser
-    from analysis import equal_cost
+    from analysis import equal_cost, schedules
     from analysis.stats import MIN_SEEDS, summarize
     from analysis.sweep import diff_unit, load_sweep, metric_label, resolution, variants
 
@@ -183,11 +198,17 @@ def main(args: argparse.Namespace) -> int:
     baseline = summary.loc[summary["is_baseline"], "variant"]
     rows = [table[~table["is_baseline"]].assign(versus=str(baseline.iloc[0]) if len(baseline) else None,
                                                 comparison=lambda t: t["variant"])]
-    versus_static = equal_cost_power(sweep.trials, variants(sweep), sweep.metric, effect=args.effect,
-                                     alpha=args.alpha, power=args.power)
+    table = variants(sweep)
+    versus_static = equal_cost_power(sweep.trials, table, sweep.metric, effect=args.effect, alpha=args.alpha,
+                                     power=args.power)
     for cost, versus in versus_static.items():  # against the static family at equal cost, when there is one
         at = equal_cost.SHORT[cost]
         rows.append(versus.assign(versus=f"static at equal {at}", comparison=versus["variant"] + f" @ equal {at}"))
+    base_id = summary.loc[summary["is_baseline"], "variant_id"]
+    found = schedules.compare(sweep.trials, table, sweep.metric, str(base_id.iloc[0]) if len(base_id) else None,
+                              sweep.factors, confidence=1 - args.alpha)
+    if found is not None:  # per training length, and the change of each gap with it
+        rows += _schedule_rows(schedule_power(found, effect=args.effect, alpha=args.alpha, power=args.power))
     rows = pd.concat(rows, ignore_index=True)
     unit = diff_unit(sweep.metric)
     report = {"store": str(sweep.path), "sweep": sweep.name, "metric": sweep.metric, "metric_note": sweep.metric_note,
@@ -199,6 +220,25 @@ def main(args: argparse.Namespace) -> int:
         return 0
     _print_table(report, rows, metric_label(sweep.metric))
     return 0
+
+
+def _schedule_rows(found: Schedules) -> list[pd.DataFrame]:
+    """`kwlab power`'s rows of a sweep of several training lengths: each comparison at each length
+    ('budget=1 @ 3 epochs', 'budget=1 @ equal params, 3 epochs') and the change of each gap from the shortest length
+    to the longest ('budget=1: change 1→3 epochs, same width', versus its gap at the shortest)."""
+    from analysis.schedules import COMPARISONS, WIDTH
+    from analysis.style import plural
+
+    rows, changes = found.rows, found.changes
+    cost = rows["comparison"] != WIDTH
+    words, epochs = rows["comparison"].map(COMPARISONS) + ", ", rows["epochs"].map(lambda n: plural(n, "epoch"))
+    at = rows.assign(variant=rows["group"], versus=rows["versus"].where(~cost, "static at " + words + epochs),
+                     comparison=rows["group"] + " @ " + words.where(cost, "") + epochs)
+    words = changes["comparison"].map(COMPARISONS)
+    change = changes.assign(variant=changes["group"], versus=f"its gap at {found.lengths[0]} epochs, " + words,
+                            comparison=changes["group"] + f": change {found.lengths[0]}→{found.longest} epochs, "
+                            + words)
+    return [at, change]
 
 
 def _json_value(value: Any) -> Any:

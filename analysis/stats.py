@@ -144,6 +144,12 @@ def paired_difference(variant: np.ndarray | list[float], baseline: np.ndarray | 
     return PairedDifference(n, mean, sd, low, high, p, "")
 
 
+def compare_paired(variant: pd.Series, reference: pd.Series, confidence: float = CONFIDENCE) -> PairedDifference:
+    """variant - reference (Series indexed by seed) by `paired_difference`, on the seeds both have."""
+    seeds = paired_differences(variant, reference).index
+    return paired_difference(variant.reindex(seeds).to_numpy(), reference.reindex(seeds).to_numpy(), confidence)
+
+
 def holm(pvalues: np.ndarray | list[float]) -> np.ndarray:
     """Holm step-down adjusted p-values (same order as given); NaNs stay NaN and do not count in the family size."""
     p = np.asarray(pvalues, dtype=float)
@@ -215,9 +221,7 @@ def summarize(
                "p": np.nan, "resolved": False, "mean_missing": mean_missing, "diff_missing": ""}
         notes = [mean_missing]
         if base_id is not None and not variant.is_baseline and values.size:
-            diffs = paired_differences(values, base_values)
-            result = paired_difference(values.reindex(diffs.index).to_numpy(),
-                                       base_values.reindex(diffs.index).to_numpy(), confidence)
+            result = compare_paired(values, base_values, confidence)
             row.update(n_pairs=result.n, diff=result.mean, diff_sd=result.sd, diff_low=result.low,
                        diff_high=result.high, p=result.p, resolved=result.resolved, diff_missing=result.missing)
             notes.append(result.missing)

@@ -16,12 +16,15 @@ matplotlib.use("Agg")  # headless: figures are written to files, never shown
 
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
-from matplotlib.colors import Colormap, to_hex  # noqa: E402
+from matplotlib.colors import Colormap, LinearSegmentedColormap, to_hex, to_rgb  # noqa: E402
+from matplotlib.artist import Artist  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 
 COLUMN_WIDTH = 3.4  # inches, one column of a two-column paper
 PAGE_WIDTH = 7.0  # inches, both columns
 BASELINE_COLOR = "#222222"
+MARKERS = ("o", "s", "^", "D", "v", "P", "X", "<", ">")
+SHADES = (0.15, 0.85)  # the part of a light-to-dark ramp that shades use: visible on white, not black
 FORMATS = ("png", "pdf")
 DPI = 300
 
@@ -82,6 +85,21 @@ def palette(labels: Sequence[str], baseline: str | None = None, ordinal: bool = 
     return mapping
 
 
+def shades(base: str, count: int) -> list[str]:
+    """`count` shades of one hue, light to dark around `base` (a colour): from `base` mixed with white to `base`
+    mixed with black, within SHADES of that range; one alone is `base` itself."""
+    light, dark = (to_hex(np.add(np.multiply(to_rgb(base), 1 - w), np.multiply(end, w))) for end, w in
+                   (((1, 1, 1), 0.65), ((0, 0, 0), 0.55)))
+    ramp = LinearSegmentedColormap.from_list(base, [light, base, dark])
+    points = np.linspace(*SHADES, count) if count > 1 else [0.5] * count
+    return [to_hex(ramp(p)) for p in points]
+
+
+def marker_cycle(labels: Sequence[str]) -> dict[str, str]:
+    """A marker per label, in turn from MARKERS."""
+    return {label: MARKERS[i % len(MARKERS)] for i, label in enumerate(dict.fromkeys(labels))}
+
+
 def legend_columns(fig: Figure, names: Sequence[str], most: int = 3) -> int:
     """Columns for a figure-level legend of `names` (at most `most`), widening `fig` where a row of them would run
     past its edges (constrained layout makes room below the axes, never beside them)."""
@@ -92,6 +110,21 @@ def legend_columns(fig: Figure, names: Sequence[str], most: int = 3) -> int:
     ncols = max(1, min(most, len(names)))
     fig.set_figwidth(max(fig.get_figwidth(), ncols * column))
     return ncols
+
+
+def figure_legend(fig: Figure, handles: dict[str, Artist], title: str | None = None) -> None:
+    """A legend of `handles` (name -> artist) below the axes of `fig`, read row by row, in as many columns as fit."""
+    if not handles:
+        return
+    ncols = legend_columns(fig, list(handles))
+    names = row_major(list(handles), ncols)
+    fig.legend([handles[n] for n in names], names, title=title, loc="outside lower center", ncols=ncols,
+               handletextpad=0.4, columnspacing=1.0)
+
+
+def plural(count: int, noun: str) -> str:
+    """'1 trial', '3 trials'."""
+    return f"{count} {noun}{'' if count == 1 else 's'}"
 
 
 def row_major(items: list[str], ncols: int) -> list[str]:

@@ -44,21 +44,24 @@ class Sweep:
     metric_note: str = ""  # one sentence: which metric the report compares and why
 
     store: Store | None = None
+    plan: dict[str, Any] | None = None  # plan.json: the trials the latest spec plans (None in an older store)
 
     def trial_dir(self, trial_id: str) -> TrialDir:
         """The directory of one trial."""
         return (self.store or Store(self.path)).trial(trial_id)
 
-    def resolved(self, variant_id: str, key: str) -> Any:
-        """A dotted key of a variant's resolved config (its first trial's config.yaml); None where no trial wrote
-        one or the config has no such key."""
+    def config(self, variant_id: str) -> dict[str, Any]:
+        """A variant's resolved config: its first trial's config.yaml ({} where no trial has written one yet)."""
         for trial_id in self.trials.loc[self.trials["variant_id"] == variant_id, "trial_id"]:
-            value: Any = self.trial_dir(trial_id).config()
-            if value:
-                for part in key.split("."):
-                    value = value.get(part) if isinstance(value, dict) else None
-                return value
-        return None
+            tree = self.trial_dir(trial_id).config()
+            if tree:
+                return tree
+        return {}
+
+    def resolved(self, variant_id: str, key: str) -> Any:
+        """A dotted key of a variant's resolved config (`config`); None where no trial wrote one or the config has
+        no such key."""
+        return flatten(self.config(variant_id)).get(key)
 
     @property
     def methods(self) -> list[str]:
@@ -83,7 +86,8 @@ def load_sweep(path: str | Path, metric: str | None = None) -> Sweep:
             trials[column] = pd.Series(dtype=object)
     trials["is_baseline"] = trials["is_baseline"].fillna(False).astype(bool)
     epochs = results.epochs.copy()
-    trials, epochs = disambiguate(trials, epochs)
+    plan = results.store.plan() if results.store else None
+    trials, epochs = disambiguate(trials, epochs, plan)
     scaled = _fractions(trials, epochs)
     if scaled:
         for table in (trials, epochs):
@@ -96,7 +100,7 @@ def load_sweep(path: str | Path, metric: str | None = None) -> Sweep:
     else:
         chosen, note = default_metric(trials, spec)
     return Sweep(results.path, name, str(spec.get("description") or ""), spec, results.manifest, trials, epochs,
-                 chosen, natural_goal(chosen), swept_factors(trials, spec), scaled, note, results.store)
+                 chosen, natural_goal(chosen), swept_factors(trials, spec), scaled, note, results.store, plan)
 
 
 def default_metric(trials: pd.DataFrame, spec: dict[str, Any]) -> tuple[str, str]:
@@ -127,21 +131,28 @@ def describe_metric(metric: str) -> str:
     return f"the {words} (`{metric}`)"
 
 
-def disambiguate(trials: pd.DataFrame, epochs: pd.DataFrame) -> tuple[pd.DataFrame, pd.DataFrame]:
+def disambiguate(trials: pd.DataFrame, epochs: pd.DataFrame,
+                 plan: dict[str, Any] | None = None) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Give each variant_id its own name: when one name has several configs (a store reused after the spec or the
-    defaults changed), the config with the most finished trials keeps the name, the others become
-    'name [variant_id]' and lose the baseline mark."""
+    defaults changed), the current config keeps the name and the others become 'name [variant_id]'. The current
+    config is the one the latest spec plans (`plan`, the store's plan.json), and the baseline is the one it marks;
+    without a plan (a store of an older kwlab), the config with the most finished trials keeps the name and the
+    renamed ones lose the baseline mark."""
     if trials.empty:
         return trials, epochs
+    planned = [t for t in (plan or {}).get("trials", []) if isinstance(t, dict)]
+    current = {t.get("variant_id") for t in planned}
     finished = trials[trials["status"] == "finished"].groupby("variant_id").size()
     done = pd.to_numeric(trials.get("epochs_done", pd.Series(0, index=trials.index)), errors="coerce").fillna(0)
     epochs_done = done.groupby(trials["variant_id"]).sum()
     trials = trials.copy()
+    if planned:
+        trials["is_baseline"] = trials["variant_id"].isin({t.get("variant_id") for t in planned if t.get("is_baseline")})
     for name, group in trials.groupby("variant", sort=False):
         ids = list(dict.fromkeys(group["variant_id"]))
         if len(ids) < 2:
             continue
-        keep = max(ids, key=lambda i: (finished.get(i, 0), epochs_done.get(i, 0), -ids.index(i)))
+        keep = max(ids, key=lambda i: (i in current, finished.get(i, 0), epochs_done.get(i, 0), -ids.index(i)))
         for other in ids:
             if other != keep:
                 rows = trials["variant_id"] == other
@@ -151,6 +162,25 @@ def disambiguate(trials: pd.DataFrame, epochs: pd.DataFrame) -> tuple[pd.DataFra
         names = dict(zip(trials["variant_id"], trials["variant"], strict=False))
         epochs = epochs.assign(variant=epochs["variant_id"].map(names).fillna(epochs.get("variant")))
     return trials, epochs
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """A config tree as dotted keys: {'kw': {'budget': 4}} -> {'kw.budget': 4}."""
+    out: dict[str, Any] = {}
+    for key, value in tree.items():
+        if isinstance(value, dict) and value:
+            out |= flatten(value, f"{prefix}{key}.")
+        else:
+            out[f"{prefix}{key}"] = value
+    return out
+
+
+def config_changes(old: dict[str, Any], new: dict[str, Any]) -> dict[str, tuple[Any, Any]]:
+    """The dotted keys whose values differ between two resolved configs, seed aside: key -> (old value, new value),
+    None on the side that lacks the key."""
+    before, after = flatten(old), flatten(new)
+    keys = [k for k in dict.fromkeys([*before, *after]) if k != "seed"]
+    return {k: (before.get(k), after.get(k)) for k in keys if before.get(k) != after.get(k)}
 
 
 def _topk_columns(table: pd.DataFrame) -> list[str]:

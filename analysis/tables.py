@@ -13,6 +13,7 @@ import pandas as pd
 from analysis.equal_cost import OUT_OF_RANGE
 from analysis.equal_cost import SHORT as COST_WORDS
 from analysis.power import ALPHA, POWER, seeds_text
+from analysis.schedules import COMPARISONS, Schedules
 from analysis.style import human_count
 from analysis.sweep import format_value, group_title
 
@@ -81,8 +82,10 @@ def ablation_table(
     effect: float | None = None,
     resolution: str | None = None,
     equal_cost: dict[str, pd.DataFrame] | None = None,
+    notes: dict[str, list[str]] | None = None,
 ) -> pd.DataFrame:
-    """The table as display strings: variant, `method` (with `methods`), one column per varying factor group,
+    """The table as display strings: variant (with a footnote for each of its `notes`, variant_id -> reasons),
+    `method` (with `methods`), one column per varying factor group,
     params, MACs, mean [CI], difference to the baseline [CI], Holm p, MDD, resolved, seeds for the observed
     difference (when unresolved), seeds for `effect` (when given), the difference to the static family at equal
     parameters and at equal MACs [CI] (`equal_cost`: analysis.equal_cost.compare's table per cost, when the sweep
@@ -103,7 +106,8 @@ def ablation_table(
     rows = []
     for row in summary.to_dict("records"):
         meta = info.loc[row["variant_id"]] if row["variant_id"] in info.index else pd.Series(dtype=object)
-        out = {"variant": row["variant"] + (" (baseline)" if row["is_baseline"] else "")}
+        marks = "".join(footnotes.mark(reason) for reason in (notes or {}).get(row["variant_id"], []))
+        out = {"variant": row["variant"] + (" (baseline)" if row["is_baseline"] else "") + marks}
         if methods:
             out["method"] = format_value(meta.get("method"))
         for group in groups:
@@ -163,6 +167,7 @@ def equal_cost_table(comparisons: dict[str, pd.DataFrame], *, diff_unit: str = "
     level = f"{100 * confidence:g}% CI"
     unit = f" ({diff_unit})" if diff_unit else ""
     diff_column = f"Δ vs static{unit} [{level}]"
+    schedules = any("epochs" in table for table in comparisons.values())
     footnotes = Footnotes()
     rows = []
     for cost, table in comparisons.items():
@@ -170,7 +175,8 @@ def equal_cost_table(comparisons: dict[str, pd.DataFrame], *, diff_unit: str = "
             estimable = np.isfinite(row["diff_low"]) and np.isfinite(row["diff_high"])
             missing = footnotes.mark(row["diff_missing"] or "")
             rows.append({
-                "variant": row["variant"], "at equal": COST_WORDS[cost], "cost": human_count(row["cost_value"]),
+                "variant": row["variant"], **({"epochs": format_value(row["epochs"])} if schedules else {}),
+                "at equal": COST_WORDS[cost], "cost": human_count(row["cost_value"]),
                 "static family": f"{human_count(row['family_low'])}–{human_count(row['family_high'])}",
                 diff_column: (estimate(row["diff"], row["diff_low"], row["diff_high"], signed=True, missing=missing)
                               if row["in_range"] else f"out of range{missing}"),
@@ -178,14 +184,68 @@ def equal_cost_table(comparisons: dict[str, pd.DataFrame], *, diff_unit: str = "
                 "resolved": ("yes" if row["resolved"] else "no") if estimable else DASH,
                 "seeds for Δ": "" if row["resolved"] else seeds_text(row.get("seeds_for_diff", np.nan)),
                 "pairs": str(row["n_pairs"])})
-    columns = ["variant", "at equal", "cost", "static family", diff_column, "p (Holm)", f"MDD{unit}", "resolved",
-               "seeds for Δ", "pairs"]
+    columns = ["variant", *(["epochs"] if schedules else []), "at equal", "cost", "static family", diff_column,
+               "p (Holm)", f"MDD{unit}", "resolved", "seeds for Δ", "pairs"]
     out = pd.DataFrame(rows, columns=columns)
-    out.attrs["notes"] = ["Δ vs static: the variant minus the static family interpolated to its cost, linearly in "
-                          "log cost between the two nearest static widths, seed by seed; p (Holm) across the "
-                          "variants at each cost; out of range: the variant's cost lies outside the family's span."]
+    within = (" (the static family of the variant's own schedule: the family is never interpolated across training "
+              "lengths)" if schedules else "")
+    out.attrs["notes"] = [f"Δ vs static: the variant minus the static family interpolated to its cost{within}, "
+                          f"linearly in log cost between the two nearest static widths, seed by seed; p (Holm) across "
+                          f"the variants at each cost{' and schedule' if schedules else ''}; out of range: the "
+                          f"variant's cost lies outside the family's span."]
     out.attrs["footnotes"] = footnotes.lines()
     return out
+
+
+def schedule_table(found: Schedules, *, diff_unit: str = "pp", confidence: float = 0.95) -> pd.DataFrame:
+    """Every comparison per training length as display strings: one row per variant and comparison (same width,
+    equal params, equal MACs) with its difference [CI] at each schedule, and the change of that difference from the
+    shortest to the longest schedule, paired by seed [CI], with its Holm p (across the variants of a comparison),
+    resolved and pairs. `found` is analysis.schedules.compare's result (with analysis.power.schedule_power's
+    columns)."""
+    level = f"{100 * confidence:g}% CI"
+    unit = f" ({diff_unit})" if diff_unit else ""
+    shortest, longest = found.lengths[0], found.longest
+    change_column = f"change {shortest}→{longest} epochs{unit} [{level}]"
+    columns = ["variant", "versus", *(f"Δ at {n} epoch{'s' * (n != 1)}{unit} [{level}]" for n in found.lengths),
+               change_column,
+               "p (Holm)", "resolved", "pairs"]
+    rows = found.rows.set_index(["group", "comparison", "epochs"])
+    changes = found.changes.set_index(["group", "comparison"])
+    compared = set(zip(found.rows["group"], found.rows["comparison"], strict=True))
+    footnotes = Footnotes()
+    out = []
+    for group in dict.fromkeys(found.rows["group"]):
+        for comparison, words in COMPARISONS.items():
+            if (group, comparison) not in compared:
+                continue
+            line = {"variant": group, "versus": words}
+            for n, column in zip(found.lengths, columns[2:-4], strict=True):
+                line[column] = _cell(rows.loc[(group, comparison, n)] if (group, comparison, n) in rows.index
+                                     else None, footnotes)
+            change = changes.loc[(group, comparison)] if (group, comparison) in changes.index else None
+            line[change_column] = _cell(change, footnotes)
+            line["p (Holm)"] = p_value(change["p_holm"]) if change is not None else DASH
+            estimable = change is not None and np.isfinite(change["diff_low"])
+            line["resolved"] = ("yes" if change["resolved"] else "no") if estimable else DASH
+            line["pairs"] = str(change["n_pairs"]) if change is not None else DASH
+            out.append(line)
+    table = pd.DataFrame(out, columns=columns)
+    table.attrs["notes"] = [
+        f"Δ at n epochs: the variant at that training length against the baseline's match at the same length (same "
+        f"width) or the static family of that length interpolated to its cost (equal params, equal MACs); change: "
+        f"each seed's Δ at {longest} epochs minus its Δ at {shortest}, paired t interval, p (Holm) across the "
+        f"variants of each comparison; resolved: the {level} of the change excludes 0, i.e. the gap moves with the "
+        f"training length."]
+    table.attrs["footnotes"] = footnotes.lines()
+    return table
+
+
+def _cell(row: pd.Series | None, footnotes: Footnotes) -> str:
+    """A difference [CI] with a footnote where it is not estimable; a dash where the comparison was not made."""
+    if row is None:
+        return DASH
+    return estimate(row["diff"], row["diff_low"], row["diff_high"], signed=True, missing=footnotes.mark(row["note"]))
 
 
 def _numeric_column(table: pd.DataFrame, column: str) -> bool:

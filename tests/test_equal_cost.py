@@ -19,7 +19,7 @@ from scipy import stats as scipy_stats
 
 import kwlab.results
 from analysis.equal_cost import interpolation_weights, static_family
-from analysis.report import analyse
+from analysis.analyse import analyse
 from analysis.sweep import load_sweep
 from kwlab import price_model
 from kwlab.cli import main as kwlab_main

@@ -1,5 +1,6 @@
-"""Attention functions compared: the metric per function with intervals and the paired difference to the reference
-(caf); and the distribution of attention values per function (how much is negative, how much is near zero)."""
+"""A method's compared setting (e.g. KernelWarehouse's attention function): the metric per value with intervals and
+the paired difference to the reference value; and the distribution of attention values per value (how much is
+negative, how much is near zero)."""
 
 from __future__ import annotations
 
@@ -21,7 +22,8 @@ def _p_text(p: float) -> str:
 def attention_function_comparison(
     summary: pd.DataFrame,
     *,
-    reference: str = "caf",
+    reference: str,
+    setting: str = "attention function",
     y_label: str = "best val. top-1 (%)",
     diff_unit: str = "pp",
     baseline_mean: float | None = None,
@@ -29,10 +31,11 @@ def attention_function_comparison(
     colors: dict[str, str] | None = None,
     width: float = PAGE_WIDTH,
 ) -> Figure:
-    """Left: mean metric per function (`label`) with its interval, the static model as a dotted line. Right: the
-    paired difference to `reference` with its interval and Holm-corrected p on the right.
+    """Left: mean metric per value of the compared `setting` (`label`) with its interval, the static model as a
+    dotted line. Right: the paired difference to the `reference` label with its interval and Holm-corrected p on the
+    right.
 
-    `summary`: one row per function with label, mean, ci_low, ci_high, diff, diff_low, diff_high, p_holm.
+    `summary`: one row per value with label, mean, ci_low, ci_high, diff, diff_low, diff_high, p_holm.
     """
     data = summary.reset_index(drop=True)
     labels = list(data["label"])
@@ -56,7 +59,7 @@ def attention_function_comparison(
                         loc="lower left", bbox_to_anchor=(0, 1), borderaxespad=0.2)
         right.axvline(0, color="0.4", linewidth=0.8)
         left.set_yticks(positions, labels)
-        left.set_ylabel("attention function")
+        left.set_ylabel(setting)
         left.set_xlabel(y_label)
         left.margins(x=0.15, y=0.15)
         unit = f" ({diff_unit})" if diff_unit else ""
@@ -75,12 +78,14 @@ def attention_value_distribution(
     values: pd.DataFrame,
     shares: pd.DataFrame,
     *,
+    setting: str = "attention function",
     colors: dict[str, str] | None = None,
     width: float = PAGE_WIDTH,
     linear_range: float = 1e-3,
 ) -> Figure:
-    """Left: the empirical CDF of mean attention values per function (`group`), x on a symmetric log scale (linear
-    within +-`linear_range`), a line at 0. Right: share of negative and of near-zero values per function.
+    """Left: the empirical CDF of mean attention values per value of the compared `setting` (`group`), x on a
+    symmetric log scale (linear within +-`linear_range`), a line at 0. Right: share of negative and of near-zero
+    values per value.
 
     `values`: tidy rows with group and alpha. `shares`: one row per group with negative_pct and near_zero_pct
     (see `analysis.attention.value_summary`).
@@ -101,7 +106,7 @@ def attention_value_distribution(
         left.set_xscale("symlog", linthresh=linear_range, linscale=0.5)
         left.set_xlabel(f"mean attention α (symmetric log scale, linear within ±{linear_range:g})")
         left.set_ylabel("share of values ≤ α")
-        left.legend(title="attention function", loc="upper left")
+        left.legend(title=setting, loc="upper left")
         positions = np.arange(len(groups))[::-1]
         height = 0.38
         data = shares.set_index("group").reindex(groups)

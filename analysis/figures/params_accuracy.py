@@ -10,11 +10,9 @@ from matplotlib.lines import Line2D
 from matplotlib.ticker import FuncFormatter, LogLocator, NullFormatter
 
 from analysis.stats import MIN_SEEDS
-from analysis.style import (BASELINE_COLOR, COLUMN_WIDTH, count_scale, legend_columns, new_figure, palette, paper_style,
-                            row_major)
+from analysis.style import BASELINE_COLOR, COLUMN_WIDTH, count_scale, figure_legend, new_figure, palette, paper_style
 
 X_LABELS = {"params_total": "parameters", "macs_per_image": "MACs per image"}
-MARKERS = ["o", "s", "^", "D", "v", "P", "X", "<", ">"]
 FAMILY_COLOR = "#6a6a6a"  # the static family's curve and band
 
 
@@ -40,15 +38,15 @@ def params_accuracy(
     colors: dict[str, str] | None = None,
     y_label: str = "best val. top-1 (%)",
     maximize: bool = True,
-    markers: bool = False,
+    markers: dict[str, str] | None = None,
     width: float = COLUMN_WIDTH,
     height: float = 2.7,
     family: pd.DataFrame | None = None,
 ) -> Figure:
     """Mean metric per variant against `x` (params_total or macs_per_image) with the interval as error bar.
 
-    `points`: one row per variant with `x`, mean, ci_low, ci_high, `hue`, label and is_baseline. The baseline is a
-    dark star; hollow markers have no interval (fewer than analysis.stats.MIN_SEEDS seeds); the dashed staircase is
+    `points`: one row per variant with `x`, mean, ci_low, ci_high, `hue`, label and is_baseline. `colors` and
+    `markers` map a `hue` value to its colour and marker (default: a palette, circles). The baseline is a dark star; hollow markers have no interval (fewer than analysis.stats.MIN_SEEDS seeds); the dashed staircase is
     the Pareto front (no other variant is as small and at least as good, in the metric's direction: `maximize`).
     Variants of equal size are spread apart a little. `family` (rows of `points`, increasing in `x`): the static
     family, drawn as a solid curve through its means with its intervals as a band, on a log axis (the curve is the
@@ -90,7 +88,7 @@ def params_accuracy(
                 color, marker, size, name = BASELINE_COLOR, "*", 9, f"{row['label']} (baseline)"
             else:
                 color = colors.get(row[hue], "C0")
-                marker = MARKERS[hues.index(row[hue]) % len(MARKERS)] if markers else "o"
+                marker = (markers or {}).get(row[hue], "o")
                 size, name = 5, str(row[hue])
             ax.errorbar(shown[i], ys[i], yerr=[[lower], [upper]] if has_ci else None, fmt=marker, color=color,
                         markersize=size, markerfacecolor=color if filled else "white", markeredgewidth=0.9,
@@ -115,10 +113,7 @@ def params_accuracy(
         if not (np.isfinite(data["ci_low"]) & np.isfinite(data["ci_high"])).all():
             handles[f"< {MIN_SEEDS} seeds (no interval)"] = Line2D([], [], marker="o", color="0.3", linestyle="none",
                                                         markersize=5, markerfacecolor="white")
-        ncols = legend_columns(fig, list(handles))
-        names = row_major(list(handles), ncols)
-        fig.legend([handles[n] for n in names], names, title=hue_title, loc="outside lower center", ncols=ncols,
-                   handletextpad=0.3, columnspacing=1.0)
+        figure_legend(fig, handles, hue_title)
         return fig
 
 
