@@ -19,6 +19,7 @@ import numpy as np  # noqa: E402
 from matplotlib.colors import Colormap, LinearSegmentedColormap, to_hex, to_rgb  # noqa: E402
 from matplotlib.artist import Artist  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
+from matplotlib.lines import Line2D  # noqa: E402
 
 COLUMN_WIDTH = 3.4  # inches, one column of a two-column paper
 PAGE_WIDTH = 7.0  # inches, both columns
@@ -112,10 +113,18 @@ def legend_columns(fig: Figure, names: Sequence[str], most: int = 3) -> int:
     return ncols
 
 
+LEGEND_ENTRIES = 40  # a legend longer than this names its first entries and how many more there are
+
+
 def figure_legend(fig: Figure, handles: dict[str, Artist], title: str | None = None) -> None:
-    """A legend of `handles` (name -> artist) below the axes of `fig`, read row by row, in as many columns as fit."""
+    """A legend of `handles` (name -> artist) below the axes of `fig`, read row by row, in as many columns as fit;
+    past LEGEND_ENTRIES entries (a sweep of hundreds of variants), the first ones and a count of the rest."""
     if not handles:
         return
+    if len(handles) > LEGEND_ENTRIES:
+        rest = len(handles) - LEGEND_ENTRIES + 1
+        handles = {**dict(list(handles.items())[: LEGEND_ENTRIES - 1]),
+                   f"... and {rest:,} more (see the tables)": Line2D([], [], linestyle="none")}
     ncols = legend_columns(fig, list(handles))
     names = row_major(list(handles), ncols)
     fig.legend([handles[n] for n in names], names, title=title, loc="outside lower center", ncols=ncols,

@@ -220,9 +220,10 @@ class TrialDir:
         """sweep.json: the trial's ids, variant, seed, swept values, price, metric and planned epochs."""
         self.storage.write_text(SWEEP, _json(meta, default=str))
 
-    def write_error(self, message: str) -> None:
-        """error.json: why the trial failed (one line)."""
-        self.storage.write_text(ERROR, json.dumps({"error": message}))
+    def write_error(self, message: str, final: bool = False) -> None:
+        """error.json: why the trial failed (one line); `final`: not retried in the run it happened in (a
+        timeout), only by the next run of its sweep."""
+        self.storage.write_text(ERROR, json.dumps({"error": message, **({"final": True} if final else {})}))
 
     def write_stopped(self, epoch: int, reason: str) -> None:
         """stopped.json: the scheduler stopped the trial after `epoch`."""
@@ -289,6 +290,7 @@ class TrialRecord:
     error: str | None
     stopped: dict[str, Any] | None
     updated: float = 0.0  # its folder as of this time (seconds since the epoch): a file changed later makes it stale
+    final: bool = False  # failed for the rest of the run it failed in (a timeout), retried by the next run
 
     @classmethod
     def read(cls, trial: TrialDir, updated: float | None = None) -> TrialRecord:
@@ -302,7 +304,8 @@ class TrialRecord:
         summary = _parse_json(storage.read_text(SUMMARY))
         stopped = _parse_json(storage.read_text(STOPPED))
         error_file = storage.read_bytes(ERROR)
-        recorded = (_parse_json(error_file.decode("utf-8", "replace")) or {}).get("error") if error_file else None
+        error = (_parse_json(error_file.decode("utf-8", "replace")) or {}) if error_file else {}
+        recorded = error.get("error")
         finished = (summary or {}).get("status") == "finished"
         broken = diverged(epochs, summary) if finished else None
         if finished:
@@ -316,7 +319,7 @@ class TrialRecord:
         if summary is not None:  # a store of an older kwlab names the test at the best epoch otherwise
             summary = {k.replace(OLD_SUFFIX, BEST_SUFFIX): v for k, v in summary.items()}
         return cls(trial.name, _parse_json(storage.read_text(SWEEP)) or {}, status, epochs, summary,
-                   recorded or broken, stopped, updated)
+                   recorded or broken, stopped, updated, status == "failed" and error.get("final") is True)
 
     @property
     def identified(self) -> bool:

@@ -67,3 +67,28 @@ def wait_for(condition, timeout: float = 300, what: str = "the condition") -> No
 def no_local_store_files(folder: Path) -> list[str]:
     """The files under `folder` (e.g. the working folder of a sweep on a URI store): what of the store landed there."""
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
+
+
+def pids_of(name: str, argument: str) -> list[int]:
+    """The processes whose command line runs `name` with `argument` (read from /proc: this test's own processes,
+    never all processes of a name)."""
+    found = []
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit():
+            continue
+        try:
+            argv = (proc / "cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if argv and name.encode() in argv[0] and any(argument.encode() in a for a in argv):
+            found.append(int(proc.name))
+    return found
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on now."""
+    import socket
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]

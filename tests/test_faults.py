@@ -4,10 +4,13 @@ file, endless specs, a runner that is gone."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import signal
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -18,6 +21,7 @@ import yaml
 from kwlab import store
 from kwlab.cli import main
 from kwlab.tracking.optuna_store import storage_url
+from cluster_helpers import free_port, pids_of, wait_for
 from sweep_helpers import TINY, kwlab_cli, start_cli, write_spec
 
 STATIC = {"name": "static", "set": {"kw": None}}
@@ -111,8 +115,8 @@ def test_names_and_values_too_long_for_a_file_name(tmp_path: Path, capsys: pytes
     assert result.returncode == 0, result.stderr
     boards = [p for p in (tmp_path / "long" / store.TRIALS).glob(f"*/{store.TENSORBOARD}/*")]
     assert len(boards) == 2 and all(len(p.name.encode()) <= 200 for p in boards)
-    named = write_spec(tmp_path, "n" * 300, cases=[STATIC])
-    assert main(["validate", str(named)]) == 2
+    named = write_spec(tmp_path, "named", cases=[STATIC])
+    assert main(["validate", str(named), "--set", f"name={'n' * 300}"]) == 2
     assert capsys.readouterr().err.strip().endswith("name: expected at most 100 characters, got 300")
 
 
@@ -157,3 +161,209 @@ def test_status_calls_a_dead_runner_dead(tmp_path: Path) -> None:
     assert "time left: unknown (no runner)" in lines
     as_json = json.loads(kwlab_cli("status", str(folder), "--json").stdout)
     assert as_json["runner"]["alive"] is False and as_json["time_left_s"] is None
+
+
+# -- Ray's own failures: a trial that hangs or eats the node's memory, a dead worker, a cluster head that is gone,
+# wrong or unanswered addresses, token authentication
+
+HANG = '''"""A plugin model whose forward hangs from its 16th call on (a plugin that sleeps)."""
+import time
+from timm.models import register_model
+from torch import nn
+
+class Hanging(nn.Module):
+    def __init__(self, num_classes=10, in_chans=1, **kwargs):
+        super().__init__()
+        self.calls, self.fc = 0, nn.Linear(in_chans * 64, num_classes)
+
+    def forward(self, x):
+        self.calls += 1
+        if self.calls > 15:
+            time.sleep(3600)
+        return self.fc(x.flatten(1))
+
+@register_model
+def hanging_net(pretrained=False, **kwargs):
+    return Hanging(**{k: v for k, v in kwargs.items() if k in ("num_classes", "in_chans")})
+'''
+
+HOG = '''"""A plugin model whose forward keeps 256 MiB more each call (a model too large for the node)."""
+import torch
+from timm.models import register_model
+from torch import nn
+
+HELD = []
+
+class Hog(nn.Module):
+    def __init__(self, num_classes=10, in_chans=1, **kwargs):
+        super().__init__()
+        self.fc = nn.Linear(in_chans * 64, num_classes)
+
+    def forward(self, x):
+        HELD.append(torch.ones(256 * 2**20 // 4))
+        return self.fc(x.flatten(1))
+
+@register_model
+def memory_hog(pretrained=False, **kwargs):
+    return Hog(**{k: v for k, v in kwargs.items() if k in ("num_classes", "in_chans")})
+'''
+
+TRIAL_WORKER = "ray::ImplicitFunc.train"  # the title Ray gives the process of a function trainable's trial
+PLUGIN_BASE = {"method": "static", "epochs": 3, "data": {"name": "digits", "train_size": 600},
+               "optim": {"warmup_epochs": 0}, "runtime": {"threads": 1}}
+FINE = {"name": "fine", "set": {"model.name": "cifar_resnet8", "model.kwargs": {"width": 0.5}}}
+
+
+@pytest.mark.slow  # the trial hangs for its timeout: about a minute
+def test_a_hung_trial_is_stalled_in_status_and_fails_at_its_timeout(tmp_path: Path) -> None:
+    """Before: a trial that hung (a plugin that sleeps) had no timeout; `kwlab status` said 'time left: about 1 s' for
+    as long as it hung, and Ctrl-C was the only way out. Now status calls it stalled, and `timeout.trial` fails it in
+    one line while the sweep goes on."""
+    (tmp_path / "hang.py").write_text(HANG)
+    spec = write_spec(tmp_path, "hang", base={**PLUGIN_BASE, "model": {"name": "hanging_net"}}, imports=["hang.py"],
+                      timeout={"trial": 45}, cases=[{"name": "hangs"}, FINE], max_concurrent_trials=1)
+    runner = start_cli("sweep", str(spec), "--results", str(tmp_path))
+    folder = tmp_path / "hang"
+    time.sleep(30)  # it hangs after its first epochs: stalled once nothing is written for 20 s
+    status = kwlab_cli("status", str(folder))
+    assert "stalled: nothing written for" in status.stdout, status.stdout + status.stderr
+    out, err = runner.communicate(timeout=300)
+    assert runner.returncode == 1, out + err
+    failed = [line for line in out.splitlines() if line.split(" ", 1)[-1].startswith("failed")]
+    assert len(failed) == 1 and "timeout: ran past timeout.trial = 45 s" in failed[0]
+    assert "1 of 2 trials finished, 1 failed" in out + err and "Traceback" not in out + err
+    hung = next(r for r in store.Store(folder).records() if r.meta["variant"] == "hangs")
+    assert hung.status == "failed" and hung.error.startswith("timeout: ran past timeout.trial = 45 s")
+
+
+def test_a_trial_the_memory_monitor_kills_takes_only_itself(tmp_path: Path) -> None:
+    """Before: Ray's memory monitor killing a trial raised 'Caught unexpected exception' out of Tune: the sweep died
+    (149 lines, no counts, no tables), the trial stayed 'running' without error.json, and the rerun died again on it.
+    Now that trial fails with the cause in one line and the sweep goes on."""
+    (tmp_path / "hog.py").write_text(HOG)
+    spec = write_spec(tmp_path, "oom", base={**PLUGIN_BASE, "model": {"name": "memory_hog"}}, imports=["hog.py"],
+                      failure={"max_retries": 0}, cases=[{"name": "hog"}, FINE], max_concurrent_trials=1)
+    info = dict(line.split(":", 1) for line in Path("/proc/meminfo").read_text().splitlines())
+    used = 1 - int(info["MemAvailable"].split()[0]) / int(info["MemTotal"].split()[0])  # as Ray counts it
+    threshold = f"{min(0.95, used + 0.08):.3f}"  # the hog passes it after about 2 GB on a 24 GB machine
+    result = kwlab_cli("sweep", str(spec), "--results", str(tmp_path),
+                       env={"RAY_memory_usage_threshold": threshold, "RAY_memory_monitor_refresh_ms": "100"})
+    assert result.returncode == 1, result.stdout + result.stderr
+    assert "1 of 2 trials finished, 1 failed" in result.stdout + result.stderr
+    assert "Caught unexpected exception" not in result.stdout + result.stderr
+    hog = next(r for r in store.Store(tmp_path / "oom").records() if r.meta["variant"] == "hog")
+    assert hog.status == "failed" and hog.error.startswith("killed by Ray's memory monitor: node memory at ")
+    assert (tmp_path / "oom" / store.TRIALS_TABLE).is_file() and not (tmp_path / "oom" / store.LOCK).exists()
+
+
+def test_a_killed_worker_names_its_cause(tmp_path: Path) -> None:
+    """Before: a worker killed with `failure.max_retries: 0` left error.json saying 'no error recorded'."""
+    (tmp_path / "hang.py").write_text(HANG)
+    spec = write_spec(tmp_path, "killed", base={**PLUGIN_BASE, "model": {"name": "hanging_net"}},
+                      imports=["hang.py"], failure={"max_retries": 0}, cases=[{"name": "hangs"}])
+    runner = start_cli("sweep", str(spec), "--results", str(tmp_path))
+    try:
+        wait_for(lambda: bool(pids_of(TRIAL_WORKER, "")), 120, "the trial's worker")
+        time.sleep(3)  # it hangs: killed mid-trial
+        for pid in pids_of(TRIAL_WORKER, ""):
+            os.kill(pid, signal.SIGKILL)  # the trial's worker, killed from outside (an OOM killer, an admin)
+        out, err = runner.communicate(timeout=120)
+    finally:
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(runner.pid, signal.SIGKILL)
+    assert runner.returncode == 1, out + err
+    record = store.Store(tmp_path / "killed").records()[0]
+    assert record.status == "failed" and record.error.startswith("its worker process died")
+    assert "no error recorded" not in out + err and "Traceback" not in out + err
+
+
+def test_addresses_that_are_malformed_or_unanswered_are_one_line(tmp_path: Path) -> None:
+    """Before: `--address garbage::addr` was a ValueError traceback (exit 1); `--address 127.0.0.1:1` printed Ray's
+    GCS retry warnings for 835 s (33 lines) before kwlab's line, holding runner.lock all the while."""
+    spec = write_spec(tmp_path, "nowhere", cases=[STATIC])
+    bad = kwlab_cli("sweep", str(spec), "--results", str(tmp_path), "--address", "garbage::addr")
+    assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "expected HOST:PORT" in bad.stderr
+    started = time.time()
+    dead = kwlab_cli("sweep", str(spec), "--results", str(tmp_path), "--address", f"127.0.0.1:{free_port()}")
+    assert time.time() - started < 60 and dead.returncode == 2, dead.stderr
+    assert dead.stderr.strip().count("\n") == 0 and "no Ray cluster answers there" in dead.stderr
+    assert not (tmp_path / "nowhere" / store.LOCK).exists()
+
+
+def start_head(home: Path, port: int) -> subprocess.Popen:
+    """`ray start --head --block` as a user runs it (HOME set apart, so its token is this test's), in its own
+    process group; stopped with `stop_head`."""
+    ray = shutil.which("ray", path=str(Path(sys.executable).parent))
+    env = {**os.environ, "HOME": str(home)}
+    env.pop("RAY_AUTH_MODE", None)
+    head = subprocess.Popen([ray, "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
+                             "--block"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                            start_new_session=True)
+    wait_for(lambda: bool(pids_of("gcs_server", f"--gcs_server_port={port}")), 60, "the head's GCS")
+    time.sleep(2)
+    return head
+
+
+def stop_head(head: subprocess.Popen) -> None:
+    """Stop a head started by `start_head`: its process group, by id."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(head.pid, signal.SIGTERM)
+    try:
+        head.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(head.pid, signal.SIGKILL)
+
+
+@pytest.mark.slow  # a head of its own: about a minute
+def test_a_head_with_token_authentication_as_a_user_starts_it(tmp_path: Path) -> None:
+    """Before: on a machine where a token existed (a local sweep made one), plain `ray start --head` turned token
+    authentication on and kwlab, sending no token to an explicit address, said 'cannot reach a Ray cluster there'.
+    Now kwlab sends the token; without one it says so in one line."""
+    home = tmp_path / "home"
+    home.mkdir()
+    ray = shutil.which("ray", path=str(Path(sys.executable).parent))
+    subprocess.run([ray, "get-auth-token", "--generate"], env={**os.environ, "HOME": str(home)}, check=True,
+                   capture_output=True)
+    port = free_port()
+    head = start_head(home, port)
+    try:
+        spec = write_spec(tmp_path, "auth", cases=[STATIC])
+        env = {"HOME": str(home), "RAY_AUTH_MODE": ""}
+        ok = kwlab_cli("sweep", str(spec), "--results", str(tmp_path), "--address", f"127.0.0.1:{port}",
+                       env={k: v for k, v in env.items() if v})
+        assert ok.returncode == 0, ok.stdout + ok.stderr
+        stranger = tmp_path / "stranger"
+        stranger.mkdir()
+        refused = kwlab_cli("sweep", str(spec), "--results", str(tmp_path / "other"), "--address",
+                            f"127.0.0.1:{port}", env={"HOME": str(stranger)})
+        assert refused.returncode == 2 and refused.stderr.strip().count("\n") == 0, refused.stderr
+        assert "wants an authentication token and kwlab found none" in refused.stderr
+    finally:
+        stop_head(head)
+
+
+@pytest.mark.slow  # a head of its own, lost mid-sweep
+def test_a_lost_head_ends_the_sweep_with_counts_tables_and_the_resume_command(tmp_path: Path) -> None:
+    """Before: with the cluster's GCS killed mid-sweep the driver ended after 60 s with no counts and no resume
+    command, leaving a stale lock and no tables."""
+    home = tmp_path / "home"
+    home.mkdir()
+    port = free_port()
+    head = start_head(home, port)
+    try:
+        spec = write_spec(tmp_path, "headless", base={**TINY, "epochs": 4, "data": {"name": "digits",
+                                                                                   "train_size": 900}},
+                          parameters={"kw.budget": {"values": [1, 2, 3]}}, max_concurrent_trials=1)
+        runner = start_cli("sweep", str(spec), "--results", str(tmp_path), "--address", f"127.0.0.1:{port}")
+        folder = tmp_path / "headless"
+        wait_for(lambda: any(folder.glob(f"{store.TRIALS}/*/{store.SUMMARY}")), 300, "a finished trial")
+        for pid in pids_of("gcs_server", f"--gcs_server_port={port}"):
+            os.kill(pid, signal.SIGKILL)
+        lost = time.time()
+        out, err = runner.communicate(timeout=120)
+        assert time.time() - lost < 45 and runner.returncode == 1, out + err
+        assert "lost the cluster" in out and "stopped: the cluster's head stopped answering" in err
+        assert "resume with: kwlab sweep" in err and "1 of 3 trials finished" in out + err
+        assert (folder / store.TRIALS_TABLE).is_file() and not (folder / store.LOCK).exists()
+    finally:
+        stop_head(head)

@@ -74,7 +74,7 @@ def sweep_status(path: str) -> dict[str, Any]:
 
 
 STALLED_EPOCHS = 3.0  # a running trial is stalled when nothing was written for this many of its epoch times
-STALLED_MIN_S = 60.0  # and for at least this long
+STALLED_MIN_S = 20.0  # and for at least this long
 
 
 def _planned(trial: store.TrialDir) -> int | None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import math
+import os
 import shlex
 import signal
 import sys
@@ -21,6 +22,8 @@ import pandas as pd
 from kwlab import store
 from kwlab.errors import KWLabError, WriteError
 from kwlab.storage import Storage
+from kwlab.sweep.connect import check_address
+from kwlab.sweep.connect import prepare as prepare_connection
 from kwlab.sweep.estimate import duration
 from kwlab.sweep.expand import (Trial, apply_constraints, price_config, base_config, check_size, compact_seeds, costliest_first,
                                 count_line, expand, price, seeds_by_variant, size_line, variant_count)
@@ -222,6 +225,8 @@ def manifest(args: argparse.Namespace, profile: str | None) -> dict[str, Any]:
 def main(args: argparse.Namespace) -> int:
     """Run (or dry-run) the sweep; see the module doc for the exit codes."""
     check_max_concurrent(args.max_concurrent)
+    if args.address is not None:  # a malformed one: one line before the spec is even read
+        check_address(args.address)
     plan = plan_sweep(args.spec, args.profile, args.set, Limits.of(args))
     results = store_folder(args, plan)
     if args.dry_run:
@@ -234,12 +239,21 @@ def main(args: argparse.Namespace) -> int:
         mlflow = spec.tracking.mlflow or MLflowTracking(uri=args.mlflow)
         spec = spec.model_copy(update={"tracking": spec.tracking.model_copy(
             update={"mlflow": mlflow.model_copy(update={"uri": args.mlflow})})})
+    prepare_connection(args.address)  # before Ray is imported: it reads these settings then
     lock = results.lock(shlex.join(["kwlab", *sys.argv[1:]]))
     try:
         lock.acquire()
     except KWLabError as error:
         print(f"kwlab sweep: {error}", file=sys.stderr)
         return 1
+
+    def cluster_lost(outcome: Any) -> None:  # from the runner's watch thread: end here, as Ray would a minute later
+        code = report_outcome(spec, results, outcome, plan_of(plan))
+        lock.release()
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
+
     try:
         if lock.taken_over:
             holder = lock.taken_over
@@ -255,7 +269,7 @@ def main(args: argparse.Namespace) -> int:
         with lock.beating():
             outcome = run_trials(spec, results, costliest_first(plan.trials, plan.priced), address=args.address,
                                  max_concurrent=args.max_concurrent, prices=prices, search=search,
-                                 imports=plan.resolved.imports)
+                                 imports=plan.resolved.imports, on_cluster_lost=cluster_lost)
     except WriteError as error:  # before launch: the store cannot be written (full, read-only)
         print(f"kwlab sweep: {error}", file=sys.stderr)
         return 1
@@ -289,6 +303,10 @@ def report_outcome(spec: SweepSpec, results: store.Store, outcome: Any, plan: di
     if outcome.write_failure:
         print(f"{line}\nstopped launching trials: {outcome.write_failure}; free the space (or fix the folder) and "
               f"resume with: {command}", file=sys.stderr)
+        return 1
+    if outcome.stopped_by:
+        print(f"{line}\nstopped: {outcome.stopped_by}; finished trials are kept; resume with: {command}",
+              file=sys.stderr)
         return 1
     if n["failed"]:
         failed = outcome.trials.loc[outcome.trials["status"] == "failed", "trial_id"]

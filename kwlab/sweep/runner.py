@@ -42,10 +42,13 @@ from kwlab.errors import KWLabError, WriteError
 from kwlab.files import DISK_FULL
 from kwlab.storage import Storage
 from kwlab.sweep.capacity import check_fits, packing_warnings
-from kwlab.sweep.ray_output import LostNodes, ray_output_to
+from kwlab.sweep.connect import connect
+from kwlab.sweep.ray_output import ray_output_to
+from kwlab.sweep.watch import (HeadWatch, LostNodes, contain_trial_errors, overdue, stop_trial,
+                               trial_error_cause)
 from kwlab.sweep.expand import Trial, Variant, label, price_config, resolve
 from kwlab.sweep.space import optuna_distributions
-from kwlab.sweep.spec import SweepSpec
+from kwlab.sweep.spec import SweepSpec, Timeout
 from kwlab.train.config import TrainConfig
 from kwlab.tracking.trackers import Trackers, Tracking
 from kwlab.train.staging import Staged
@@ -198,6 +201,8 @@ def _train_seeds(seeds: list[SeedRun], job: Job, report: Any, dist: Any = None) 
             best[seed.seed] = best_value(record.epochs, metric, goal)
         if record.done:
             continue
+        if record.final:  # it ran past its timeout in this run of the sweep: not again until the next run
+            raise KWLabError(record.error or "failed")
         if dist.main:
             home.clear_outcome()
         staged = Staged.of(seed.dir) if home.storage.local is None else None  # a store at a URI: a local copy
@@ -274,6 +279,29 @@ class EventPrinter:
     write_failure: str | None = None  # why the store cannot be written (a full disk): then no more trials start
     flushed: float = 0.0  # when the tables were last written (time.monotonic)
     lost: LostNodes | None = None  # says which nodes of the cluster die
+    timeout: Timeout | None = None  # the spec's timeouts (seconds) of a trial and of the sweep
+    began: float = field(default_factory=time.monotonic)  # when the sweep started launching trials
+    running: dict[Any, float] = field(default_factory=dict)  # Tune trial -> when it started (time.monotonic)
+    stopped_by: str | None = None  # why the runner stopped every trial early (the sweep ran past its timeout)
+
+    def past_deadline(self) -> bool:
+        """Whether the sweep ran past its timeout (said once)."""
+        limit = self.timeout.sweep if self.timeout is not None else None
+        if limit is not None and self.stopped_by is None and time.monotonic() - self.began > limit:
+            self.stopped_by = f"the sweep ran past its timeout.sweep of {limit:g} s"
+            self.say(f"[red]timeout[/red]   {self.stopped_by}: its trials stop and keep what finished")
+        return self.stopped_by is not None
+
+    def stop_overdue(self) -> None:
+        """Fail the trials that ran past the spec's timeout.trial: their error says so, their workers are killed."""
+        for trial in overdue(self.running, self.timeout.trial if self.timeout is not None else None):
+            del self.running[trial]
+            reason = (f"timeout: ran past timeout.trial = {self.timeout.trial:g} s (hung, or slower than "
+                      "expected); a rerun of the sweep tries it again")
+            for seed in self.seeds(trial):
+                if not self.store.trial(seed.trial_id).record().done:
+                    self.store.trial(seed.trial_id).write_error(reason, final=True)
+            stop_trial(trial)
 
     def stop_for(self, reason: str | None) -> None:
         """Record (and say once) that the store cannot be written: StopOnWriteFailure then ends the sweep."""
@@ -369,7 +397,8 @@ def _write_failure(trial: Any, store_path: Path) -> str | None:
 
 
 class StopOnWriteFailure(Stopper):
-    """Tune's stopper: once the store cannot be written (a full disk), no trial starts and the running ones stop."""
+    """Tune's stopper: once the store cannot be written (a full disk), or the sweep ran past its timeout, no trial
+    starts and the running ones stop."""
 
     def __init__(self, printer: EventPrinter) -> None:
         self.printer = printer
@@ -381,7 +410,7 @@ class StopOnWriteFailure(Stopper):
         return False
 
     def stop_all(self) -> bool:
-        return self.printer.write_failure is not None
+        return self.printer.write_failure is not None or self.printer.past_deadline()
 
 
 class TrialEvents(Callback):
@@ -396,9 +425,11 @@ class TrialEvents(Callback):
     def on_step_begin(self, iteration: int, trials: list, **info: Any) -> None:
         if self.printer.lost is not None:
             self.printer.lost.check()
+        self.printer.stop_overdue()
 
     @_guarded
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.printer.running[trial] = time.monotonic()
         records = self.printer.records(trial)
         self.printer.say(f"started   {self.printer.name(trial, records)}")
         self.printer.track(trial, records)
@@ -416,8 +447,10 @@ class TrialEvents(Callback):
 
     @_guarded
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.printer.running.pop(trial, None)
         records = self.printer.records(trial)
-        if self.printer.write_failure is None and any(not r.done and r.status != "failed" for r in records):
+        stopped_early = self.printer.write_failure is None and self.printer.stopped_by is None
+        if stopped_early and any(not r.done and r.status != "failed" for r in records):
             for record in records:  # stopped by ASHA
                 if record.status in ("running", "pending"):
                     self.printer.store.trial(record.trial_id).write_stopped(len(record.epochs),
@@ -432,6 +465,7 @@ class TrialEvents(Callback):
 
     @_guarded
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.printer.running[trial] = time.monotonic()  # it starts again
         self.printer.stop_for(_write_failure(trial, self.printer.store.path))
         records = self.printer.records(trial)
         reason = _errors(records) if any(r.error for r in records) else _ray_error(trial)
@@ -440,6 +474,7 @@ class TrialEvents(Callback):
 
     @_guarded
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self.printer.running.pop(trial, None)
         self.printer.stop_for(_write_failure(trial, self.printer.store.path))
         records = self.printer.records(trial)
         if not any(r.error for r in records):  # it failed outside kwlab's code (e.g. the worker died): Ray's reason
@@ -454,7 +489,11 @@ class TrialEvents(Callback):
 
 
 def _ray_error(trial: Any) -> str:
-    """The last line of the error Ray recorded for a Tune trial (e.g. 'RayActorError: The actor died ...')."""
+    """Why Ray says a Tune trial failed, in one line: the memory monitor's kill or a dead worker when its error file
+    says so (`watch.trial_error_cause`), else the last line of its recorded error."""
+    cause = trial_error_cause(getattr(trial, "error_file", None))
+    if cause is not None:
+        return cause
     with contextlib.suppress(Exception):
         text = trial.get_error()
         lines = [line.strip() for line in str(text or "").splitlines() if line.strip()]
@@ -479,6 +518,8 @@ def prepare(results: store.Store, trials: list[Trial], prices: dict[str, dict[st
         record = trial_dir.record()
         if record.meta != json.loads(json.dumps(meta, default=str)):
             trial_dir.write_sweep_meta(meta)
+        if record.final:  # a failure that held for the run it happened in (a timeout): this run tries it again
+            trial_dir.clear_outcome()
         if not record.done:
             pending.append(trial)
     return pending
@@ -492,6 +533,7 @@ class Outcome:
     trials: Any  # pandas DataFrame
     interrupted: int
     write_failure: str | None = None
+    stopped_by: str | None = None  # why the runner stopped its trials early: the sweep's timeout, a lost cluster
 
 
 def _register_local_sweep(results: store.Store) -> store.Lock:
@@ -599,8 +641,11 @@ def ray_folder(results: store.Store) -> Path:
 def run_trials(
     spec: SweepSpec, results: store.Store, trials: list[Trial], *, address: str | None, max_concurrent: int | None,
     prices: dict[str, dict[str, Any]], search: dict[str, Any] | None = None, imports: list[str] = (),
+    on_cluster_lost: Callable[[Outcome], None] | None = None,
 ) -> Outcome:
-    """Run the pending trials (then, for `bayes`, the Optuna search) through Ray Tune."""
+    """Run the pending trials (then, for `bayes`, the Optuna search) through Ray Tune. When the cluster's head stops
+    answering, `on_cluster_lost` gets the outcome so far (the tables written) and must end the process: Ray would
+    kill it a minute later without a word."""
     import ray
 
     trackers = Trackers(tracking(spec, results), results)  # an unreachable MLflow server is refused here
@@ -631,16 +676,12 @@ def run_trials(
         if len(terminated) == 1:
             raise KeyboardInterrupt
 
-    interrupted, printer = 0, None
+    interrupted, printer, watch = 0, None, None
     log = ray_log(results)
     try:
         with ray_output_to(log):
-            try:
-                ray.init(address=address or "local", include_dashboard=False, log_to_driver=False,
-                         logging_level=logging.ERROR, ignore_reinit_error=True)
-            except ConnectionError as error:
-                raise KWLabError(f"--address {address}: cannot reach a Ray cluster there ({error}); start one with "
-                                 "`ray start --head` or leave --address out for a local instance") from None
+            connect(address)
+            contain_trial_errors()
             signal.signal(signal.SIGTERM, terminate)  # over Ray's handler, which dumps a C++ stack and aborts
             # Tune logs a failed trial's traceback; kwlab prints its own one-line event and keeps the trace in log.txt
             logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
@@ -654,13 +695,29 @@ def run_trials(
                     task = progress.add_task(spec.name, total=len(groups) + searches)
                     printer = EventPrinter(results, console, progress, task, spec.metric.name, tables,
                                            trackers=trackers, flushed=time.monotonic(),
-                                           lost=LostNodes(lambda text: printer.say(text)))
+                                           lost=LostNodes(lambda text: printer.say(text)), timeout=spec.timeout)
+
+                    def head_lost() -> None:
+                        printer.say("[red]lost the cluster[/red]: its head (GCS) does not answer; the trials stop "
+                                    "and keep what finished")
+                        trackers.sync([results.trial(t).record() for t in fixed])
+                        publish_optuna(results, trackers.optuna_db)
+                        if local is not None:
+                            local.release()
+                        tables = results.load_tables()
+                        with contextlib.suppress(WriteError):
+                            results.write_tables(tables)
+                        if on_cluster_lost is not None:
+                            on_cluster_lost(Outcome(tables.frames()[0], 0, None, "the cluster's head stopped "
+                                                                                  "answering"))
                     trackers.say = printer.say
                     callback = TrialEvents(printer)
                     resources = spec.resources
                     job = Job(tuple(imports), spec.metric.name, spec.metric.goal, max(1, int(resources.cpu)),
                               tuple(spec.keep), resources.workers, resources.cpu, resources.gpu,
                               train_storage(results), wandb_settings(spec))
+                    watch = HeadWatch(head_lost)
+                    watch.start()
                     if groups:
                         space = [dataclasses.replace(job, seeds=tuple(
                             describe_trial(t, results, prices.get(t.variant_id)) for t in group)) for group in groups]
@@ -677,8 +734,19 @@ def run_trials(
                              max_concurrent, _asha(spec), search_alg=searcher, num_samples=searches)
             except KeyboardInterrupt:
                 interrupted = signal.SIGTERM if terminated else signal.SIGINT
+            except KWLabError:
+                raise
+            except Exception as error:  # Ray Tune gave up on the sweep: one line here, its trace in the log
+                with open(log, "a", encoding="utf-8") as file:
+                    traceback.print_exc(file=file)
+                reason = str(error).strip().splitlines()[0][:200] if str(error).strip() else ""
+                gave_up = f"Ray Tune stopped the sweep ({type(error).__name__}: {reason}; its trace is in {log})"
+                if printer is not None:
+                    printer.stopped_by = printer.stopped_by or gave_up
             finally:
                 with contextlib.suppress(KeyboardInterrupt):
+                    if watch is not None:
+                        watch.close()
                     if printer is not None and printer.lost is not None:
                         printer.lost.check(force=True)
                     ray.shutdown()
@@ -700,7 +768,7 @@ def run_trials(
         table = results.write_tables(tables)[0]
     except WriteError as error:  # a full disk: the counts come from the trial folders, the tables wait for the rerun
         failure, table = failure or str(error), tables.frames()[0]
-    return Outcome(table, interrupted, failure)
+    return Outcome(table, interrupted, failure, printer.stopped_by if printer is not None else None)
 
 
 def _groups(spec: SweepSpec, pending: list[Trial]) -> list[list[Trial]]:

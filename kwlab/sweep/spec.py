@@ -116,6 +116,15 @@ class Failure(Strict):
     max_retries: int = Field(1, ge=0)
 
 
+class Timeout(Strict):
+    """How long a trial, and the whole sweep, may run, in seconds (null: no limit). A trial past its limit fails
+    (its worker is stopped: a hung trial too) and the sweep goes on; a sweep past its limit stops its trials,
+    keeping what finished, as Ctrl-C does. A rerun of the sweep tries both again."""
+
+    trial: float | None = Field(None, gt=0)
+    sweep: float | None = Field(None, gt=0)
+
+
 class EarlyTerminate(Strict):
     """ASHA early stopping over epochs (W&B's `hyperband` key is accepted as a synonym)."""
 
@@ -167,6 +176,7 @@ class SweepSpec(Strict):
     resources: Resources = Field(default_factory=Resources)
     max_concurrent_trials: int | None = Field(None, ge=1)
     failure: Failure = Field(default_factory=Failure)
+    timeout: Timeout = Field(default_factory=Timeout)
     early_terminate: EarlyTerminate | None = None
     fixed: dict[str, Any] = Field(default_factory=dict)  # dotted trial-config keys set for every variant
     profiles: dict[FolderName, dict[str, Any]] = Field(default_factory=dict)
