@@ -221,19 +221,21 @@ def test_a_hung_trial_is_stalled_in_status_and_fails_at_its_timeout(tmp_path: Pa
     one line while the sweep goes on."""
     (tmp_path / "hang.py").write_text(HANG)
     spec = write_spec(tmp_path, "hang", base={**PLUGIN_BASE, "model": {"name": "hanging_net"}}, imports=["hang.py"],
-                      timeout={"trial": 45}, cases=[{"name": "hangs"}, FINE], max_concurrent_trials=1)
+                      timeout={"trial": 70}, cases=[{"name": "hangs"}, FINE], max_concurrent_trials=1)
     runner = start_cli("sweep", str(spec), "--results", str(tmp_path))
     folder = tmp_path / "hang"
-    time.sleep(30)  # it hangs after its first epochs: stalled once nothing is written for 20 s
+    wait_for(lambda: (folder / store.TRIALS).is_dir() and any(r.meta.get("variant") == "hangs" and r.epochs
+                                                               for r in store.Store(folder).records()), 120, "its first epoch")
+    time.sleep(25)  # it hangs in its second epoch: stalled once nothing is written for 20 s
     status = kwlab_cli("status", str(folder))
     assert "stalled: nothing written for" in status.stdout, status.stdout + status.stderr
     out, err = runner.communicate(timeout=300)
     assert runner.returncode == 1, out + err
     failed = [line for line in out.splitlines() if line.split(" ", 1)[-1].startswith("failed")]
-    assert len(failed) == 1 and "timeout: ran past timeout.trial = 45 s" in failed[0]
+    assert len(failed) == 1 and "timeout: ran past timeout.trial = 70 s" in failed[0]
     assert "1 of 2 trials finished, 1 failed" in out + err and "Traceback" not in out + err
     hung = next(r for r in store.Store(folder).records() if r.meta["variant"] == "hangs")
-    assert hung.status == "failed" and hung.error.startswith("timeout: ran past timeout.trial = 45 s")
+    assert hung.status == "failed" and hung.error.startswith("timeout: ran past timeout.trial = 70 s")
 
 
 def test_a_trial_the_memory_monitor_kills_takes_only_itself(tmp_path: Path) -> None:

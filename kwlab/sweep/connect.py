@@ -12,6 +12,8 @@ from __future__ import annotations
 import os
 import re
 import socket
+import subprocess
+import sys
 from pathlib import Path
 
 from kwlab.errors import KWLabError
@@ -44,13 +46,43 @@ def check_address(address: str) -> tuple[str, int]:
     return match["host"].strip("[]"), int(match["port"])
 
 
+# Asks the cluster's head (in a process of its own: Ray fixes its token mode when imported) whether it wants a token
+PROBE = """
+import sys
+from ray._raylet import GcsClient
+from ray.exceptions import AuthenticationError
+try:
+    GcsClient(address=sys.argv[1])
+except AuthenticationError:
+    print("token")
+except Exception:
+    print("unknown")
+else:
+    print("open")
+"""
+
+
+def wants_token(address: str) -> bool:
+    """Whether the cluster at `address` has Ray's token authentication on (False when it cannot be asked)."""
+    env = {**os.environ, "RAY_AUTH_MODE": "disabled", **FAST}
+    try:
+        answer = subprocess.run([sys.executable, "-c", PROBE, address], capture_output=True, text=True, env=env,
+                                timeout=30).stdout.strip()
+    except (OSError, subprocess.SubprocessError):
+        return False
+    return answer == "token"
+
+
 def prepare(address: str | None) -> None:
-    """Set Ray's connection settings before it is imported: fail fast, and, for an explicit address, token mode
-    when a token is there to send (Ray sends none to an explicit address otherwise)."""
+    """Set Ray's connection settings before it is imported: fail fast, and, for an explicit address whose cluster
+    has token authentication on, token mode (Ray sends no token to an explicit address otherwise; and a client in
+    token mode cannot create actors on a cluster without it, so the cluster is asked first)."""
     for key, value in FAST.items():
         os.environ.setdefault(key, value)
-    if address is not None and token_source() is not None:
-        os.environ.setdefault("RAY_AUTH_MODE", "token")
+    if address is not None and "RAY_AUTH_MODE" not in os.environ:
+        probe(address)
+        if wants_token(address):
+            os.environ["RAY_AUTH_MODE"] = "token"
 
 
 def probe(address: str) -> None:
@@ -69,8 +101,6 @@ def connect(address: str | None) -> None:
     that wants a token kwlab does not have (or rejects the one it has), is one line saying which."""
     import ray
 
-    if address is not None:
-        probe(address)
     options = {"include_dashboard": False, "log_to_driver": False, "logging_level": "ERROR",
                "ignore_reinit_error": True}
     try:
