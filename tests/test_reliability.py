@@ -24,6 +24,7 @@ import kwlab.results
 from kwlab import store
 from kwlab.storage import Storage
 from kwlab.cli import main
+from kwlab.train import load_config, run
 from kwlab.sweep import command, runner
 from kwlab.sweep.expand import expand, size_line, variant_count
 from kwlab.sweep.spec import load_spec
@@ -336,7 +337,7 @@ def test_the_variant_cap_can_be_raised_and_large_specs_say_their_size_first(
     assert one_line(err) == f"{spec}: 4 variants, 5 trials (counted before constraints); building and pricing them"
     assert "4 variants x 1-2 seeds = 5 trials" in out
     assert main(["validate", str(spec), "--max-variants", "0"]) == 2
-    assert "--max-variants: expected an integer >= 1, got 0" in capsys.readouterr().err
+    assert "--max-variants: expected a number > 0, got 0" in capsys.readouterr().err
 
 
 @pytest.mark.parametrize("tree", [
@@ -443,14 +444,16 @@ def test_an_unreadable_checkpoint_restarts_the_trial_with_a_warning(tmp_path: Pa
         "model": {"name": "cifar_resnet8", "kwargs": {"width": 0.5}}, "epochs": 2, "batch_size": 32,
         "data": {"name": "synthetic", "shape": [1, 8, 8], "length": 96, "num_classes": 4},
         "runtime": {"device": "cpu", "threads": 1}}))
-    out = tmp_path / "trial"
+    out, whole = tmp_path / "trial", tmp_path / "whole"
     threads = torch.get_num_threads()
     try:
-        assert main(["train", str(config), "--out", str(out)]) == 0
-        first = store.TrialDir(out).summary()
+        assert main(["train", str(config), "--out", str(whole)]) == 0  # the same trial, never interrupted
+        first = store.TrialDir(whole).summary()
+        interrupted = run(load_config(config), out)
+        next(interrupted)
+        interrupted.close()  # a power cut after epoch 1: its checkpoint.pt and best.pt torn
         path = out / torn
         path.write_bytes(path.read_bytes()[: path.stat().st_size // 2] if torn == store.BEST else b"")
-        out.joinpath(store.SUMMARY).unlink()
         capsys.readouterr()
         assert main(["train", str(config), "--out", str(out)]) == 0
     finally:

@@ -34,15 +34,18 @@ def test_status_while_a_sweep_runs(mid_sweep: store.Store, capsys: pytest.Captur
         status = json.loads(capsys.readouterr().out)
         assert main(["status", str(mid_sweep.path)]) == 0
         text = capsys.readouterr().out
-    assert status["counts"] == {"finished": 3, "stopped": 0, "failed": 0, "running": 1, "pending": 1}
-    assert status["running"] == [{"trial_id": "b1", "variant": "lr=0.01", "seed": 1, "epoch": 2, "epochs": 3,
-                                  "val_top1": 45.0}]
+    assert status["counts"] == {"finished": 3, "stopped": 0, "failed": 0, "running": 1, "pending": 1, "missing": 0}
+    running = status["running"][0]
+    assert {k: running[k] for k in ("trial_id", "variant", "seed", "epoch", "epochs", "val_top1", "stalled")} == {
+        "trial_id": "b1", "variant": "lr=0.01", "seed": 1, "epoch": 2, "epochs": 3, "val_top1": 45.0,
+        "stalled": False}
     # best so far: the variant whose seeds' best epochs have the highest mean (lr=0.01: 68 on one seed; lr=0.1: 65)
     assert status["best"] == {"variant": "lr=0.01", "val_top1": 68.0, "seeds": 1}
     # time left: the running trial's last epoch (1 s measured per epoch), then the pending one at a finished
     # trial's 3 s, one trial at a time
     assert status["time_left_s"] == pytest.approx(4.0)
     assert status["runner"]["command"] == "kwlab sweep grid.yaml" and status["runner"]["pid"] > 0
+    assert status["runner"]["alive"] is True
     assert text.splitlines() == [
         "grid: 5 trials: 3 finished, 0 stopped, 0 failed, 1 running, 1 pending",
         "  running lr=0.01 seed 1 [b1]: epoch 2/3, last val_top1 45",

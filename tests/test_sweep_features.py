@@ -84,10 +84,11 @@ def test_a_variants_seeds_train_an_epoch_each_in_turn_and_tune_sees_their_mean(
                       cases=[{"name": "static", "set": {"kw": None}}], metric={"name": "val_loss", "goal": "minimize"})
     trials = plan_sweep(str(spec), None, []).trials
     folder = tmp_path / "pair"
-    prepare(folder, trials, {})
+    prepare(store.Store(folder), trials, {})
     reports: list[dict] = []
     monkeypatch.setattr(tune, "report", reports.append)
-    train_variant({"job": Job((), "val_loss", "minimize", 1, seeds=tuple(describe_trial(t, folder) for t in trials))})
+    train_variant({"job": Job((), "val_loss", "minimize", 1,
+                              seeds=tuple(describe_trial(t, store.Store(folder)) for t in trials))})
     losses = [[m["val_loss"] for m in store.Store(folder).trial(t.trial_id).metrics()] for t in trials]
     assert [r["epoch"] for r in reports] == [1, 2, 3, 3] and all(r["seeds"] == 2 for r in reports)
     for epoch, report in zip([1, 2, 3], reports, strict=False):  # both seeds have trained `epoch` epochs by then

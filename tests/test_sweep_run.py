@@ -170,8 +170,8 @@ def test_a_trial_config_is_validated_once_and_crosses_to_the_trial_typed(tmp_pat
 
     plan = plan_sweep(str(ROOT / "sweeps" / "smoke.yaml"), None, [])
     trial = next(t for t in plan.trials if t.variant.name == "static")
-    prepare(tmp_path, [trial], {})
-    seed = pickle.loads(pickle.dumps(describe_trial(trial, tmp_path)))  # what a Ray worker unpickles
+    prepare(store.Store(tmp_path), [trial], {})
+    seed = pickle.loads(pickle.dumps(describe_trial(trial, store.Store(tmp_path))))  # what a Ray worker unpickles
     assert isinstance(seed.config, TrainConfig) and seed.config == trial.cfg
     monkeypatch.setattr(TrainConfig, "__init__", lambda *a, **k: pytest.fail("a trial config was validated again"))
     reports: list[dict] = []

@@ -33,7 +33,8 @@ def test_a_two_worker_trial_runs_through_ray_train(tmp_path: Path) -> None:
     assert summary["workers"] == 2 and summary["device"].endswith("x 2 workers")
     assert [m["epoch"] for m in trial.metrics()] == [1, 2]
     assert summary["test_images"] == 360 and summary["val_images"] == 288  # every sample scored once
-    assert trial.file(store.ATTENTION).is_file() and trial.file(store.CHECKPOINT).is_file()
+    assert trial.file(store.ATTENTION).is_file() and trial.file(store.BEST).is_file()
+    assert not trial.file(store.CHECKPOINT).exists()  # a finished trial keeps best.pt, not its resume state
 
 
 def test_workers_are_counted_in_the_capacity_check(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:

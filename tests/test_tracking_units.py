@@ -49,7 +49,7 @@ def make_trial(results: store.Store, trial_id: str, variant: str, parameters: di
 
 def mirror(spec: SweepSpec, folder: Path) -> OptunaMirror:
     """The Optuna mirror a runner keeps for `spec` in the store at `folder`."""
-    return Trackers(tracking(spec, folder), store.Store(folder)).optuna
+    return Trackers(tracking(spec, store.Store(folder)), store.Store(folder)).optuna
 
 
 def db(folder: Path) -> str:
@@ -241,7 +241,7 @@ def test_a_tracker_that_fails_mid_sweep_is_one_line_and_the_sweep_goes_on(
     results = store.Store(tmp_path / "sweep")
     trials = [make_trial(results, f"t{i}", "lr=0.1,budget=2", {"optim.lr": 0.1, "kw.budget": 2}, [50.0], "running",
                          seed=i) for i in range(2)]
-    trackers = Trackers(tracking(spec, results.path), results)
+    trackers = Trackers(tracking(spec, results), results)
     said: list[str] = []
     trackers.say = said.append
 

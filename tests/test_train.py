@@ -81,14 +81,22 @@ def test_resume_after_a_kill_ends_like_an_uninterrupted_run(
     assert exact(rest) == exact(history[1:])
     assert exact(read_metrics(tmp_path)) == exact(history)
     assert list(run(tiny(), tmp_path)) == []  # a finished trial yields nothing more
-    with pytest.raises(KWLabError, match=r"checkpoint\.pt: holds a trial of a different config \(optim\.lr: "):
+    assert not (tmp_path / store.CHECKPOINT).exists()  # a finished trial keeps best.pt, not its resume state
+    with pytest.raises(KWLabError, match=r"holds a finished trial of a different config \(optim\.lr: "):
         next(run(tiny(optim={"lr": 0.01}), tmp_path))
+    kept = list(run(tiny(), tmp_path / "kept", keep=("best", "last")))  # what a sweep's `keep: [best, last]` asks
+    assert len(kept) == 3 and (tmp_path / "kept" / store.CHECKPOINT).is_file()
+    interrupted = run(tiny(), tmp_path / "interrupted")
+    next(interrupted)
+    interrupted.close()
+    with pytest.raises(KWLabError, match=r"checkpoint\.pt: holds a trial of a different config \(optim\.lr: "):
+        next(run(tiny(optim={"lr": 0.01}), tmp_path / "interrupted"))
 
 
 def test_trial_directory_files(kw_trial: tuple[Path, list[dict]]) -> None:
     trial, history = kw_trial
     assert {p.name for p in trial.iterdir()} == {store.CONFIG, store.METRICS, store.SUMMARY, store.ATTENTION,
-                                                 store.CHECKPOINT, store.BEST, store.TENSORBOARD}
+                                                 store.BEST, store.TENSORBOARD}
     assert load_config(trial / store.CONFIG) == tiny()
     recorded = read_metrics(trial)
     assert [set(m) for m in recorded] == [METRIC_KEYS] * 3 and recorded == json.loads(json.dumps(history))
@@ -178,7 +186,7 @@ def test_cli_writes_the_trial_directory(tmp_path: Path, capsys: pytest.CaptureFi
     printed = capsys.readouterr().out.strip().splitlines()
     assert printed[-1] == str(out) and any("val top-1" in line for line in printed)
     assert load_config(out / store.CONFIG).optim.lr == 0.02
-    assert {store.METRICS, store.SUMMARY, store.ATTENTION, store.CHECKPOINT} <= {p.name for p in out.iterdir()}
+    assert {store.METRICS, store.SUMMARY, store.ATTENTION, store.BEST} <= {p.name for p in out.iterdir()}
     assert cli.main(["train", str(config), "--set", "optim.lrr=1"]) == 2
     assert capsys.readouterr().err.strip() == "kwlab train: error: optim.lrr: unknown key; allowed: name, lr, " \
         "momentum, nesterov, weight_decay, warmup_epochs, label_smoothing, grad_clip, min_lr, eps, " \

@@ -174,9 +174,7 @@ def print_plan(plan: Plan, max_concurrent: int | None, results: store.Store) -> 
     from kwlab.sweep.estimate import estimate
 
     spec, priced = plan.spec, plan.priced
-    done = {row["trial_id"] for row in results.load_tables().trials.values() if row["status"] in store.DONE} \
-        if results.exists() else set()
-    to_run = [t for t in plan.trials if t.trial_id not in done]
+    to_run = [t for t in plan.trials if not results.trial(t.trial_id).record().done]
     extra = [plan.probe] * (spec.num_samples * len(spec.seeds)) if plan.probe is not None else []
     timed = estimate(spec, plan.trials, max_concurrent, extra, to_run)
     table = Table(title=f"{spec.name}: {spec.method} sweep", title_justify="left")
