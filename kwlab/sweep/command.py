@@ -35,7 +35,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of `kwlab sweep`."""
     add_sweep_arguments(parser)
     parser.add_argument("--dry-run", action="store_true", help="print the expanded, priced trials and exit")
-    parser.add_argument("--address", help="address of an existing Ray cluster (default: a local Ray instance)")
+    parser.add_argument("--address", default=os.environ.get("RAY_ADDRESS") or None, metavar="HOST:PORT",
+                        help="address of an existing Ray cluster's head (default: $RAY_ADDRESS when set, as Ray's own "
+                             "tools take it, else a local Ray instance)")
     add_size_argument(parser)
     parser.add_argument("--mlflow", metavar="URI", help="log each trial as a run on this MLflow tracking server "
                                                         "(over the spec's tracking.mlflow.uri)")
