@@ -32,6 +32,7 @@ from torch import nn
 
 from kwlab.allocator import keep_freed_memory
 from kwlab.errors import KWLabError
+from kwlab.overrides import parse_assignment
 
 MEMORY_CHOICES = ("fast", "lean", "reference")
 PATH_CHOICES = ("auto", "measured")
@@ -43,6 +44,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=int, default=16, help="batch size")
     parser.add_argument("--size", type=int, default=64, help="input height and width")
     parser.add_argument("--in-chans", type=int, default=3, help="input channels (1 for the 'digits' data)")
+    parser.add_argument("--model-kwarg", action="append", default=[], metavar="KEY=VALUE",
+                        help="a keyword argument of the model, repeatable, e.g. width=0.5 (model.kwargs of a trial)")
     parser.add_argument("--variants", default="static,1/4x,1x,4x",
                         help="comma list: static; KW budgets such as 1/4x, 1x, 4x (KWConfig defaults, sharing stage; "
                              "budgets below 1 use cell ratios 1/2, as the reference's 1/4x); condconvN (N experts), "
@@ -131,6 +134,7 @@ def main(args: argparse.Namespace) -> int:
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
     x = torch.randn(args.batch, args.in_chans, args.size, args.size, device=device).to(memory_format=memory_format)
     timm_args = {"in_chans": args.in_chans} if args.in_chans != 3 else {}
+    timm_args.update(parse_assignment(text) for text in args.model_kwarg)
 
     def build(variant: Variant) -> nn.Module:
         model = build_model(args.model, variant.method, variant.settings, **timm_args).to(device).train()
@@ -190,7 +194,8 @@ def main(args: argparse.Namespace) -> int:
 
     machine = _machine(device)
     settings = {
-        "model": args.model, "batch": args.batch, "input": [args.in_chans, args.size, args.size],
+        "model": args.model, "model_kwargs": timm_args, "batch": args.batch,
+        "input": [args.in_chans, args.size, args.size],
         "dtype": args.dtype, "channels_last": args.channels_last, "compile": args.compile,
         "repeats": args.repeats, "warmup": args.warmup, "static_gflops_forward": static_flops / 1e9,
     }
