@@ -53,6 +53,8 @@ CASES = {
     "conv2d-same-even": Case(2, 8, 8, (4, 4, 1, 1), (2, 8, 6, 5), kernel=4, padding="same"),
     "conv2d-same-dilated": Case(2, 8, 6, (6, 8, 1, 1), (2, 8, 6, 5), kernel=3, padding="same", dilation=2),
     "conv2d-whole-cells": Case(2, 8, 6, (3, 4, 3, 3), (2, 8, 6, 6), kernel=3, stride=2, padding=1),
+    "conv2d-one-mixture": Case(2, 8, 6, (6, 8, 3, 3), (2, 8, 6, 5), kernel=3, padding=1),
+    "conv2d-grouped-one-mixture": Case(2, 8, 6, (6, 4, 3, 3), (2, 8, 5, 5), kernel=3, stride=2, padding=1, groups=2),
     "conv2d-1x1": Case(2, 8, 6, (3, 4, 1, 1), (2, 8, 4, 5)),
     "conv2d-1x1-stride": Case(2, 8, 6, (6, 2, 1, 1), (2, 8, 5, 5), stride=2),
     "conv2d-1x1-output": Case(2, 8, 6, (3, 4, 1, 1), (3, 8, 3, 3), kernel=3),
@@ -96,7 +98,9 @@ def assert_matches_reference(layer: KWLayer, warehouse: Warehouse, x: torch.Tens
 
 
 def paths_for(case: Case) -> tuple[str, ...]:
-    return ("grouped",) if case.groups > 1 else DENSE_PATHS
+    """The paths a layer of this geometry can take (`combined` where its cell is its whole kernel)."""
+    paths = ("grouped",) if case.groups > 1 else DENSE_PATHS
+    return (*paths, "combined") if tuple(case.cell) == case.weight_shape() else paths
 
 
 @pytest.mark.parametrize("memory", ["fast", "lean"])

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 
 from kwlab.methods.mixing.batched import _BatchedConv
+from kwlab.methods.mixing.combined import combined_conv
 from kwlab.methods.mixing.geometry import Geometry, compute_dtype
 from kwlab.methods.mixing.grouped import _GroupedLean, _GroupedRebuilt, grouped_apply, grouped_conv
 from kwlab.methods.mixing.measured import cheapest, fastest_path, shape_key
@@ -18,7 +19,7 @@ from kwlab.methods.mixing.mixed import _MixedConv
 from kwlab.methods.mixing.assembly import assembled_kernels
 from kwlab.methods.mixing.reference import reference_conv, shared_conv
 
-PATHS = ("auto", "measured", "reference", "batched", "mixed", "grouped", "shared")
+PATHS = ("auto", "measured", "reference", "batched", "mixed", "grouped", "combined", "shared")
 RUNNABLE = PATHS[2:]  # what `convolve` takes; 'auto' and 'measured' choose one of them
 
 
@@ -40,7 +41,10 @@ class PathCosts:
     - `grouped`, `grouped_pointwise`: a multiply-add of the per-sample grouped convolution (P x K) for kernels of
       several taps and of one (in memory mode lean times the input blocks g_i, one convolution each), None where a
       method does not consider it for dense convolutions; `grouped_assembly`: a multiply-add of its assembly of
-      the K_whole mixed kernels (K_whole x K).
+      the K_whole mixed kernels (K_whole x K);
+    - `combined`: a multiply-add of its n dense convolutions of the whole batch (n P K per sample; only for layers
+      of one mixture over whole-kernel cells), None where a method does not consider it; `combined_traffic`: one
+      element of its n stacked outputs (n P C_out per sample), written, combined, and again in backward.
     """
 
     batched: float
@@ -59,6 +63,8 @@ class PathCosts:
     grouped_traffic: tuple[float, float] = (0.0, 0.0)
     grouped_passes: int = 1
     cache_bytes: int = 1 << 24
+    combined: float | None = None
+    combined_traffic: float = 0.0
 
 
 def path_costs(geometry: Geometry, positions: int, cells: int, costs: PathCosts, *, kernels: int | None = None,
@@ -71,7 +77,8 @@ def path_costs(geometry: Geometry, positions: int, cells: int, costs: PathCosts,
     - batched: P K + (assembly n + traffic) K;
     - mixed: n P C_out c_in' dense products + mixing the input + its intermediates;
     - grouped (where the method prices it): P K + (assembly K_whole + passes x traffic) K (lean: g_i P K, and
-      K_whole assembled again).
+      K_whole assembled again);
+    - combined (where the method prices it, for one mixture over whole-kernel cells): n P K + traffic n P C_out.
     """
     if shared:
         return {"shared": 0.0}
@@ -93,6 +100,9 @@ def path_costs(geometry: Geometry, positions: int, cells: int, costs: PathCosts,
         whole = (cells if kernels is None else kernels) * costs.grouped_assembly * assembly / costs.assembly
         candidates["grouped"] = positions * size * rate * blocks + (
             whole + costs.grouped_passes * costs.grouped_traffic[spilled]) * size
+    if costs.combined is not None and geometry.mixtures == 1:
+        candidates["combined"] = cells * positions * (size * costs.combined
+                                                      + geometry.out_channels * costs.combined_traffic)
     candidates["batched"] = positions * size * costs.batched + (
         assembly * cells + costs.batched_traffic[spilled]) * size
     candidates["mixed"] = (
@@ -149,6 +159,8 @@ def convolve(x: torch.Tensor, alpha: torch.Tensor, cells: torch.Tensor, geometry
             return _GroupedRebuilt.apply(x, geometry, sample_kernels, *kernel_inputs)
         cells = cells.to(dtype)
         return grouped_conv(x, alpha, cells, geometry) if keep else _GroupedLean.apply(x, alpha, cells, geometry)
+    if path == "combined":  # no per-sample kernel: the same in both memory modes
+        return combined_conv(x, alpha, cells.to(dtype), geometry)
     if path == "shared":
         return shared_conv(x, alpha, cells.to(dtype), geometry)
     if path == "reference":
