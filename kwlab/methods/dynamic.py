@@ -33,7 +33,8 @@ from torch.nn.modules.utils import _pair
 from kwlab.config import Config
 from kwlab.methods import mixing
 from kwlab.methods.attention import init_attention
-from kwlab.methods.pricing import static_macs
+from kwlab.methods.mixing.roofline import LayerWork
+from kwlab.methods.pricing import input_elements, static_macs
 from kwlab.methods.protocol import MeanRecorder, Method, Price, Schedule
 from kwlab.methods.selection import Selection, select_layers
 from kwlab.methods.temperature import AnnealLength, LinearAnneal
@@ -251,7 +252,7 @@ class DynamicMethod(Method):
         selection = self.selection(model)
         total = sum(p.numel() for p in model.parameters())
         replaced = kernel_params = attention_params = attention = assembly = saved = 0
-        layers = []
+        layers, work = [], []
         for name in selection.dynamic:
             conv = model.get_submodule(name)
             layer = self.make_layer(conv, settings, device="meta")
@@ -269,6 +270,8 @@ class DynamicMethod(Method):
                 static_work = positions[name] * layer.geometry.kernel_numel
                 # what the cheapest exact algorithm saves on the convolution and the assembly
                 saved += static_work + mix - mixing.floor_macs(layer.geometry, positions[name], cells, kernels)
+                work.append(LayerWork(layer.geometry, positions[name], input_elements(conv, positions[name]), cells,
+                                      kernels, layer.weight.numel(), linears))
             layers.append({"layer": name, "in": conv.in_channels, "out": conv.out_channels,
                            "kernel": list(conv.kernel_size), "groups": conv.groups, "kernels": layer.kernels,
                            "params": own, "attention_params": att})
@@ -278,7 +281,8 @@ class DynamicMethod(Method):
         return Price(other + kernel_params + attention_params, macs,
                      {"kernels": kernel_params, "attention": attention_params, "other": other},
                      {"conv": conv_macs, "attention": attention, "mixing": assembly},
-                     {"dynamic_layers": layers, "static_layers": list(selection.static)}, floor=macs - saved)
+                     {"dynamic_layers": layers, "static_layers": list(selection.static)}, floor=macs - saved,
+                     layers=tuple(work))
 
     def recorder(self, model: nn.Module) -> MeanRecorder:
         """Mean mixture weights per layer: group 'routing', rows = layers, columns = the K kernels."""
