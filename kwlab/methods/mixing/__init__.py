@@ -14,16 +14,21 @@ method's own `PathCosts`:
   spatial sizes and for few mixtures.
 - `grouped` (grouped.py): every kernel assembled in full (one matmul, one copy into conv layout), one convolution
   with groups = B x groups, as the papers' code computes; the only path for grouped and depthwise convolutions.
+- `combined` (combined.py): convolve, then combine: y = sum_k alpha_k (W_k * x), one dense convolution to K x C_out
+  channels and a weighted sum; no per-sample kernel, K times the convolution's work; for one mixture over
+  whole-kernel cells (CondConv, DY-Conv, ODConv's 1x1 convs).
 - `shared` (reference.py): alpha is the same for every sample: one dense convolution.
 - `reference` (reference.py): every kernel assembled, one convolution per sample: the definition, and the ground
   truth of the tests.
 
 A layer's `path` is 'auto' (the cost model's cheapest, `path_costs`), 'measured' (the fastest of the modelled
-candidates, timed once per layer shape: measured.py) or one path forced.
+candidates, timed once per layer shape: measured.py; `export_measurements` / `load_measurements` carry the choices to
+another process) or one path forced.
 
 memory='lean' never keeps per-sample kernels for backward (the paths assemble again). Inputs in either memory format
 (channels-last in, channels-last out); the paths compute in x's dtype (autocast's where on), and `batched` and
-`mixed` cast the cells a block at a time. `floor_macs` (floor.py) is the fewest multiply-adds any of them needs.
+`mixed` cast the cells a block at a time. `floor_macs` (floor.py) is the fewest multiply-adds any of them needs;
+roofline.py the least time any of them could take on a machine (its multiply-add rate and memory bandwidth).
 tests/methods/test_mixing*.py check every path against the reference.
 """
 
@@ -31,11 +36,13 @@ from kwlab.methods.mixing.assembly import (assemble, assembled_kernels, layer_ce
                                            split_kernel)
 from kwlab.methods.mixing.floor import floor_macs
 from kwlab.methods.mixing.geometry import CONV_BY_DIMS, Geometry, channels_last, compute_dtype, resolve_padding
-from kwlab.methods.mixing.measured import engine_trial, forget_measurements, measured_choices
+from kwlab.methods.mixing.measured import (engine_trial, export_measurements, forget_measurements,
+                                           load_measurements, measured_choices)
 from kwlab.methods.mixing.paths import PATHS, RUNNABLE, PathCosts, choose_path, convolve, path_costs, resolve_path
 from kwlab.methods.mixing.reference import reference_conv
 
 __all__ = ["CONV_BY_DIMS", "PATHS", "RUNNABLE", "Geometry", "PathCosts", "assemble", "assembled_kernels",
-           "channels_last", "choose_path", "compute_dtype", "convolve", "engine_trial", "floor_macs",
-           "forget_measurements", "layer_cell_shape", "measured_choices", "merge_kernel", "mixtures", "path_costs",
-           "reference_conv", "resolve_padding", "resolve_path", "split_kernel"]
+           "channels_last", "choose_path", "compute_dtype", "convolve", "engine_trial", "export_measurements",
+           "floor_macs", "forget_measurements", "layer_cell_shape", "load_measurements", "measured_choices",
+           "merge_kernel", "mixtures", "path_costs", "reference_conv", "resolve_padding", "resolve_path",
+           "split_kernel"]

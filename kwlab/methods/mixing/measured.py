@@ -13,7 +13,7 @@ tolerance (every path computes the same function).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Hashable
+from collections.abc import Callable, Hashable, Mapping
 
 import torch
 
@@ -24,7 +24,8 @@ WITHIN = 8.0
 # Timed calls per path after one untimed call; the fastest counts.
 REPEATS = 2
 
-_FASTEST: dict[Hashable, str] = {}
+_FASTEST: dict[Hashable, str] = {}  # by `shape_key`
+_LOADED: dict[str, str] = {}  # by `stable_key`, from `load_measurements`
 
 
 def cheapest(modelled: dict[str, float]) -> str:
@@ -40,6 +41,10 @@ def fastest_path(key: Hashable, modelled: dict[str, float], trial: Callable[[str
         return cheapest(modelled)
     if key in _FASTEST:
         return _FASTEST[key]
+    loaded = _LOADED.get(stable_key(key)) if _LOADED else None
+    if loaded in modelled:  # replayed from another process: no timing
+        _FASTEST[key] = loaded
+        return loaded
     best = min(modelled.values())
     times = {}
     for path in (p for p, cost in sorted(modelled.items(), key=lambda item: item[1]) if cost <= WITHIN * best):
@@ -51,8 +56,23 @@ def fastest_path(key: Hashable, modelled: dict[str, float], trial: Callable[[str
 
 def shape_key(x: torch.Tensor, *layer: Hashable) -> tuple:
     """What a measured choice depends on: the layer's own description (`layer`), then x's shape, compute dtype,
-    device and memory format, and whether autograd records (forward alone, or forward and backward)."""
-    return (*layer, tuple(x.shape), compute_dtype(x), x.device, channels_last(x), torch.is_grad_enabled())
+    device type and memory format, and whether autograd records (forward alone, or forward and backward)."""
+    return (*layer, tuple(x.shape), compute_dtype(x), x.device.type, channels_last(x), torch.is_grad_enabled())
+
+
+def stable_key(key: tuple) -> str:
+    """A `shape_key` as a string that another process builds alike: classes by module and name, dataclasses (a
+    layer's Geometry) by their repr, the memory format and the autograd flag by name.
+
+    e.g. 'kwlab.methods.dyconv.DyConv2d|Geometry(in_channels=8, ...)|4|fast|False|(64, 8, 14, 14)|torch.float32|cpu|
+    contiguous|grad'.
+    """
+    *parts, last, grad = key
+
+    def text(part: object) -> str:
+        return f"{part.__module__}.{part.__qualname__}" if isinstance(part, type) else str(part)
+
+    return "|".join([*map(text, parts), "channels_last" if last else "contiguous", "grad" if grad else "no_grad"])
 
 
 def measured_choices() -> dict[Hashable, str]:
@@ -60,9 +80,28 @@ def measured_choices() -> dict[Hashable, str]:
     return dict(_FASTEST)
 
 
+def export_measurements() -> dict[str, str]:
+    """The measured choices of this process (and those loaded into it), JSON-ready: `stable_key` -> path. A sweep
+    records them with a trial; `load_measurements` replays them in another process."""
+    return _LOADED | {stable_key(key): path for key, path in _FASTEST.items()}
+
+
+def load_measurements(choices: Mapping[str, str]) -> None:
+    """Take the choices of `export_measurements` (from this or another process on the same kind of machine): a layer
+    whose key is among them takes its path without timing, where the cost model keeps that path in the running;
+    other layers measure as usual."""
+    from kwlab.methods.mixing.paths import RUNNABLE  # paths.py imports this module
+
+    unknown = sorted({path for path in choices.values() if path not in RUNNABLE})
+    if unknown:
+        raise ValueError(f"load_measurements: {', '.join(unknown)} is not a path of the engine ({RUNNABLE})")
+    _LOADED.update(choices)
+
+
 def forget_measurements() -> None:
-    """Drop every measured choice (the next call of each layer shape times its paths again)."""
+    """Drop every measured and loaded choice (the next call of each layer shape times its paths again)."""
     _FASTEST.clear()
+    _LOADED.clear()
 
 
 def engine_trial(forward: Callable[[], torch.Tensor], inputs: list[torch.Tensor | None]) -> None:
