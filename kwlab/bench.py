@@ -65,6 +65,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="bfloat16 runs under autocast")
     parser.add_argument("--channels-last", action="store_true", help="model and input in channels-last format")
     parser.add_argument("--compile", action="store_true", help="torch.compile every model (slow to build on CPU)")
+    parser.add_argument("--compile-mode", default="default", choices=("default", "reduce-overhead", "max-autotune"),
+                        help="torch.compile's mode with --compile (reduce-overhead: CUDA graphs on a GPU)")
     parser.add_argument("--train-step", action="store_true",
                         help="also time a full training step (forward, backward, SGD with momentum)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
@@ -171,7 +173,7 @@ def main(args: argparse.Namespace) -> int:
         entry.row.paths = _paths(entry.model, x, autocast)
         entry.row.saved_mib = _saved_bytes(entry.model, x, autocast) / 2**20
         if args.compile:  # the first call builds the graphs: its time is the compile time
-            entry.model = torch.compile(entry.model)
+            entry.model = torch.compile(entry.model, mode=args.compile_mode)
             entry.row.compile_s = timed(device, lambda e=entry: _forward_backward(e.model, x, autocast))
         if args.train_step:
             entry.optimizer = torch.optim.SGD(entry.model.parameters(), lr=1e-3, momentum=0.9)
@@ -212,7 +214,8 @@ def main(args: argparse.Namespace) -> int:
     settings = {
         "model": args.model, "model_kwargs": timm_args, "batch": args.batch,
         "input": [args.in_chans, args.size, args.size],
-        "dtype": args.dtype, "channels_last": args.channels_last, "compile": args.compile,
+        "dtype": args.dtype, "channels_last": args.channels_last,
+        "compile": args.compile, "compile_mode": args.compile_mode,
         "repeats": args.repeats, "warmup": args.warmup, "static_gflops_forward": static_flops / 1e9,
         "mac_rate_gmacs": rates.mac_rate / 1e9, "bandwidth_gbs": rates.bandwidth / 1e9,
     }
@@ -403,7 +406,7 @@ def _print_table(machine: dict[str, Any], settings: dict[str, Any], rows: list[R
 
     title = (f"{settings['model']}: batch {settings['batch']}, input {'x'.join(map(str, settings['input']))}, "
              f"{settings['dtype']}{', channels-last' if settings['channels_last'] else ''}"
-             f"{', compiled' if settings['compile'] else ''}; median of {settings['repeats']} interleaved rounds")
+             f"{', compiled (' + settings['compile_mode'] + ')' if settings['compile'] else ''}; median of {settings['repeats']} interleaved rounds")
     table = Table(title=title, title_justify="left")
     columns = ["variant", "memory", "choice", "fwd ms", "fwd+bwd ms", "x static", "MACs", "floor", "x floor",
                "roofline", "x roofline", "fused limit"]

@@ -89,6 +89,7 @@ class DynamicConv(nn.Module):
         self.memory = memory  # fast | lean: whether the engine's backward may keep per-sample kernels
         self.path = "auto"
         self.training_path: str | None = None  # the path of the last forward under autograd
+        self.chosen: dict = {}  # the cost model's choice per memory mode and input (mixing.resolve_path)
         self.pads = mixing.resolve_padding(self.padding, self.kernel_size, self.dilation)
 
     @property
@@ -125,7 +126,7 @@ class DynamicConv(nn.Module):
         path = mixing.resolve_path(
             self.path, lambda: self.modelled(self.positions(x), x.shape[0], mixing.compute_dtype(x).itemsize),
             lambda path: self.engine_trial(x, path), x,
-            (type(self), self.geometry, self.kernels, self.memory, self.bias is not None))
+            (type(self), self.geometry, self.kernels, self.memory, self.bias is not None), self.chosen, self.memory)
         if torch.is_grad_enabled():
             self.training_path = path
         return path

@@ -87,6 +87,7 @@ class KWLayer(nn.Module):
         self.memory = kw.memory  # fast | lean: whether backward may keep per-sample kernels (see KWConfig.memory)
         self.path = "auto"  # auto picks per input shape; tests and `kwlab bench` force one of mixing.PATHS
         self.training_path: str | None = None  # the path of the last forward under autograd
+        self.chosen: dict = {}  # the cost model's choice per memory mode, shared alpha and input (resolve_path)
 
     @torch.no_grad()
     def reset_like_reference(self) -> None:
@@ -124,7 +125,7 @@ class KWLayer(nn.Module):
         path = mixing.resolve_path(self.path, lambda: self.modelled(positions, x.shape[0], mixing.compute_dtype(x)),
                                    lambda path: self._engine_trial(x, path), x,
                                    (type(self), self.geometry, self.attention.mixtures, self.attention.cells,
-                                    self.memory))
+                                    self.memory), self.chosen, (self.memory, self.shares_alpha()))
         if torch.is_grad_enabled():
             self.training_path = path
         return path

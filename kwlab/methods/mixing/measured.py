@@ -54,10 +54,15 @@ def fastest_path(key: Hashable, modelled: dict[str, float], trial: Callable[[str
     return choice
 
 
+def input_key(x: torch.Tensor) -> tuple:
+    """What a path choice depends on in a layer's input: x's shape, compute dtype, device type and memory format,
+    and whether autograd records (forward alone, or forward and backward)."""
+    return (tuple(x.shape), compute_dtype(x), x.device.type, channels_last(x), torch.is_grad_enabled())
+
+
 def shape_key(x: torch.Tensor, *layer: Hashable) -> tuple:
-    """What a measured choice depends on: the layer's own description (`layer`), then x's shape, compute dtype,
-    device type and memory format, and whether autograd records (forward alone, or forward and backward)."""
-    return (*layer, tuple(x.shape), compute_dtype(x), x.device.type, channels_last(x), torch.is_grad_enabled())
+    """What a measured choice depends on: the layer's own description (`layer`), then `input_key(x)`."""
+    return (*layer, *input_key(x))
 
 
 def stable_key(key: tuple) -> str:

@@ -14,7 +14,7 @@ from kwlab.methods.mixing.batched import _BatchedConv
 from kwlab.methods.mixing.combined import combined_conv
 from kwlab.methods.mixing.geometry import Geometry, compute_dtype
 from kwlab.methods.mixing.grouped import _GroupedLean, _GroupedRebuilt, grouped_apply, grouped_conv
-from kwlab.methods.mixing.measured import cheapest, fastest_path, shape_key
+from kwlab.methods.mixing.measured import cheapest, fastest_path, input_key, shape_key
 from kwlab.methods.mixing.mixed import _MixedConv
 from kwlab.methods.mixing.assembly import assembled_kernels
 from kwlab.methods.mixing.reference import reference_conv, shared_conv
@@ -121,17 +121,29 @@ def choose_path(geometry: Geometry, positions: int, cells: int, costs: PathCosts
 
 def resolve_path(path: str, modelled: Callable[[], dict[str, float]],
                  trial: Callable[[str], None] | None = None, x: torch.Tensor | None = None,
-                 layer: tuple[Hashable, ...] = ()) -> str:
+                 layer: tuple[Hashable, ...] = (), memo: dict[Hashable, str] | None = None,
+                 state: Hashable = ()) -> str:
     """`path` checked against PATHS: 'auto' becomes the cheapest of `modelled()`; 'measured' the fastest of them
     as `trial(path)` times them on input x, once per layer description `layer` and x's shape (`shape_key`); the
-    model's choice where there is no trial or input."""
+    model's choice where there is no trial or input.
+
+    `memo`, a dict the layer owns, keeps the model's choice per `state` (what else the layer's costs depend on, e.g.
+    its memory mode) and input (`input_key`), so that a forward prices its paths once per input shape, not every
+    time.
+    """
     if path not in PATHS:
         raise ValueError(f"path {path!r} is not one of {PATHS}")
-    if path == "auto" or (path == "measured" and (trial is None or x is None)):
-        return cheapest(modelled())
-    if path == "measured":
+    if path == "measured" and trial is not None and x is not None:
         return fastest_path(shape_key(x, *layer), modelled(), trial, x.device)
-    return path
+    if path not in ("auto", "measured"):
+        return path
+    if memo is None or x is None:
+        return cheapest(modelled())
+    key = (state, *input_key(x))
+    choice = memo.get(key)
+    if choice is None:
+        choice = memo[key] = cheapest(modelled())
+    return choice
 
 
 def convolve(x: torch.Tensor, alpha: torch.Tensor, cells: torch.Tensor, geometry: Geometry, path: str,
