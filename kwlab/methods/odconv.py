@@ -185,7 +185,8 @@ class ODConv2d(DynamicConv):
         if path == "reference":
             return self.reference(x, att)
         x = x * att.channel.to(dtype)[:, :, None, None]  # the channel attention scales the input
-        cells = self.weight.view(self.kernels * self.taps, -1)  # (K*k*k, C_out*C_in/g) tap cells
+        # (K, k*k, C_out*C_in/g) -> each tap's K cells, (k*k, K, C_out*C_in/g)
+        cells = self.weight.view(self.kernels, self.taps, -1).transpose(0, 1)
         inputs = tuple(None if a is None else a.to(dtype) for a in (self.weight, att.kernel, att.spatial))
         out = mixing.convolve(x, self.tap_mixture(att), cells, self.geometry, path, self.memory,
                               functools.partial(self.sample_kernels, x.shape[0]), inputs)
@@ -206,14 +207,10 @@ class ODConv2d(DynamicConv):
         return mixed.transpose(1, 2).reshape(batch, *self.weight_shape)
 
     def tap_mixture(self, att: Attentions) -> torch.Tensor:
-        """alpha (B, m = k*k, n = K*k*k) over the tap cells: alpha[b, t, i*k*k + t'] = a_w[b,i] a_s[b,t] [t = t']."""
-        if att.spatial is None:  # k = 1: the cells are the whole kernels, alpha = a_w (1 when K = 1)
-            return att.kernel[:, None, :] if att.kernel is not None else att.channel.new_ones(len(att.channel), 1, 1)
-        diagonal = torch.diag_embed(att.spatial)  # (B, t, t')
-        if att.kernel is None:
-            return diagonal
-        batch = diagonal.shape[0]
-        return (att.kernel[:, None, :, None] * diagonal[:, :, None, :]).reshape(batch, self.taps, -1)
+        """alpha (B, k*k, K) over each tap's K cells: alpha[b, t, i] = a_w[b,i] a_s[b,t] (1 where skipped)."""
+        batch = len(att.channel)
+        kernel = att.kernel[:, None, :] if att.kernel is not None else att.channel.new_ones(batch, 1, 1)  # (B, 1, K)
+        return kernel if att.spatial is None else kernel * att.spatial[:, :, None]  # (B, k*k, K)
 
     def reference(self, x: torch.Tensor, att: Attentions) -> torch.Tensor:
         """The formula, one sample at a time: the ground truth of the tests."""

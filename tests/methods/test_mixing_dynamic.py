@@ -181,3 +181,23 @@ def test_lean_grouped_keeps_no_per_sample_kernel(kind: str) -> None:
     assert kept_for_backward(layer, x) >= kernels
     layer.memory = "lean"
     assert kept_for_backward(layer, x) < kernels / 4
+
+
+@pytest.mark.parametrize("memory", ["fast", "lean"])
+def test_odconv_tap_cells_assembled_in_blocks_match(memory: str, generator: torch.Generator,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """ODConv's batched path assembles each tap's kernel from that tap's K cells (n_r = K multiply-adds per weight):
+    in many blocks of output channels and in both memory formats it gives the reference's output and gradients."""
+    import kwlab.methods.mixing.columns as columns
+
+    monkeypatch.setattr(columns, "CHUNK_BYTES", 64)
+    geometry = CASES["3x3"]
+    layer = make("odconv3", geometry, bias=True)
+    layer.memory = memory
+    x = torch.randn(geometry.input, generator=generator, dtype=torch.float64)
+    expected, expected_grads = run(layer, x, "reference")
+    for data in (x, x.to(memory_format=torch.channels_last)):
+        out, grads = run(layer, data, "batched")
+        torch.testing.assert_close(out, expected)
+        for name, grad in expected_grads.items():
+            torch.testing.assert_close(grads[name], grad, msg=name)

@@ -16,7 +16,7 @@ from kwlab.methods.mixing.geometry import Geometry, compute_dtype
 from kwlab.methods.mixing.grouped import _GroupedLean, _GroupedRebuilt, grouped_apply, grouped_conv
 from kwlab.methods.mixing.measured import cheapest, fastest_path, input_key, shape_key
 from kwlab.methods.mixing.mixed import _MixedConv
-from kwlab.methods.mixing.assembly import assembled_kernels
+from kwlab.methods.mixing.assembly import assembled_kernels, step_cells_as_shared
 from kwlab.methods.mixing.reference import reference_conv, shared_conv
 
 PATHS = ("auto", "measured", "reference", "batched", "mixed", "grouped", "combined", "shared")
@@ -74,7 +74,7 @@ def path_costs(geometry: Geometry, positions: int, cells: int, costs: PathCosts,
 
     Shared alpha has `shared` alone; grouped and depthwise convolutions `grouped` alone (the only path for them).
     Otherwise (see PathCosts for the units):
-    - batched: P K + (assembly n + traffic) K;
+    - batched: P K + (assembly K_whole + traffic) K (K_whole: each step mixes its own K_whole cells, e.g. ODConv's);
     - mixed: n P C_out c_in' dense products + mixing the input + its intermediates;
     - grouped (where the method prices it): P K + (assembly K_whole + passes x traffic) K (lean: g_i P K, and
       K_whole assembled again);
@@ -104,7 +104,7 @@ def path_costs(geometry: Geometry, positions: int, cells: int, costs: PathCosts,
         candidates["combined"] = cells * positions * (size * costs.combined
                                                       + geometry.out_channels * costs.combined_traffic)
     candidates["batched"] = positions * size * costs.batched + (
-        assembly * cells + costs.batched_traffic[spilled]) * size
+        assembly * (cells if kernels is None else kernels) + costs.batched_traffic[spilled]) * size
     candidates["mixed"] = (
         cells * positions * geometry.out_channels * columns
         * (costs.mixed_pointwise if pointwise else costs.mixed) * small
@@ -137,7 +137,7 @@ def resolve_path(path: str, modelled: Callable[[], dict[str, float]],
         return fastest_path(shape_key(x, *layer), modelled(), trial, x.device)
     if path not in ("auto", "measured"):
         return path
-    if memo is None or x is None:
+    if memo is None or x is None or torch.compiler.is_compiling():  # a traced graph keeps its choice already
         return cheapest(modelled())
     key = (state, *input_key(x))
     choice = memo.get(key)
@@ -151,7 +151,10 @@ def convolve(x: torch.Tensor, alpha: torch.Tensor, cells: torch.Tensor, geometry
              kernel_inputs: tuple[torch.Tensor | None, ...] = ()) -> torch.Tensor:
     """y_b = W_b * x_b (no bias), W_b,i = sum_j alpha_b,ij E_j, along `path` (one of RUNNABLE), in x's compute dtype.
 
-    x (B, C_in, *L) in either memory format, alpha (B, m, n) in the reference mixture order, cells (n, cell_numel).
+    x (B, C_in, *L) in either memory format, alpha (B, m, n) in the reference mixture order, cells (n, cell_numel);
+    or, where each step (mixture, with one output block) mixes cells of its own, alpha (B, R, n_r) and cells (R, n_r,
+    cell_numel): `batched` assembles them at n_r multiply-adds per weight, the other paths take them as the
+    block-diagonal mixture of all R x n_r cells (`step_cells_as_shared`).
     memory='fast' lets backward keep per-sample kernels. `sample_kernels(*kernel_inputs)`, where a method assembles
     its kernels more cheaply than as a mixture of cells (ODConv's per-tap scaling), gives them in conv layout
     (B, C_out, C_in/g, *k) and x's compute dtype for the grouped and reference paths; a pure function of its inputs,
@@ -162,6 +165,8 @@ def convolve(x: torch.Tensor, alpha: torch.Tensor, cells: torch.Tensor, geometry
     keep = memory == "fast"
     if path == "batched":  # batched and mixed cast the cells a block at a time
         return _BatchedConv.apply(x, alpha, cells, geometry, keep)
+    if cells.dim() == 3:
+        alpha, cells = step_cells_as_shared(alpha, cells)
     if path == "mixed":
         return _MixedConv.apply(x, alpha, cells, geometry)
     if path == "grouped":
