@@ -55,20 +55,20 @@ class TemperatureSettings(AnnealLength):
 
 
 # The engine's cost constants for the dynamic convolutions, in units of one multiply-add of a static 3x3 convolution
-# (forward and backward). Fitted on 2026-12-07 on a 2-core Intel Xeon (AVX-512; torch 2.14.1, one thread, other jobs
-# loading the machine at times) to forward+backward timings, best of 2-3, of every path of every CondConv 8, DY-Conv 4
-# and ODConv 4x layer shape of ResNet18 at 64 and 224 px (batch 16) and of the Fashion study's ResNet-8 at half width
-# (14 px, batch 64): 72 layer shapes, a coordinate search on the mean log slowdown of the chosen path against the
-# fastest. `auto` then takes paths 1.04x the fastest in total time (the constants fitted earlier on an AMD EPYC:
-# 1.48x on this Xeon, mostly `grouped` on 256- and 512-channel layers at 224 px, 1.8-2.8x slower than `batched`).
-# The grouped 1x1 convolution runs far below the dense rate, and `mixed` on 1x1 kernels needs no unfolded input.
-# `combined` (K dense convolutions) won on 2 of the 72 shapes, by under 25%: the search prices it out of `auto`'s
-# choice, and 'measured' times it. NOTE: not measured on an accelerator (no GPU was available for this work); CUDA
-# uses the same constants until someone fits them there.
-DYNAMIC_PATH_COSTS = mixing.PathCosts(batched=2.5, assembly=1, assembly_lean=1, batched_traffic=(50.0, 42.0),
+# (forward and backward). Fitted on 2026-12-07 on a 2-core Intel Xeon (AVX-512; torch 2.14.1, one thread) to
+# forward+backward timings of every path of every CondConv 8 and DY-Conv 4 layer shape of ResNet18 at 64 and 224 px
+# (batch 16, best of 2-3, other jobs loading the machine at times) and of the Fashion study's ResNet-8 at half width
+# (14 px, batch 64, best of 9, twice, on a quiet machine): 48 layer shapes, a coordinate search on the mean log
+# slowdown of the chosen path against the fastest. `auto` then takes paths 1.003x the fastest in total time, at worst
+# 1.21x on one layer (the constants fitted earlier on an AMD EPYC: 1.48x in total on this Xeon, mostly `grouped` on
+# 256- and 512-channel layers at 224 px, 1.8-2.8x slower than `batched`). The grouped 1x1 convolution runs far below
+# the dense rate, and `mixed` on 1x1 kernels needs no unfolded input. `combined` (K dense convolutions) won on 3 of
+# the 48 shapes, by under 25%: the fit leaves it to 'measured', which times it. NOTE: not measured on an accelerator
+# (no GPU was available for this work); CUDA uses the same constants until someone fits them there.
+DYNAMIC_PATH_COSTS = mixing.PathCosts(batched=3.0, assembly=1, assembly_lean=1, batched_traffic=(50.0, 42.0),
                                       mixed=0.84, mixed_pointwise=1.4, mixing=0, mixed_traffic=113.0,
-                                      output_traffic=113.0, grouped=2.0, grouped_pointwise=4.5,
-                                      grouped_traffic=(60.0, 280.0), cache_bytes=1 << 26, combined=2.8,
+                                      output_traffic=113.0, grouped=1.7, grouped_pointwise=4.5,
+                                      grouped_traffic=(60.0, 140.0), cache_bytes=1 << 24, combined=2.8,
                                       combined_traffic=50.0)
 
 

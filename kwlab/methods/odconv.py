@@ -58,13 +58,15 @@ from kwlab.methods.protocol import MeanRecorder, register_method
 from kwlab.methods.selection import resnet_projection
 
 # ODConv's 3x3 layers: the batched path assembles each tap from its K cells (K multiply-adds per weight, one small
-# batched matmul per tap), and the grouped kernels are scaled per tap and transposed (more passes through memory).
-# Fitted on 2026-12-07 on a 2-core Intel Xeon (one thread, other jobs loading the machine) to forward+backward
-# timings of every path of ODConv 1x and 4x on ResNet18 at 64 and 224 px (batch 16) and on the Fashion study's
-# ResNet-8 at half width (14 px, batch 64), the dynamic convolutions' other constants kept: 38 layer shapes, `auto`'s
-# paths 1.004x the fastest in total time (1.12x before); its misses are the 14 px model's smallest layers (batched
-# where grouped or mixed runs 1.1-1.9x faster, under 2 ms each).
-ODCONV_TAP_COSTS = dataclasses.replace(DYNAMIC_PATH_COSTS, assembly=8, assembly_lean=8, grouped_passes=3)
+# batched matmul per tap), and the grouped kernels are scaled per tap and transposed. Fitted on 2026-12-07 on a
+# 2-core Intel Xeon (one thread) to forward+backward timings of every path of ODConv 1x and 4x on ResNet18 at 64 and
+# 224 px (batch 16; other jobs loading the machine) and on the Fashion study's ResNet-8 at half width (14 px, batch
+# 64; best of 9, twice, on a quiet machine), the dynamic convolutions' other constants kept: over 38 layer shapes
+# `auto`'s paths take 1.0007x the fastest paths' total time, at worst 1.06x on one layer (1.12x and 3.1x with the
+# earlier constants). The grouped path's kernels are cheap while all B fit in 4 MB: the 14 px model's layers.
+ODCONV_TAP_COSTS = dataclasses.replace(DYNAMIC_PATH_COSTS, batched=2.5, assembly=8, assembly_lean=8, grouped=2.0,
+                                       grouped_passes=1, grouped_traffic=(5.0, 280.0), batched_traffic=(42.0, 42.0),
+                                       cache_bytes=1 << 22)
 
 
 class ODConvSettings(Config):

@@ -216,14 +216,16 @@ def test_no_blend_never_shares() -> None:
 
 
 def test_choose_path() -> None:
-    """Grouped convolutions take `grouped`; tiny outputs `mixed`; 3x3 convolutions `grouped` unless their warehouse
-    is large against their outputs (then `batched`); 1x1 never `grouped`; shared alpha `shared`."""
+    """Grouped convolutions take `grouped`; tiny outputs `mixed`; 3x3 convolutions `grouped` while their B kernels
+    fit the cache or their outputs are many, else `batched`; 1x1 never `grouped`; shared alpha `shared`."""
     layer = KWConv2d(64, 64, 3, 1, 1, warehouse=Warehouse(30, (64, 64, 1, 1)))
     geometry, n = layer.geometry, layer.attention.cells
     assert mixing.choose_path(geometry, 1, n, KW_PATH_COSTS, batch=16) == "mixed"
-    assert mixing.choose_path(geometry, 256, 10 * n, KW_PATH_COSTS, batch=16) == "batched"  # a large warehouse
+    assert mixing.choose_path(geometry, 256, 10 * n, KW_PATH_COSTS, batch=16) == "grouped"  # 16 kernels in 2.4 MB
     assert mixing.choose_path(geometry, 256, n, KW_PATH_COSTS, batch=16) == "grouped"  # oneDNN
-    assert mixing.choose_path(geometry, 4096, 10 * n, KW_PATH_COSTS, batch=16) == "grouped"
+    deep = KWConv2d(256, 256, 3, 1, 1, warehouse=Warehouse(30, (256, 256, 1, 1))).geometry
+    assert mixing.choose_path(deep, 196, 10 * n, KW_PATH_COSTS, batch=16) == "batched"  # 16 kernels in 38 MB
+    assert mixing.choose_path(deep, 3136, 10 * n, KW_PATH_COSTS, batch=16) == "grouped"
     assert mixing.choose_path(geometry, 4096, n, KW_PATH_COSTS, batch=16, memory="lean", shared=True) == "shared"
     pointwise = KWConv2d(64, 64, 1, warehouse=Warehouse(30, (64, 64, 1, 1))).geometry
     assert mixing.choose_path(pointwise, 4096, n, KW_PATH_COSTS, batch=16) == "batched"

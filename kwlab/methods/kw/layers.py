@@ -21,19 +21,20 @@ from kwlab.methods.kw.planner import LayerPlan, LayerSpec, initial_assignment, n
 from kwlab.methods.kw.warehouse import Warehouse
 
 # KernelWarehouse's constants of the engine's cost model, in units of one multiply-add of the batched matmuls. Fitted
-# on 2026-12-07 on a 2-core Intel Xeon (AVX-512; torch 2.14.1, one thread, other jobs loading the machine at times) to
-# forward+backward timings, best of 2-3, of every path of every KW 1x and 4x layer shape of ResNet18 at 64 and 224 px
-# (batch 16) and of KW 1/4x, 1x and 4x on the Fashion study's ResNet-8 at half width (14 px, batch 64): 61 layer
-# shapes, a coordinate search on the mean log slowdown of the chosen path against the fastest. `auto` then takes
-# paths 1.01x the fastest in total time (the constants fitted earlier on an AMD EPYC: 1.39x on this Xeon, mostly
-# `grouped` on 256- and 512-channel layers at 224 px). The per-sample grouped convolution (oneDNN) wins on 3x3 layers
-# down to 7x7 outputs at 64 channels and below; `batched` on the deep layers at 224 px; `mixed` where the outputs are
-# few; `mixed` slows on cells narrower than 64 channels. `batched_traffic` is higher for kernels that fit the cache
-# than for those that do not: small kernels carry the per-call overhead of the many small matmuls. `assembly_lean`
-# keeps the earlier fit's ratio to `assembly` (lean assembles again in backward; not refitted).
+# on 2026-12-07 on a 2-core Intel Xeon (AVX-512; torch 2.14.1, one thread) to forward+backward timings of every path
+# of every KW 1x and 4x layer shape of ResNet18 at 64 and 224 px (batch 16, best of 2-3, other jobs loading the
+# machine at times) and of KW 1/4x, 1x and 4x on the Fashion study's ResNet-8 at half width (14 px, batch 64, best of
+# 9, twice, on a quiet machine): 61 layer shapes, a coordinate search on the mean log slowdown of the chosen path
+# against the fastest. `auto` then takes paths 1.009x the fastest in total time, at worst 1.24x on one layer (the
+# constants fitted earlier on an AMD EPYC: 1.39x in total on this Xeon, mostly `grouped` on 256- and 512-channel
+# layers at 224 px). The per-sample grouped convolution (oneDNN) wins on 3x3 layers while all B kernels fit in 16 MB
+# and, past that, on large feature maps; `batched` on the deep layers at 224 px; `mixed` where the outputs are few,
+# slower on cells narrower than 64 channels. `batched_traffic` is higher for kernels that fit the cache than for
+# those that do not: small kernels carry the per-call overhead of the many small matmuls. `assembly_lean` keeps the
+# earlier fit's ratio to `assembly` (lean assembles again in backward; not refitted).
 KW_PATH_COSTS = mixing.PathCosts(batched=3.6, assembly=2.1, assembly_lean=2.8, batched_traffic=(450, 88), mixed=1.26,
-                                 mixed_pointwise=3, mixing=4, mixed_traffic=64, small_cells=64, grouped=0.6,
-                                 grouped_assembly=7.2)
+                                 mixed_pointwise=3, mixing=4, mixed_traffic=64, small_cells=64, grouped=0.5,
+                                 grouped_assembly=2, grouped_traffic=(0, 1000))
 
 
 def initial_beta(m: int, n: int, own_start: int, own_cells: int) -> torch.Tensor:
