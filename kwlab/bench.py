@@ -5,8 +5,11 @@ Every variant is built once, warmed up, then timed in interleaved rounds (static
 a shared, noisy machine slows them alike; the table reports medians. Per variant and memory mode: forward and
 forward+backward time, their ratio to the static model, the floor (the fewest MACs per image any exact algorithm of
 the mixing engine needs, per layer the cheaper of assembling kernels then convolving and mixing the input then
-convolving, plus the attention, over the static model's: `Price.floor`), the bytes autograd
-keeps for backward, the peak memory where the device reports it, and the paths the layers take.
+convolving, plus the attention, over the static model's: `Price.floor`), the roofline (per layer the least
+max(MACs / rate, bytes / bandwidth) of any exact algorithm, at the static model's measured MAC rate and the copy
+bandwidth measured here: kwlab.methods.mixing.roofline) and the fused limit, the bytes autograd keeps for backward, the
+peak memory where the device reports it, and the paths the layers take. `--compile` compiles every model as a trial
+does (kwlab.train.compiling) and reports each one's compile time.
 `--memory reference` adds the straightforward reference computation, the "before" (KW: every kernel assembled, one
 grouped convolution; CondConv, DY-Conv, ODConv: one convolution per sample).
 """
@@ -25,7 +28,7 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from fractions import Fraction
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
@@ -33,6 +36,10 @@ from torch import nn
 from kwlab.allocator import keep_freed_memory
 from kwlab.errors import KWLabError
 from kwlab.overrides import parse_assignment
+
+if TYPE_CHECKING:
+    from kwlab.methods.mixing.roofline import Machine
+    from kwlab.methods.protocol import Price
 
 MEMORY_CHOICES = ("fast", "lean", "reference")
 BANDWIDTH_BYTES = 1 << 28  # the copy that measures the memory bandwidth: far beyond any cache
@@ -97,7 +104,7 @@ class Row:
     params: int = 0
     paths: dict[str, int] = field(default_factory=dict)
     compile_s: float | None = None
-    price: Any = field(default=None, repr=False)  # the variant's Price (its layers' work for the roofline)
+    price: Price | None = field(default=None, repr=False)  # the variant's price (its layers' work for the roofline)
 
 
 @dataclass(frozen=True)
@@ -358,7 +365,7 @@ def _paths(model: nn.Module, x: torch.Tensor, autocast) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
-def _machine_rates(device: torch.device, static_macs_per_s: float) -> Any:
+def _machine_rates(device: torch.device, static_macs_per_s: float) -> Machine:
     """The roofline's rates: the static model's MACs per second, forward and backward (3 x its forward MACs per
     image x images / its median forward+backward time), and the memory bandwidth of one large copy (bytes read and
     written, the best of a few)."""

@@ -24,6 +24,7 @@ from kwlab import store
 from kwlab.methods import build_model
 from kwlab.methods.temperature import set_temperature
 from kwlab.train import TrainConfig, run
+from kwlab.train.compiling import compile_model
 from kwlab.train.distributed import Distributed
 from methods.test_mixing import CASES, DENSE_PATHS, paths_for
 from methods.test_mixing import run as forward_backward
@@ -136,7 +137,7 @@ def test_compiled_model_on_cuda_matches_eager(method: str, settings: dict, mode:
     eager = build_model("cifar_resnet8", method, settings, num_classes=10, in_chans=3, width=0.5).cuda().train()
     set_temperature(eager, 0.5)  # attentions that depend on the sample
     twin = copy.deepcopy(eager)
-    compiled = torch.compile(twin, mode=mode)
+    compiled = compile_model(twin, None if mode == "default" else mode)
     for step in range(3):
         x = torch.randn(16, 3, 16, 16, device="cuda", generator=torch.Generator("cuda").manual_seed(step))
         expected = eager(x)

@@ -2,12 +2,16 @@
 the layer's own input, forward and, where autograd records, backward, once per layer shape; the fastest is kept for
 the rest of the process, as cudnn.benchmark does for convolution algorithms.
 
-It serves machines the cost model was not fitted to: on a 2-core Intel Xeon the grouped path of ResNet18's 256- and
-512-channel layers at 224 px ran 1.1 to 2.9 times slower than the batched path that the constants, fitted on an AMD
-EPYC, rank below it. The
-cost model ('auto') stays the default, because its choice depends on shapes alone and a run repeats bit for bit; a
-measured choice can differ between two runs where two paths time alike, and their results then differ at float
+It serves machines the cost model was not fitted to (its constants were fitted on a 2-core Intel Xeon; on the AMD
+EPYC fit, that Xeon ran the grouped path of ResNet18's 256- and 512-channel layers at 224 px 1.1 to 2.9 times slower
+than the batched path ranked below it). The cost model ('auto') stays the default, because its choice depends on
+shapes alone and a run repeats bit for bit; a measured choice can differ between two runs where two paths time alike, and their results then differ at float
 tolerance (every path computes the same function).
+
+The choices carry to another process: `export_measurements()` gives them as JSON-ready strings (`stable_key`: the
+layer's class and geometry, the input's shape, dtype, device type and memory format, and whether autograd records)
+mapped to path names, and `load_measurements(choices)` makes a layer whose key is among them take that path without
+timing. A sweep can record them with a trial and replay them in the variant's other trials.
 """
 
 from __future__ import annotations
