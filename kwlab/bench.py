@@ -416,7 +416,8 @@ def _print_table(machine: dict[str, Any], settings: dict[str, Any], rows: list[R
 
     title = (f"{settings['model']}: batch {settings['batch']}, input {'x'.join(map(str, settings['input']))}, "
              f"{settings['dtype']}{', channels-last' if settings['channels_last'] else ''}"
-             f"{', compiled (' + settings['compile_mode'] + ')' if settings['compile'] else ''}; median of {settings['repeats']} interleaved rounds")
+             f"{', compiled (' + settings['compile_mode'] + ')' if settings['compile'] else ''}; "
+             f"median of {settings['repeats']} interleaved rounds")
     table = Table(title=title, title_justify="left")
     columns = ["variant", "memory", "choice", "fwd ms", "fwd+bwd ms", "x static", "MACs", "floor", "x floor",
                "roofline", "x roofline", "fused limit"]

@@ -5,8 +5,8 @@ A method describes a layer by its `Geometry` (shape, kernel grid of cells) and h
 its cells (n, cell_numel): KernelWarehouse's warehouse; a dynamic convolution's K whole kernels (m = 1 mixture);
 ODConv's K x k x k one-by-one tap cells (m = k x k mixtures, each tap mixing its own K cells: alpha (B, k x k, K),
 cells (k x k, K, cell_numel)). A kernel is regrouped by *steps*: step r = (outer tap, input block g_i) of its cell
-grid; within a step the (g_o, c_out) x (c_in, inner taps) weights form one (C_out, c_in') matrix per sample. Paths, picked per layer and input shape by `choose_path` from the
-method's own `PathCosts`:
+grid; within a step the (g_o, c_out) x (c_in, inner taps) weights form one (C_out, c_in') matrix per sample. Paths,
+picked per layer and input shape by `choose_path` from the method's own `PathCosts`:
 
 - `batched` (batched.py): W_r = alpha_r @ cells a block of output channels at a time, then y += W_r X_r as batched
   matmuls; X_r is a shifted view of the padded input for stride-1 convolutions, else a slice of one unfolded copy.

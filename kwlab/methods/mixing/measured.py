@@ -5,8 +5,8 @@ the rest of the process, as cudnn.benchmark does for convolution algorithms.
 It serves machines the cost model was not fitted to (its constants were fitted on a 2-core Intel Xeon; on the AMD
 EPYC fit, that Xeon ran the grouped path of ResNet18's 256- and 512-channel layers at 224 px 1.1 to 2.9 times slower
 than the batched path ranked below it). The cost model ('auto') stays the default, because its choice depends on
-shapes alone and a run repeats bit for bit; a measured choice can differ between two runs where two paths time alike, and their results then differ at float
-tolerance (every path computes the same function).
+shapes alone and a run repeats bit for bit; a measured choice can differ between two runs where two paths time
+alike, and their results then differ at float tolerance (every path computes the same function).
 
 The choices carry to another process: `export_measurements()` gives them as JSON-ready strings (`stable_key`: the
 layer's class and geometry, the input's shape, dtype, device type and memory format, and whether autograd records)
