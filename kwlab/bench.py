@@ -5,8 +5,11 @@ Every variant is built once, warmed up, then timed in interleaved rounds (static
 a shared, noisy machine slows them alike; the table reports medians. Per variant and memory mode: forward and
 forward+backward time, their ratio to the static model, the floor (the fewest MACs per image any exact algorithm of
 the mixing engine needs, per layer the cheaper of assembling kernels then convolving and mixing the input then
-convolving, plus the attention, over the static model's: `Price.floor`), the bytes autograd
-keeps for backward, the peak memory where the device reports it, and the paths the layers take.
+convolving, plus the attention, over the static model's: `Price.floor`), the roofline (per layer the least
+max(MACs / rate, bytes / bandwidth) of any exact algorithm, at the static model's measured MAC rate and the copy
+bandwidth measured here: kwlab.methods.mixing.roofline) and the fused limit, the bytes autograd keeps for backward, the
+peak memory where the device reports it, and the paths the layers take. `--compile` compiles every model as a trial
+does (kwlab.train.compiling) and reports each one's compile time.
 `--memory reference` adds the straightforward reference computation, the "before" (KW: every kernel assembled, one
 grouped convolution; CondConv, DY-Conv, ODConv: one convolution per sample).
 """
@@ -23,15 +26,21 @@ import statistics
 from collections import Counter
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import nn
 
 from kwlab.allocator import keep_freed_memory
 from kwlab.errors import KWLabError
+from kwlab.overrides import parse_assignment
+
+if TYPE_CHECKING:
+    from kwlab.methods.mixing.roofline import Machine
+    from kwlab.methods.protocol import Price
 
 MEMORY_CHOICES = ("fast", "lean", "reference")
+BANDWIDTH_BYTES = 1 << 28  # the copy that measures the memory bandwidth: far beyond any cache
 PATH_CHOICES = ("auto", "measured")
 
 
@@ -41,6 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch", type=int, default=16, help="batch size")
     parser.add_argument("--size", type=int, default=64, help="input height and width")
     parser.add_argument("--in-chans", type=int, default=3, help="input channels (1 for the 'digits' data)")
+    parser.add_argument("--model-kwarg", action="append", default=[], metavar="KEY=VALUE",
+                        help="a keyword argument of the model, repeatable, e.g. width=0.5 (model.kwargs of a trial)")
     parser.add_argument("--variants", default="static,1/4x,1x,4x",
                         help="comma list: static; KW budgets such as 1/4x, 1x, 4x (KWConfig defaults, sharing stage; "
                              "budgets below 1 use cell ratios 1/2, as the reference's 1/4x); condconvN (N experts), "
@@ -59,6 +70,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="bfloat16 runs under autocast")
     parser.add_argument("--channels-last", action="store_true", help="model and input in channels-last format")
     parser.add_argument("--compile", action="store_true", help="torch.compile every model (slow to build on CPU)")
+    parser.add_argument("--compile-mode", default="default", choices=("default", "reduce-overhead", "max-autotune"),
+                        help="torch.compile's mode with --compile (reduce-overhead: CUDA graphs on a GPU)")
     parser.add_argument("--train-step", action="store_true",
                         help="also time a full training step (forward, backward, SGD with momentum)")
     parser.add_argument("--json", action="store_true", help="print one JSON object instead of the table")
@@ -77,13 +90,19 @@ class Row:
     ratio_fwd: float = math.nan
     ratio_fwd_bwd: float = math.nan
     ratio_step: float | None = None
+    macs: float = 1.0
     floor: float = 1.0
     vs_floor: float = math.nan
+    roofline: float = 1.0
+    vs_roofline: float = math.nan
+    fused_limit: float = 1.0
     saved_mib: float = math.nan
     saved_ratio: float = math.nan
     peak_mib: float | None = None
     params: int = 0
     paths: dict[str, int] = field(default_factory=dict)
+    compile_s: float | None = None
+    price: Price | None = field(default=None, repr=False)  # the variant's price (its layers' work for the roofline)
 
 
 @dataclass(frozen=True)
@@ -109,6 +128,8 @@ def main(args: argparse.Namespace) -> int:
     """Build, measure and report."""
     from kwlab.methods import build_model, path_layers, price_model
     from kwlab.methods.mixing.measured import timed
+    from kwlab.methods.mixing.roofline import model_roofline
+    from kwlab.train.compiling import compile_model
 
     device = _device(args.device)
     keep_freed_memory()  # as `kwlab train` does: both the static model and the KW variants reuse their buffers
@@ -129,6 +150,7 @@ def main(args: argparse.Namespace) -> int:
     memory_format = torch.channels_last if args.channels_last else torch.contiguous_format
     x = torch.randn(args.batch, args.in_chans, args.size, args.size, device=device).to(memory_format=memory_format)
     timm_args = {"in_chans": args.in_chans} if args.in_chans != 3 else {}
+    timm_args.update(parse_assignment(text) for text in args.model_kwarg)
 
     def build(variant: Variant) -> nn.Module:
         model = build_model(args.model, variant.method, variant.settings, **timm_args).to(device).train()
@@ -136,6 +158,7 @@ def main(args: argparse.Namespace) -> int:
 
     static_model = build(Variant("static", "static"))
     static_flops = _forward_flops(static_model, x)
+    static_macs = price_model(args.model, "static", None, (args.in_chans, args.size, args.size), **timm_args).macs
     entries = [Entry(Row("static", "-"), static_model)]  # always measured: every ratio is to it
     for variant in variants:
         if variant.method == "static":
@@ -146,16 +169,20 @@ def main(args: argparse.Namespace) -> int:
             model = build(variant)
             for layer in path_layers(model):
                 layer.path, layer.memory = ("reference", "fast") if mode == "reference" else (choice, mode)
-            row = Row(variant.name, mode, choice, floor=price.floor_macs / price.macs_parts["conv"])
+            conv = price.macs_parts["conv"]
+            row = Row(variant.name, mode, choice, macs=price.macs / conv, floor=price.floor_macs / conv, price=price)
             entries.append(Entry(row, model))
 
     autocast = _autocast(device, args.dtype)
+    if args.compile:  # every model compiles the same frames (its class's forward): one cache entry each
+        torch._dynamo.config.recompile_limit = max(torch._dynamo.config.recompile_limit, 2 * len(entries))
     for entry in entries:
         entry.row.params = sum(p.numel() for p in entry.model.parameters())
         entry.row.paths = _paths(entry.model, x, autocast)
         entry.row.saved_mib = _saved_bytes(entry.model, x, autocast) / 2**20
-        if args.compile:
-            entry.model = torch.compile(entry.model)
+        if args.compile:  # the first call builds the graphs: its time is the compile time
+            entry.model = compile_model(entry.model, None if args.compile_mode == "default" else args.compile_mode)
+            entry.row.compile_s = timed(device, lambda e=entry: _forward_backward(e.model, x, autocast))
         if args.train_step:
             entry.optimizer = torch.optim.SGD(entry.model.parameters(), lr=1e-3, momentum=0.9)
         entry.row.peak_mib = _peak_mib(device, lambda e=entry: _forward_backward(e.model, x, autocast))
@@ -174,6 +201,8 @@ def main(args: argparse.Namespace) -> int:
             entry.model.zero_grad(set_to_none=True)
 
     static = entries[0]
+    rates = _machine_rates(device, static_macs * args.batch / statistics.median(static.times["fwd_bwd"]))
+    itemsize = 2 if args.dtype == "bfloat16" else 4
     for entry in entries:
         row = entry.row
         row.fwd_ms = statistics.median(entry.times["fwd"]) * 1e3
@@ -184,17 +213,24 @@ def main(args: argparse.Namespace) -> int:
         row.ratio_fwd_bwd = row.fwd_bwd_ms / static.row.fwd_bwd_ms
         row.ratio_step = row.step_ms / static.row.step_ms if row.step_ms and static.row.step_ms else None
         row.vs_floor = row.ratio_fwd_bwd / row.floor
+        if row.price is not None:
+            row.roofline, row.fused_limit = model_roofline(row.price.layers, static_macs, args.batch, itemsize, rates)
+        row.vs_roofline = row.ratio_fwd_bwd / row.roofline
         row.saved_ratio = row.saved_mib / static.row.saved_mib
 
     machine = _machine(device)
     settings = {
-        "model": args.model, "batch": args.batch, "input": [args.in_chans, args.size, args.size],
-        "dtype": args.dtype, "channels_last": args.channels_last, "compile": args.compile,
+        "model": args.model, "model_kwargs": timm_args, "batch": args.batch,
+        "input": [args.in_chans, args.size, args.size],
+        "dtype": args.dtype, "channels_last": args.channels_last,
+        "compile": args.compile, "compile_mode": args.compile_mode,
         "repeats": args.repeats, "warmup": args.warmup, "static_gflops_forward": static_flops / 1e9,
+        "mac_rate_gmacs": rates.mac_rate / 1e9, "bandwidth_gbs": rates.bandwidth / 1e9,
     }
     rows = [e.row for e in entries]
     if args.json:
-        print(json.dumps({"machine": machine, "settings": settings, "results": [asdict(r) for r in rows]}))
+        results = [{k: v for k, v in asdict(r).items() if k != "price"} for r in rows]
+        print(json.dumps({"machine": machine, "settings": settings, "results": results}))
     else:
         _print_table(machine, settings, rows, args.train_step)
     return 0
@@ -312,6 +348,19 @@ def _paths(model: nn.Module, x: torch.Tensor, autocast) -> dict[str, int]:
     return dict(sorted(counts.items()))
 
 
+def _machine_rates(device: torch.device, static_macs_per_s: float) -> Machine:
+    """The roofline's rates: the static model's MACs per second, forward and backward (3 x its forward MACs per
+    image x images / its median forward+backward time), and the memory bandwidth of one large copy (bytes read and
+    written, the best of a few)."""
+    from kwlab.methods.mixing.measured import timed
+    from kwlab.methods.mixing.roofline import PASSES, Machine
+
+    source = torch.empty(BANDWIDTH_BYTES // 4, device=device)
+    target = torch.empty_like(source)
+    seconds = min(timed(device, lambda: target.copy_(source)) for _ in range(4))
+    return Machine(PASSES * static_macs_per_s, 2 * BANDWIDTH_BYTES / seconds)
+
+
 def _forward_flops(model: nn.Module, x: torch.Tensor) -> float:
     """FLOPs of one forward of the static model (torch's FlopCounterMode: convolutions and matmuls)."""
     from torch.utils.flop_counter import FlopCounterMode
@@ -350,26 +399,35 @@ def _print_table(machine: dict[str, Any], settings: dict[str, Any], rows: list[R
 
     title = (f"{settings['model']}: batch {settings['batch']}, input {'x'.join(map(str, settings['input']))}, "
              f"{settings['dtype']}{', channels-last' if settings['channels_last'] else ''}"
-             f"{', compiled' if settings['compile'] else ''}; median of {settings['repeats']} interleaved rounds")
+             f"{', compiled (' + settings['compile_mode'] + ')' if settings['compile'] else ''}; "
+             f"median of {settings['repeats']} interleaved rounds")
     table = Table(title=title, title_justify="left")
-    columns = ["variant", "memory", "choice", "fwd ms", "fwd+bwd ms", "x static", "floor", "x floor"]
+    columns = ["variant", "memory", "choice", "fwd ms", "fwd+bwd ms", "x static", "MACs", "floor", "x floor",
+               "roofline", "x roofline", "fused limit"]
     if train_step:
         columns += ["step ms", "step x"]
+    if settings["compile"]:
+        columns += ["compile s"]
     columns += ["saved MiB", "saved x", "peak MiB", "paths"]
     for column in columns:
         table.add_column(column, justify="left" if column in ("variant", "memory", "choice", "paths") else "right",
                          no_wrap=True)
     for row in rows:
-        cells = [row.variant, row.memory, row.choice, f"{row.fwd_ms:.1f}", f"{row.fwd_bwd_ms:.1f}", f"{row.ratio_fwd_bwd:.2f}",
-                 f"{row.floor:.2f}", f"{row.vs_floor:.2f}"]
+        cells = [row.variant, row.memory, row.choice, f"{row.fwd_ms:.1f}", f"{row.fwd_bwd_ms:.1f}",
+                 f"{row.ratio_fwd_bwd:.2f}", f"{row.macs:.2f}", f"{row.floor:.2f}", f"{row.vs_floor:.2f}",
+                 f"{row.roofline:.2f}", f"{row.vs_roofline:.2f}", f"{row.fused_limit:.2f}"]
         if train_step:
             cells += [f"{row.step_ms:.1f}", f"{row.ratio_step:.2f}"]
+        if settings["compile"]:
+            cells += ["-" if row.compile_s is None else f"{row.compile_s:.1f}"]
         cells += [f"{row.saved_mib:.1f}", f"{row.saved_ratio:.2f}",
                   "n/a" if row.peak_mib is None else f"{row.peak_mib:.1f}",
                   " ".join(f"{k}:{v}" for k, v in row.paths.items()) or "-"]
         table.add_row(*cells)
     console = Console()
-    console.width = max(console.width, 160)  # a table squeezed into a pipe's 80 columns reads badly
+    console.width = max(console.width, 200)  # a table squeezed into a pipe's 80 columns reads badly
+    console.print(f"roofline rates: the static model's {settings['mac_rate_gmacs']:.3g} GMAC/s (forward and "
+                  f"backward), memory bandwidth {settings['bandwidth_gbs']:.3g} GB/s (one large copy)")
     console.print(table)
     load = machine.get("load_average")
     gpu = f" ({machine['gpu']})" if "gpu" in machine else ""
@@ -379,9 +437,14 @@ def _print_table(machine: dict[str, Any], settings: dict[str, Any], rows: list[R
         console.print(f"note: the load average ({load[0]}) exceeds the {machine['cores']} cores: multi-threaded "
                       "kernels wait for descheduled threads, which hurts models made of many small operations "
                       "(the KW paths) far more than the static model; compare with --threads 1", style="yellow")
-    console.print("x static: forward+backward time over the static model's; floor: the fewest MACs per image of any "
-                  "exact algorithm the mixing engine has (per layer: assembly then convolution, or mixing the input "
-                  "then convolution) plus the attention, over the static model's; x floor: x static over floor; step: "
+    console.print("x static: forward+backward time over the static model's; MACs: the variant's priced MACs over "
+                  "the static model's; floor: the fewest MACs per image of any exact algorithm the mixing engine has "
+                  "(per layer: assembly then convolution, mixing the input then convolution, or convolution then "
+                  "combination) plus the attention, over the static model's; x floor: x static over floor; roofline: "
+                  "per layer the least max(MACs / rate, bytes / bandwidth) of any exact algorithm, over the static "
+                  "model's time (kwlab/methods/mixing/roofline.py); x roofline: x static over roofline; fused limit: "
+                  "the roofline with no per-sample kernel or intermediate in memory; compile s: the first compiled "
+                  "forward+backward; step: "
                   "forward, backward and SGD step; saved: bytes autograd keeps for backward (parameters included, "
                   "each storage once); choice: how the layers pick a path (auto: the cost model; measured: timed once per "
                   "layer shape); paths: KW layers and dynamic convs per path")

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# The GPU check (kwlab's issues 13 and 20): on a CUDA machine, every path of the mixing engine on CUDA in fp32 and
-# bf16 against the float64 reference (KW layers, and CondConv, DY-Conv and ODConv layers in both memory modes), a
+# The GPU check (kwlab's issues 13, 20 and 27): on a CUDA machine, every path of the mixing engine on CUDA in fp32
+# and bf16 against the float64 reference (KW layers, and CondConv, DY-Conv and ODConv layers in both memory modes,
+# `combined` included), small compiled models against eager (Inductor, and CUDA graphs with mode reduce-overhead), a
 # one-epoch trial with bf16 + channels_last + torch.compile, a 2-worker DDP trial when there are two GPUs, then
 # `kwlab bench` for resnet18 at 224 px, batch 64, bf16, channels_last: static, KW 1x and 4x, CondConv 8, DY-Conv 4,
-# ODConv 1x and 4x in memory modes fast and lean, forward+backward, with and without torch.compile, and the cost
-# model's path choice against the measured one. Without CUDA it says so and skips, exiting 0.
+# ODConv 1x and 4x in memory modes fast and lean, forward+backward, each against its roofline (the GPU's measured
+# rate and bandwidth), with and without torch.compile (default and reduce-overhead, with compile times), and the
+# cost model's path choice against the measured one. Without CUDA it says so and skips, exiting 0.
 #
 # Usage (from the repository root, on the GPU machine): scripts/gpu-check.sh [OUT_DIR]
 #   A package the machine lacks (e.g. pydantic) can travel as wheels in .whl/ (see the device tool's README); they
@@ -32,5 +34,6 @@ bench=("$python" -m kwlab.cli bench --model resnet18 --size 224 --batch 64 --dev
        --repeats 10 --warmup 3)
 "${bench[@]}" | tee "$out/bench.txt"
 "${bench[@]}" --memory fast --choice auto,measured | tee "$out/bench-measured.txt"
-"${bench[@]}" --compile | tee "$out/bench-compile.txt"
+"${bench[@]}" --memory fast --compile | tee "$out/bench-compile.txt"
+"${bench[@]}" --memory fast --compile --compile-mode reduce-overhead | tee "$out/bench-cudagraphs.txt"
 "${bench[@]}" --json > "$out/bench.json"

@@ -9,7 +9,6 @@ import sys
 from pathlib import Path
 
 import optuna
-import pyarrow.fs as pafs
 import pytest
 from pyarrow.fs import FSSpecHandler, PyFileSystem
 

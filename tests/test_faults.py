@@ -16,7 +16,6 @@ from pathlib import Path
 
 import optuna
 import pytest
-import yaml
 
 from kwlab import store
 from kwlab.cli import main

@@ -24,7 +24,7 @@ def write(result: Analysis, out: Path) -> list[Section]:
     fig = learning_curves(epochs[epochs["label"].isin(set(drawn))], order=drawn, hue_title=result.hue_title,
                           colors=result.colors, markers=result.markers, metric="val_top1",
                           y_label=metric_label("val_top1"))
-    which = (f"each variant" if drawn == order else f"the baseline and the {len(drawn) - 1} best of {len(order):,} "
+    which = ("each variant" if drawn == order else f"the baseline and the {len(drawn) - 1} best of {len(order):,} "
              f"variants by {metric_label(sweep.metric)}")
     return [Section("Learning curves", f"Validation top-1 and the temperature τ per epoch for {which}, mean over "
                     "its finished seeds with the band from the lowest to the highest seed.",

@@ -35,7 +35,8 @@ from kwlab.config import Config
 from kwlab.errors import KWLabError
 from kwlab.methods import mixing
 from kwlab.methods.attention import init_attention
-from kwlab.methods.pricing import static_macs
+from kwlab.methods.mixing.roofline import LayerWork
+from kwlab.methods.pricing import input_elements, static_macs
 from kwlab.methods.protocol import AttentionAxes, MeanRecorder, Method, Price, Schedule
 from kwlab.methods.selection import Selection, select_layers
 from kwlab.methods.temperature import AnnealLength, LinearAnneal
@@ -56,16 +57,21 @@ class TemperatureSettings(AnnealLength):
 
 
 # The engine's cost constants for the dynamic convolutions, in units of one multiply-add of a static 3x3 convolution
-# (forward and backward). Fitted to forward+backward timings of every path (one thread, best of 3 to 5) of CondConv 8,
-# DY-Conv 4, ODConv 1x and 4x layers on ResNet18's shapes at 64x64 and 224x224 inputs, batch 16, on a 2-core AMD
-# EPYC: over 57 layer x method pairs `auto` took the fastest path on 54 and was within 1.15x on the others. The
-# grouped 1x1 convolution runs far below the dense rate, and `mixed` on 1x1 kernels needs no unfolded input. NOTE: not
-# measured on an accelerator (no GPU was available for this work); CUDA uses the same constants until someone fits
-# them there.
-DYNAMIC_PATH_COSTS = mixing.PathCosts(batched=3.55, assembly=1, assembly_lean=1, batched_traffic=(50.0, 120.0),
-                                      mixed=2.0, mixed_pointwise=1.4, mixing=0, mixed_traffic=113.0,
-                                      output_traffic=113.0, grouped=1.45, grouped_pointwise=4.5,
-                                      grouped_traffic=(85.0, 100.0), cache_bytes=1 << 26)
+# (forward and backward). Fitted on 2026-12-07 on a 2-core Intel Xeon (AVX-512; torch 2.14.1, one thread) to
+# forward+backward timings of every path of every CondConv 8 and DY-Conv 4 layer shape of ResNet18 at 64 and 224 px
+# (batch 16, best of 2-3, other jobs loading the machine at times) and of the Fashion study's ResNet-8 at half width
+# (14 px, batch 64, best of 9, twice, on a quiet machine): 48 layer shapes, a coordinate search on the mean log
+# slowdown of the chosen path against the fastest. `auto` then takes paths 1.003x the fastest in total time, at worst
+# 1.21x on one layer (the constants fitted earlier on an AMD EPYC: 1.48x in total on this Xeon, mostly `grouped` on
+# 256- and 512-channel layers at 224 px, 1.8-2.8x slower than `batched`). The grouped 1x1 convolution runs far below
+# the dense rate, and `mixed` on 1x1 kernels needs no unfolded input. `combined` (K dense convolutions) won on 3 of
+# the 48 shapes, by under 25%: the fit leaves it to 'measured', which times it. NOTE: not measured on an accelerator
+# (no GPU was available for this work); CUDA uses the same constants until someone fits them there.
+DYNAMIC_PATH_COSTS = mixing.PathCosts(batched=3.0, assembly=1, assembly_lean=1, batched_traffic=(50.0, 42.0),
+                                      mixed=0.84, mixed_pointwise=1.4, mixing=0, mixed_traffic=113.0,
+                                      output_traffic=113.0, grouped=1.7, grouped_pointwise=4.5,
+                                      grouped_traffic=(60.0, 140.0), cache_bytes=1 << 24, combined=2.8,
+                                      combined_traffic=50.0)
 
 
 class DynamicConv(nn.Module):
@@ -90,6 +96,7 @@ class DynamicConv(nn.Module):
         self.memory = memory  # fast | lean: whether the engine's backward may keep per-sample kernels
         self.path = "auto"
         self.training_path: str | None = None  # the path of the last forward under autograd
+        self.chosen: dict = {}  # the cost model's choice per memory mode and input (mixing.resolve_path)
         self.pads = mixing.resolve_padding(self.padding, self.kernel_size, self.dilation)
 
     @property
@@ -126,7 +133,7 @@ class DynamicConv(nn.Module):
         path = mixing.resolve_path(
             self.path, lambda: self.modelled(self.positions(x), x.shape[0], mixing.compute_dtype(x).itemsize),
             lambda path: self.engine_trial(x, path), x,
-            (type(self), self.geometry, self.kernels, self.memory, self.bias is not None))
+            (type(self), self.geometry, self.kernels, self.memory, self.bias is not None), self.chosen, self.memory)
         if torch.is_grad_enabled():
             self.training_path = path
         return path
@@ -258,7 +265,7 @@ class DynamicMethod(Method):
         selection = self.selection(model)
         total = sum(p.numel() for p in model.parameters())
         replaced = kernel_params = attention_params = attention = assembly = saved = 0
-        layers = []
+        layers, work = [], []
         for name in selection.dynamic:
             conv = model.get_submodule(name)
             layer = self.make_layer(conv, settings, device="meta")
@@ -276,6 +283,8 @@ class DynamicMethod(Method):
                 static_work = positions[name] * layer.geometry.kernel_numel
                 # what the cheapest exact algorithm saves on the convolution and the assembly
                 saved += static_work + mix - mixing.floor_macs(layer.geometry, positions[name], cells, kernels)
+                work.append(LayerWork(layer.geometry, positions[name], input_elements(conv, positions[name]), cells,
+                                      kernels, layer.weight.numel(), linears))
             layers.append({"layer": name, "in": conv.in_channels, "out": conv.out_channels,
                            "kernel": list(conv.kernel_size), "groups": conv.groups, "kernels": layer.kernels,
                            "params": own, "attention_params": att})
@@ -285,7 +294,8 @@ class DynamicMethod(Method):
         return Price(other + kernel_params + attention_params, macs,
                      {"kernels": kernel_params, "attention": attention_params, "other": other},
                      {"conv": conv_macs, "attention": attention, "mixing": assembly},
-                     {"dynamic_layers": layers, "static_layers": list(selection.static)}, floor=macs - saved)
+                     {"dynamic_layers": layers, "static_layers": list(selection.static)}, floor=macs - saved,
+                     layers=tuple(work))
 
     def recorder(self, model: nn.Module) -> MeanRecorder:
         """Mean mixture weights per layer: group 'routing', rows = layers, columns = the K kernels."""

@@ -13,19 +13,22 @@ Initialisation as the official code: kernels Kaiming normal (fan_out = C_out x k
 normal (fan_out), biases 0, BatchNorm 1 / 0. The parameter counts equal the official models' exactly
 (tests/methods/test_odconv.py: ResNet18/50, MobileNetV2 1.0/0.5 at K = 1 and 4).
 
-Computation. The channel attention scales the input and the filter attention the output. The spatial attention
-varies per kernel tap, so the kernels are stored tap-major, `weight` (K, k, k, C_out, C_in/g): viewed as
-(K x k x k, C_out x C_in/g) they are K x k x k one-by-one cells, and a sample's kernel at tap t is the mixture
-sum_i a_w[b,i] a_s[b,t] W_i[t] of them, i.e. a KernelWarehouse layer with m = k x k mixtures (its taps) whose
-attention alpha[b, t, (i, t')] = a_w[b,i] a_s[b,t] [t = t'] is block-diagonal. Paths of the mixing engine
-(`choose_path` picks per layer and input shape with `ODCONV_TAP_COSTS`; measured on ResNet18's shapes):
-- `grouped`: every sample's kernel a_s (sum_i a_w,i W_i) assembled in conv layout, one convolution with groups = B
-  (the official code's computation, without its (B, K, ...) intermediate); the fastest on large feature maps, and
-  the only path for depthwise convs;
-- `mixed` (KW): y = sum_(i,t) W_i[t] (a_w,i a_s,t x shifted to tap t): dense products over the batch, no per-sample
-  kernel; the fastest on small feature maps (deep layers, small images), for ODConv 1x from about 8x8 down;
-- `batched` (KW): per-tap step matrices assembled from the tap cells and applied as batched matmuls (the
-  block-diagonal attention makes the assembly k x k times the work, so it wins only in between and for 1x1 convs);
+Computation. Nothing per sample is built for the channel and filter attentions: the channel attention scales the
+input and the filter attention the output (B x C_in and B x C_out multiplies of activations; StyleGAN2's modulated
+convolutions train the same way), and one convolution sits between them. Only the spatial and kernel attentions
+shape a per-sample kernel. The spatial attention varies per kernel tap, so the kernels are stored tap-major, `weight`
+(K, k, k, C_out, C_in/g): at tap t a sample's kernel is a_s[b,t] sum_i a_w[b,i] W_i[t], a mixture of that tap's K
+one-by-one cells W_i[t], i.e. a KernelWarehouse layer with m = k x k mixtures (its taps) over n = K x k x k cells in
+which each step mixes its own K cells (the engine's per-step cells, alpha (B, k x k, K)). Its exact algorithms, by
+the engine's paths (`choose_path` picks per layer and input shape with `ODCONV_TAP_COSTS`):
+- `grouped`: every sample's kernel a_s (sum_i a_w,i W_i) assembled in conv layout (K + 1 multiply-adds per weight
+  and one transposing copy), one convolution with groups = B (the official code's computation, without its
+  (B, K, ...) intermediate); the fastest on large feature maps, and the only path for depthwise convs;
+- `batched`: each tap's kernel a_s,t sum_i a_w,i W_i[t] assembled from that tap's K cells (K multiply-adds per
+  weight) in the layout the batched matmuls read, no copy; the fastest on the deep layers of large images;
+- `mixed`: y = sum_(i,t) W_i[t] (a_w,i a_s,t x shifted to tap t): dense products over the batch, no per-sample
+  kernel, at K times the convolution's work; the fastest on small feature maps (deep layers, small images);
+- `combined` (1x1 convs with K > 1): K dense convolutions, then their a_w-weighted sum;
 - `shared`: k = 1 and K = 1 has no per-sample kernel: one plain conv of a_c x, scaled by a_f.
 `conv_kernels()` gives the conv layout (K, C_out, C_in/g, k, k) of the official code's `weight`.
 
@@ -54,9 +57,16 @@ from kwlab.methods.dynamic import DYNAMIC_PATH_COSTS, DynamicConv, DynamicMethod
 from kwlab.methods.protocol import MeanRecorder, register_method
 from kwlab.methods.selection import resnet_projection
 
-# With tap cells the batched assembly is k x k times the work (the block-diagonal attention), 2 per weight, and the
-# grouped kernels are scaled per tap and transposed (one more pass through memory).
-ODCONV_TAP_COSTS = dataclasses.replace(DYNAMIC_PATH_COSTS, assembly=2, assembly_lean=2, grouped_passes=2)
+# ODConv's 3x3 layers: the batched path assembles each tap from its K cells (K multiply-adds per weight, one small
+# batched matmul per tap), and the grouped kernels are scaled per tap and transposed. Fitted on 2026-12-07 on a
+# 2-core Intel Xeon (one thread) to forward+backward timings of every path of ODConv 1x and 4x on ResNet18 at 64 and
+# 224 px (batch 16; other jobs loading the machine) and on the Fashion study's ResNet-8 at half width (14 px, batch
+# 64; best of 9, twice, on a quiet machine), the dynamic convolutions' other constants kept: over 38 layer shapes
+# `auto`'s paths take 1.0007x the fastest paths' total time, at worst 1.06x on one layer (1.12x and 3.1x with the
+# earlier constants). The grouped path's kernels are cheap while all B fit in 4 MB: the 14 px model's layers.
+ODCONV_TAP_COSTS = dataclasses.replace(DYNAMIC_PATH_COSTS, batched=2.5, assembly=8, assembly_lean=8, grouped=2.0,
+                                       grouped_passes=1, grouped_traffic=(5.0, 280.0), batched_traffic=(42.0, 42.0),
+                                       cache_bytes=1 << 22)
 
 
 class ODConvSettings(Config):
@@ -185,7 +195,8 @@ class ODConv2d(DynamicConv):
         if path == "reference":
             return self.reference(x, att)
         x = x * att.channel.to(dtype)[:, :, None, None]  # the channel attention scales the input
-        cells = self.weight.view(self.kernels * self.taps, -1)  # (K*k*k, C_out*C_in/g) tap cells
+        # (K, k*k, C_out*C_in/g) -> each tap's K cells, (k*k, K, C_out*C_in/g)
+        cells = self.weight.view(self.kernels, self.taps, -1).transpose(0, 1)
         inputs = tuple(None if a is None else a.to(dtype) for a in (self.weight, att.kernel, att.spatial))
         out = mixing.convolve(x, self.tap_mixture(att), cells, self.geometry, path, self.memory,
                               functools.partial(self.sample_kernels, x.shape[0]), inputs)
@@ -206,14 +217,10 @@ class ODConv2d(DynamicConv):
         return mixed.transpose(1, 2).reshape(batch, *self.weight_shape)
 
     def tap_mixture(self, att: Attentions) -> torch.Tensor:
-        """alpha (B, m = k*k, n = K*k*k) over the tap cells: alpha[b, t, i*k*k + t'] = a_w[b,i] a_s[b,t] [t = t']."""
-        if att.spatial is None:  # k = 1: the cells are the whole kernels, alpha = a_w (1 when K = 1)
-            return att.kernel[:, None, :] if att.kernel is not None else att.channel.new_ones(len(att.channel), 1, 1)
-        diagonal = torch.diag_embed(att.spatial)  # (B, t, t')
-        if att.kernel is None:
-            return diagonal
-        batch = diagonal.shape[0]
-        return (att.kernel[:, None, :, None] * diagonal[:, :, None, :]).reshape(batch, self.taps, -1)
+        """alpha (B, k*k, K) over each tap's K cells: alpha[b, t, i] = a_w[b,i] a_s[b,t] (1 where skipped)."""
+        batch = len(att.channel)
+        kernel = att.kernel[:, None, :] if att.kernel is not None else att.channel.new_ones(batch, 1, 1)  # (B, 1, K)
+        return kernel if att.spatial is None else kernel * att.spatial[:, :, None]  # (B, k*k, K)
 
     def reference(self, x: torch.Tensor, att: Attentions) -> torch.Tensor:
         """The formula, one sample at a time: the ground truth of the tests."""

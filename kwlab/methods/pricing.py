@@ -33,6 +33,13 @@ def layer_macs(weight_numel: int, positions: int) -> int:
     return weight_numel * positions
 
 
+def input_elements(module: nn.Module, positions: int) -> int:
+    """C_in x input positions per image of a conv or linear layer with `positions` output positions: its strides
+    times them (exact for 'same' padding, within the border otherwise)."""
+    channels = module.in_features if isinstance(module, nn.Linear) else module.in_channels
+    return channels * positions * math.prod(getattr(module, "stride", (1,)))
+
+
 def static_macs(model: nn.Module, positions: Mapping[str, int]) -> int:
     """MACs per image of `model`'s conv and linear layers as they are (a layer never run costs nothing)."""
     return sum(layer_macs(math.prod(m.weight.shape), positions.get(name, 0))

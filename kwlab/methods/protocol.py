@@ -31,6 +31,7 @@ from torch import nn
 
 from kwlab.config import Config
 from kwlab.errors import KWLabError
+from kwlab.methods.mixing.roofline import LayerWork
 from kwlab.registry import Registry
 
 
@@ -41,9 +42,10 @@ class Price:
     MACs per image follow one convention for every method: the multiply-accumulates of every conv and linear layer
     as the static model runs them, plus the method's attention (routing) layers, plus its mixing work (assembling
     per-sample kernels: n x K per KW layer and sample, K kernels x kernel size for the dynamic convolutions).
-    `floor` is the fewest MACs per image of any exact algorithm of the mixing engine (per layer the cheaper of
-    assembly then convolution and mixing then convolution, kwlab.methods.mixing.floor, plus the attention); None
-    where it equals `macs` (the static model).
+    `floor` is the fewest MACs per image of any exact algorithm of the mixing engine (per layer the cheapest of
+    assembly then convolution, mixing then convolution and convolution then combination, kwlab.methods.mixing.floor,
+    plus the attention); None where it equals `macs` (the static model). `layers` describes each dynamic layer that
+    runs for the roofline (kwlab.methods.mixing.roofline).
     """
 
     params: int
@@ -52,6 +54,7 @@ class Price:
     macs_parts: dict[str, int] = field(default_factory=dict)  # conv, attention, mixing; sums to macs
     details: dict[str, Any] = field(default_factory=dict)  # the method's plan (e.g. KW's warehouses), JSON-ready
     floor: int | None = None  # MACs per image at the mixing engine's cheapest exact algorithm
+    layers: tuple[LayerWork, ...] = ()  # the dynamic layers' work, per image
 
     @property
     def floor_macs(self) -> int:

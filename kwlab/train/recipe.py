@@ -42,7 +42,7 @@ from kwlab.methods.protocol import Schedule
 from kwlab.provenance import describe_device, git_state, peak_memory_mb, versions
 from kwlab.tracking.tensorboard import TrialBoard
 from kwlab.train import checkpoint
-from kwlab.train.config import RuntimeConfig, TrainConfig, recorded_metrics
+from kwlab.train.config import RuntimeConfig, TrainConfig
 from kwlab.train.distributed import SINGLE, Distributed, global_batchnorm
 from kwlab.train.optim import build_optimizer, build_scheduler, scaled_lr
 
@@ -236,7 +236,10 @@ def _mixup(cfg: TrainConfig, num_classes: int) -> Callable | None:
 
 def build_training(cfg: TrainConfig, splits: kwdata.Splits, runtime: Runtime, dist: Distributed = SINGLE) -> Training:
     """Seeded model (converted by the config's method), optimizer, LR and temperature schedules, EMA; with several
-    workers, SyncBatchNorm (when `runtime.sync_bn`) and the launcher's DDP wrapper."""
+    workers, SyncBatchNorm (when `runtime.sync_bn`) and the launcher's DDP wrapper; with `runtime.compile`, the
+    forward compiled (kwlab.train.compiling)."""
+    from kwlab.train.compiling import compile_model
+
     torch.manual_seed(cfg.seed)
     model = build_model(cfg.model.name, cfg.method, cfg.settings, init=cfg.model.init, **model_kwargs(cfg, splits))
     if cfg.model.init_from_reference is not None:  # a resumed trial then loads its own checkpoint over it
@@ -260,7 +263,7 @@ def build_training(cfg: TrainConfig, splits: kwdata.Splits, runtime: Runtime, di
         cfg=cfg,
         runtime=runtime,
         model=model,
-        forward=torch.compile(forward) if cfg.runtime.compile else forward,
+        forward=compile_model(forward) if cfg.runtime.compile else forward,
         optimizer=optimizer,
         scheduler=build_scheduler(optimizer, cfg.optim, per_epoch, total_steps),
         temperature=METHODS.get(cfg.method).schedule(cfg.settings, per_epoch, total_steps),
@@ -417,17 +420,24 @@ def time_trial(cfg: TrainConfig, steps: int = 3) -> Timing:
     train_set, val_set = on_device(splits.train, runtime.device), on_device(splits.val, runtime.device)
     training = build_training(cfg, splits, runtime)
     setup = time.perf_counter() - started
-    training.train_epoch(train_set, 1, progress=False, max_steps=1)  # warm-up: first-call allocations, paths
+    began = time.perf_counter()
+    training.train_epoch(train_set, 1, progress=False, max_steps=1)  # warm-up: first-call allocations, paths, compile
+    warm_step = time.perf_counter() - began
     began = time.perf_counter()
     training.train_epoch(train_set, 1, progress=False, max_steps=steps)
     step = (time.perf_counter() - began) / max(1, min(steps, training.steps_per_epoch))
     size = min(len(val_set), cfg.eval_batch_size)
     sample = (TensorDataset(*(t[:size] for t in val_set.tensors)) if isinstance(val_set, TensorDataset)
               else Subset(val_set, range(size)))
+    began = time.perf_counter()
     training.evaluate(sample, "val")  # warm-up, as for training (a measured path choice times its paths here)
+    warm_eval = time.perf_counter() - began
     began = time.perf_counter()
     training.evaluate(sample, "val")
-    eval_image = (time.perf_counter() - began) / max(1, len(sample))
+    eval_batch = time.perf_counter() - began
+    eval_image = eval_batch / max(1, len(sample))
+    if cfg.runtime.compile:  # compiling the training and evaluation graphs is once per trial: part of its set-up
+        setup += max(0.0, warm_step - step) + max(0.0, warm_eval - eval_batch)
     return Timing(setup, step, eval_image, training.steps_per_epoch, len(splits.val),
                   len(splits.test) if splits.test is not None else 0, cfg.epochs)
 

@@ -1,6 +1,7 @@
 """Checks for a CUDA machine (marker `gpu`; skipped without CUDA): every fast path of the KW and dynamic-convolution
-layers on CUDA in fp32 and bf16 against the float64 reference on the CPU, a one-epoch trial with bf16,
-channels_last and torch.compile, and a two-worker DDP trial (nccl) when two GPUs are there.
+layers on CUDA in fp32 and bf16 against the float64 reference on the CPU, small models compiled by torch.compile
+(and with CUDA graphs, mode 'reduce-overhead') against eager, a one-epoch trial with bf16, channels_last and
+torch.compile, and a two-worker DDP trial (nccl) when two GPUs are there.
 
 Run by scripts/gpu-check.sh, which also times `kwlab bench` on the GPU.
 """
@@ -21,9 +22,11 @@ from torch import nn
 
 from kwlab import store
 from kwlab.methods import build_model
+from kwlab.methods.temperature import set_temperature
 from kwlab.train import TrainConfig, run
+from kwlab.train.compiling import compile_model
 from kwlab.train.distributed import Distributed
-from methods.test_mixing import CASES, DENSE_PATHS
+from methods.test_mixing import CASES, DENSE_PATHS, paths_for
 from methods.test_mixing import run as forward_backward
 from methods.test_mixing_dynamic import CASES as DYNAMIC_CASES
 from methods.test_mixing_dynamic import make, paths_of
@@ -50,11 +53,11 @@ def _no_tf32() -> None:
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
-@pytest.mark.parametrize("path", [*DENSE_PATHS, "shared"])
+@pytest.mark.parametrize("path", [*DENSE_PATHS, "combined", "shared"])
 @pytest.mark.parametrize("name", sorted(CASES))
 def test_kw_fast_paths_on_cuda_match_the_float64_reference(name: str, path: str, dtype: torch.dtype) -> None:
     case = CASES[name]
-    if path == "grouped" and case.groups == 1 or path != "grouped" and case.groups > 1 and path != "shared":
+    if path != "shared" and path not in paths_for(case):
         pytest.skip("path not taken for this geometry")
     layer, warehouse = case.build()
     if path == "shared":
@@ -119,6 +122,33 @@ def test_every_dynamic_path_on_cuda_matches_the_float64_reference(case: str, kin
         assert relative_error(out, expected) < TOLERANCE[dtype], path
         for name, grad in expected_grads.items():
             assert relative_error(grads[name], grad) < 5 * TOLERANCE[dtype], (path, name)
+
+
+COMPILED = [("kw", {"budget": 1}), ("condconv", {"experts": 4}), ("dyconv", {"kernels": 4}),
+            ("odconv", {"kernels": 4})]
+
+
+@pytest.mark.parametrize("mode", ["default", "reduce-overhead"])
+@pytest.mark.parametrize(("method", "settings"), COMPILED, ids=[m for m, _ in COMPILED])
+def test_compiled_model_on_cuda_matches_eager(method: str, settings: dict, mode: str) -> None:
+    """A small model compiled (Inductor's Triton kernels; 'reduce-overhead' adds CUDA graphs, the shapes being
+    static): three training steps give eager's outputs and gradients (fp32, TF32 off)."""
+    torch.manual_seed(0)
+    eager = build_model("cifar_resnet8", method, settings, num_classes=10, in_chans=3, width=0.5).cuda().train()
+    set_temperature(eager, 0.5)  # attentions that depend on the sample
+    twin = copy.deepcopy(eager)
+    compiled = compile_model(twin, None if mode == "default" else mode)
+    for step in range(3):
+        x = torch.randn(16, 3, 16, 16, device="cuda", generator=torch.Generator("cuda").manual_seed(step))
+        expected = eager(x)
+        expected.square().mean().backward()
+        out = compiled(x)
+        out.square().mean().backward()
+        assert relative_error(out, expected) < 1e-4, step
+        for (name, a), b in zip(eager.named_parameters(), twin.parameters(), strict=True):
+            assert relative_error(b.grad, a.grad) < 1e-3, (step, name)
+        eager.zero_grad(set_to_none=True)
+        twin.zero_grad(set_to_none=True)
 
 
 def test_one_epoch_trial_with_bf16_channels_last_and_compile(tmp_path: Path) -> None:

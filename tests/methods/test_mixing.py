@@ -53,6 +53,8 @@ CASES = {
     "conv2d-same-even": Case(2, 8, 8, (4, 4, 1, 1), (2, 8, 6, 5), kernel=4, padding="same"),
     "conv2d-same-dilated": Case(2, 8, 6, (6, 8, 1, 1), (2, 8, 6, 5), kernel=3, padding="same", dilation=2),
     "conv2d-whole-cells": Case(2, 8, 6, (3, 4, 3, 3), (2, 8, 6, 6), kernel=3, stride=2, padding=1),
+    "conv2d-one-mixture": Case(2, 8, 6, (6, 8, 3, 3), (2, 8, 6, 5), kernel=3, padding=1),
+    "conv2d-grouped-one-mixture": Case(2, 8, 6, (6, 4, 3, 3), (2, 8, 5, 5), kernel=3, stride=2, padding=1, groups=2),
     "conv2d-1x1": Case(2, 8, 6, (3, 4, 1, 1), (2, 8, 4, 5)),
     "conv2d-1x1-stride": Case(2, 8, 6, (6, 2, 1, 1), (2, 8, 5, 5), stride=2),
     "conv2d-1x1-output": Case(2, 8, 6, (3, 4, 1, 1), (3, 8, 3, 3), kernel=3),
@@ -96,7 +98,9 @@ def assert_matches_reference(layer: KWLayer, warehouse: Warehouse, x: torch.Tens
 
 
 def paths_for(case: Case) -> tuple[str, ...]:
-    return ("grouped",) if case.groups > 1 else DENSE_PATHS
+    """The paths a layer of this geometry can take (`combined` where its cell is its whole kernel)."""
+    paths = ("grouped",) if case.groups > 1 else DENSE_PATHS
+    return (*paths, "combined") if tuple(case.cell) == case.weight_shape() else paths
 
 
 @pytest.mark.parametrize("memory", ["fast", "lean"])
@@ -212,14 +216,16 @@ def test_no_blend_never_shares() -> None:
 
 
 def test_choose_path() -> None:
-    """Grouped convolutions take `grouped`; tiny outputs `mixed`; 3x3 convolutions `grouped` unless their warehouse
-    is large against their outputs (then `batched`); 1x1 never `grouped`; shared alpha `shared`."""
+    """Grouped convolutions take `grouped`; tiny outputs `mixed`; 3x3 convolutions `grouped` while their B kernels
+    fit the cache or their outputs are many, else `batched`; 1x1 never `grouped`; shared alpha `shared`."""
     layer = KWConv2d(64, 64, 3, 1, 1, warehouse=Warehouse(30, (64, 64, 1, 1)))
     geometry, n = layer.geometry, layer.attention.cells
     assert mixing.choose_path(geometry, 1, n, KW_PATH_COSTS, batch=16) == "mixed"
-    assert mixing.choose_path(geometry, 256, 10 * n, KW_PATH_COSTS, batch=16) == "batched"  # a large warehouse
+    assert mixing.choose_path(geometry, 256, 10 * n, KW_PATH_COSTS, batch=16) == "grouped"  # 16 kernels in 2.4 MB
     assert mixing.choose_path(geometry, 256, n, KW_PATH_COSTS, batch=16) == "grouped"  # oneDNN
-    assert mixing.choose_path(geometry, 4096, 10 * n, KW_PATH_COSTS, batch=16) == "grouped"
+    deep = KWConv2d(256, 256, 3, 1, 1, warehouse=Warehouse(30, (256, 256, 1, 1))).geometry
+    assert mixing.choose_path(deep, 196, 10 * n, KW_PATH_COSTS, batch=16) == "batched"  # 16 kernels in 38 MB
+    assert mixing.choose_path(deep, 3136, 10 * n, KW_PATH_COSTS, batch=16) == "grouped"
     assert mixing.choose_path(geometry, 4096, n, KW_PATH_COSTS, batch=16, memory="lean", shared=True) == "shared"
     pointwise = KWConv2d(64, 64, 1, warehouse=Warehouse(30, (64, 64, 1, 1))).geometry
     assert mixing.choose_path(pointwise, 4096, n, KW_PATH_COSTS, batch=16) == "batched"

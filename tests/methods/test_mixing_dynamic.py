@@ -64,10 +64,9 @@ def make(kind: str, case: Case, bias: bool) -> DynamicConv:
 
 
 def paths_of(layer: DynamicConv) -> list[str]:
-    if layer.groups > 1:
-        paths = ["grouped"]
-    else:
-        paths = ["grouped", "batched", "mixed"]
+    paths = ["grouped"] if layer.groups > 1 else ["grouped", "batched", "mixed"]
+    if layer.geometry.mixtures == 1 and layer.kernels > 1:  # whole-kernel cells: convolve, then combine
+        paths.append("combined")
     if isinstance(layer, ODConv2d) and layer.kernels == 1 and layer.taps == 1:
         paths.append("shared")
     return [*paths, "measured"]  # whichever of them the timing picks
@@ -86,13 +85,16 @@ def run(layer: DynamicConv, x: torch.Tensor, path: str) -> tuple[torch.Tensor, d
 
 
 @pytest.mark.filterwarnings("ignore:Using padding='same' with even kernel lengths")
+@pytest.mark.parametrize("memory", ["fast", "lean"])
 @pytest.mark.parametrize("kind", ["condconv", "dyconv", "odconv1", "odconv3"])
 @pytest.mark.parametrize("case", list(CASES))
-def test_every_path_matches_the_per_sample_reference(kind: str, case: str, generator: torch.Generator) -> None:
+def test_every_path_matches_the_per_sample_reference(kind: str, case: str, memory: str,
+                                                     generator: torch.Generator) -> None:
     geometry = CASES[case]
     layer = make(kind, geometry, bias=case in ("3x3", "1x1", "grouped"))
     x = torch.randn(geometry.input, generator=generator, dtype=torch.float64)
     expected, expected_grads = run(layer, x, "reference")
+    layer.memory = memory
     for path in paths_of(layer):
         out, grads = run(layer, x, path)
         torch.testing.assert_close(out, expected, msg=f"{path}: output")
@@ -109,7 +111,7 @@ def test_lean_memory_and_channels_last_match(kind: str, generator: torch.Generat
     expected, expected_grads = run(layer, x, "reference")
     layer.memory = "lean"
     last = x.to(memory_format=torch.channels_last)
-    for path in ("grouped", "batched", "mixed"):
+    for path in paths_of(layer):
         out, grads = run(layer, last, path)
         torch.testing.assert_close(out, expected, msg=path)
         for name, grad in expected_grads.items():
@@ -179,3 +181,23 @@ def test_lean_grouped_keeps_no_per_sample_kernel(kind: str) -> None:
     assert kept_for_backward(layer, x) >= kernels
     layer.memory = "lean"
     assert kept_for_backward(layer, x) < kernels / 4
+
+
+@pytest.mark.parametrize("memory", ["fast", "lean"])
+def test_odconv_tap_cells_assembled_in_blocks_match(memory: str, generator: torch.Generator,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """ODConv's batched path assembles each tap's kernel from that tap's K cells (n_r = K multiply-adds per weight):
+    in many blocks of output channels and in both memory formats it gives the reference's output and gradients."""
+    import kwlab.methods.mixing.columns as columns
+
+    monkeypatch.setattr(columns, "CHUNK_BYTES", 64)
+    geometry = CASES["3x3"]
+    layer = make("odconv3", geometry, bias=True)
+    layer.memory = memory
+    x = torch.randn(geometry.input, generator=generator, dtype=torch.float64)
+    expected, expected_grads = run(layer, x, "reference")
+    for data in (x, x.to(memory_format=torch.channels_last)):
+        out, grads = run(layer, data, "batched")
+        torch.testing.assert_close(out, expected)
+        for name, grad in expected_grads.items():
+            torch.testing.assert_close(grads[name], grad, msg=name)

@@ -111,3 +111,39 @@ def test_set_paths_refuses_an_unknown_choice() -> None:
         set_paths(model, "fast")
     assert all(layer.path == "auto" for layer in path_layers(model))
     assert path_layers(nn.Sequential(nn.Conv2d(1, 1, 3))) == []
+
+
+def test_exported_choices_replay_in_a_fresh_model_without_timing(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Measure in one model, export (JSON-ready strings), forget, load: a fresh model of the same variant takes the
+    same paths without timing anything."""
+    import json
+
+    torch.manual_seed(0)
+    model = build_model("cifar_resnet8", "dyconv", {"kernels": 4}, in_chans=1, num_classes=10).train()
+    set_paths(model, "measured")
+    x = torch.randn(8, 1, 8, 8)
+    model(x).sum().backward()
+    taken = {name: layer.training_path for name, layer in model.named_modules() if layer in path_layers(model)}
+    exported = json.loads(json.dumps(mixing.export_measurements()))
+    assert exported and all(isinstance(k, str) and v in mixing.RUNNABLE for k, v in exported.items())
+    assert any("DyConv2d" in key and "(8, 16, 8, 8)" in key and key.endswith("|cpu|contiguous|grad")
+               for key in exported)
+
+    mixing.forget_measurements()
+    mixing.load_measurements(exported)
+
+    def no_timing(*args, **kwargs):
+        raise AssertionError("a loaded choice was timed again")
+
+    monkeypatch.setattr(measured, "timed", no_timing)
+    fresh = build_model("cifar_resnet8", "dyconv", {"kernels": 4}, in_chans=1, num_classes=10).train()
+    set_paths(fresh, "measured")
+    fresh(x).sum().backward()
+    assert {name: layer.training_path for name, layer in fresh.named_modules()
+            if layer in path_layers(fresh)} == taken
+    assert mixing.export_measurements() == exported
+
+
+def test_loading_refuses_an_unknown_path() -> None:
+    with pytest.raises(ValueError, match="fastest is not a path"):
+        mixing.load_measurements({"some layer": "fastest"})

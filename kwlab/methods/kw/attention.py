@@ -73,8 +73,10 @@ class KWAttention(Tempered):
         (by hand, load_state_dict, an EMA) bumps the version and voids it. Under torch.compile the marker is not
         consulted (the sample-dependent paths are exact at tau = 1 too).
         """
+        if torch.compiler.is_compiling():  # first: reading the marker would make the graph guard on it (a recompile)
+            return False
         marker = self.tau_is_one
-        if not self.blend or marker is None or torch.compiler.is_compiling():
+        if not self.blend or marker is None:
             return False
         tau, version = marker
         return tau is self.tau and tau._version == version

@@ -20,17 +20,21 @@ from kwlab.methods.kw.config import KWConfig
 from kwlab.methods.kw.planner import LayerPlan, LayerSpec, initial_assignment, num_basis, plan_layer
 from kwlab.methods.kw.warehouse import Warehouse
 
-# KernelWarehouse's constants of the engine's cost model, in units of one multiply-add of the batched matmuls.
-# Measured on a 2-core Xeon (ResNet18 at 64x64 batch 16, CIFAR ResNet-20 at 8x8 batch 128, budgets 1x and 4x): memory
-# traffic makes `batched` lose to `mixed` well before the FLOP counts cross, and `mixed` slows on cells narrower
-# than 64 channels. The per-sample grouped convolution (oneDNN) of 3x3 and larger kernels fitted roughly on a shared
-# 2-core AMD EPYC (one thread; ResNet18 KW 1x at 64 and 224 px, batch 16, and the Fashion study's ResNet-8 at half
-# width, 14 px, batch 64): faster than `batched` from about 8x8 outputs up on 64-channel layers (2x at 56x56), on
-# every 3x3 layer of the Fashion study's model, and slower where the warehouse is large against the outputs (its
-# assembly and the copy into conv layout cost twice `batched`'s); never for 1x1 kernels.
-KW_PATH_COSTS = mixing.PathCosts(batched=3, assembly=3, assembly_lean=4, batched_traffic=(80, 250), mixed=3,
-                                 mixed_pointwise=3, mixing=4, mixed_traffic=64, small_cells=64, grouped=1.2,
-                                 grouped_assembly=6)
+# KernelWarehouse's constants of the engine's cost model, in units of one multiply-add of the batched matmuls. Fitted
+# on 2026-12-07 on a 2-core Intel Xeon (AVX-512; torch 2.14.1, one thread) to forward+backward timings of every path
+# of every KW 1x and 4x layer shape of ResNet18 at 64 and 224 px (batch 16, best of 2-3, other jobs loading the
+# machine at times) and of KW 1/4x, 1x and 4x on the Fashion study's ResNet-8 at half width (14 px, batch 64, best of
+# 9, twice, on a quiet machine): 61 layer shapes, a coordinate search on the mean log slowdown of the chosen path
+# against the fastest. `auto` then takes paths 1.009x the fastest in total time, at worst 1.24x on one layer (the
+# constants fitted earlier on an AMD EPYC: 1.39x in total on this Xeon, mostly `grouped` on 256- and 512-channel
+# layers at 224 px). The per-sample grouped convolution (oneDNN) wins on 3x3 layers while all B kernels fit in 16 MB
+# and, past that, on large feature maps; `batched` on the deep layers at 224 px; `mixed` where the outputs are few,
+# slower on cells narrower than 64 channels. `batched_traffic` is higher for kernels that fit the cache than for
+# those that do not: small kernels carry the per-call overhead of the many small matmuls. `assembly_lean` keeps the
+# earlier fit's ratio to `assembly` (lean assembles again in backward; not refitted).
+KW_PATH_COSTS = mixing.PathCosts(batched=3.6, assembly=2.1, assembly_lean=2.8, batched_traffic=(450, 88), mixed=1.26,
+                                 mixed_pointwise=3, mixing=4, mixed_traffic=64, small_cells=64, grouped=0.5,
+                                 grouped_assembly=2, grouped_traffic=(0, 1000))
 
 
 def initial_beta(m: int, n: int, own_start: int, own_cells: int) -> torch.Tensor:
@@ -87,6 +91,7 @@ class KWLayer(nn.Module):
         self.memory = kw.memory  # fast | lean: whether backward may keep per-sample kernels (see KWConfig.memory)
         self.path = "auto"  # auto picks per input shape; tests and `kwlab bench` force one of mixing.PATHS
         self.training_path: str | None = None  # the path of the last forward under autograd
+        self.chosen: dict = {}  # the cost model's choice per memory mode, shared alpha and input (resolve_path)
 
     @torch.no_grad()
     def reset_like_reference(self) -> None:
@@ -124,7 +129,7 @@ class KWLayer(nn.Module):
         path = mixing.resolve_path(self.path, lambda: self.modelled(positions, x.shape[0], mixing.compute_dtype(x)),
                                    lambda path: self._engine_trial(x, path), x,
                                    (type(self), self.geometry, self.attention.mixtures, self.attention.cells,
-                                    self.memory))
+                                    self.memory), self.chosen, (self.memory, self.shares_alpha()))
         if torch.is_grad_enabled():
             self.training_path = path
         return path

@@ -14,7 +14,8 @@ from kwlab.methods.kw.config import KWConfig
 from kwlab.methods.kw.converter import convert, plan
 from kwlab.methods.kw.planner import assembly_macs, attention_macs
 from kwlab.methods.mixing import Geometry, floor_macs
-from kwlab.methods.pricing import static_macs
+from kwlab.methods.mixing.roofline import LayerWork
+from kwlab.methods.pricing import input_elements, static_macs
 from kwlab.methods.protocol import AttentionAxes, ComparedSetting, MeanRecorder, Method, Price, Schedule, register_method
 from kwlab.methods.temperature import LinearAnneal
 
@@ -40,24 +41,29 @@ class KernelWarehouse(Method):
         kw_plan = plan(model, settings)
         warehouses = {w.name: w for w in kw_plan.warehouses}
         attention = mixing = saved = 0
+        work = []
         for layer in kw_plan.layers:
             warehouse, spec = warehouses[layer.warehouse], layer.spec
             n = warehouse.cells
-            attention += attention_macs(spec.in_channels, layer.mixtures, n, layer.own_cells, layer.hidden,
-                                        (settings or KWConfig()).nonlocal_basis_ratio)
+            layer_attention = attention_macs(spec.in_channels, layer.mixtures, n, layer.own_cells, layer.hidden,
+                                             (settings or KWConfig()).nonlocal_basis_ratio)
+            attention += layer_attention
             assembly = assembly_macs(n, math.prod(spec.weight_shape))
             mixing += assembly
             geometry = Geometry.of(spec.in_channels, spec.out_channels, spec.groups, spec.kernel_size,
                                    warehouse.cell_shape)
-            work = positions.get(spec.name, 0)
-            saved += work * geometry.kernel_numel + assembly - floor_macs(geometry, work, n)
+            run = positions.get(spec.name, 0)
+            saved += run * geometry.kernel_numel + assembly - floor_macs(geometry, run, n)
+            if run:
+                work.append(LayerWork(geometry, run, input_elements(model.get_submodule(spec.name), run), n, n,
+                                      n * math.prod(warehouse.cell_shape), layer_attention))
         conv = static_macs(model, positions)
         parts = {"warehouse": kw_plan.warehouse_params, "attention": kw_plan.attention_params,
                  "other": kw_plan.other_params}
         details = {k: v for k, v in kw_plan.to_dict().items() if k in ("warehouses", "static_layers")}
         macs = conv + attention + mixing
         return Price(kw_plan.params, macs, parts, {"conv": conv, "attention": attention, "mixing": mixing}, details,
-                     floor=macs - saved)
+                     floor=macs - saved, layers=tuple(work))
 
     def recorder(self, model: nn.Module) -> MeanRecorder:
         """Mean attention alpha per warehouse: rows are its layers' mixtures in plan order, columns its n cells."""

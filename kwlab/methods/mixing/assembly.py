@@ -63,3 +63,13 @@ def assembled_kernels(alpha: torch.Tensor, cells: torch.Tensor, geometry: Geomet
     """Every sample's kernel in conv layout, (B, C_out, C_in/g, *k), from alpha (B, m, n) and cells (n, cell_numel):
     one matmul and one copy into conv layout."""
     return merge_kernel(assemble(alpha, cells), geometry.weight_shape, geometry.cell)
+
+
+def step_cells_as_shared(alpha: torch.Tensor, cells: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Each step's own cells written as one bank mixed by every step: alpha (B, R, n_r) over cells (R, n_r,
+    cell_numel) -> a block-diagonal alpha (B, R, n_r x R) over cells (n_r x R, cell_numel), cell i x R + r being step
+    r's i-th (ODConv's tap-major kernels viewed as K x k x k tap cells)."""
+    steps, per_step = cells.shape[:2]
+    eye = torch.eye(steps, dtype=alpha.dtype, device=alpha.device)
+    dense = (alpha[..., None] * eye[:, None, :]).reshape(alpha.shape[0], steps, per_step * steps)  # (B, R, n_r*R)
+    return dense, cells.transpose(0, 1).reshape(per_step * steps, -1)

@@ -1,5 +1,6 @@
 """The `batched` path: per-sample kernels assembled a block of output channels at a time and applied as batched
-matmuls, one per step r = (outer tap, input block g_i) of the cell grid; memory='lean' assembles again in backward."""
+matmuls, one per step r = (outer tap, input block g_i) of the cell grid; memory='lean' assembles again in backward.
+Cells are shared by every step (n, cell_numel) or each step's own (R, n_r, cell_numel): see `convolve`."""
 
 from __future__ import annotations
 
@@ -168,6 +169,73 @@ def _padded_rows(x: torch.Tensor, geometry: Geometry, out_size: tuple[int, ...])
     return out_size[0] * math.prod(geometry.padded_size(x.shape[2:])[1:])
 
 
+class _SharedCells:
+    """Every step mixes the same n cells (KernelWarehouse, the dynamic convolutions): alpha (B, m, n), cells (n, c_out
+    x c_in'); the attentions in step order, a = (R*g_o*B, n), one matmul assembles a block of every kernel."""
+
+    def __init__(self, alpha: torch.Tensor, cells: torch.Tensor, geometry: Geometry) -> None:
+        self.geometry, self.batch = geometry, alpha.shape[0]
+        self.a = _alpha_by_step(alpha, geometry)  # (R*g_o*B, n)
+        self.cells3 = cells.view(cells.shape[0], geometry.cell[0], geometry.columns)  # (n, c_out, c_in')
+
+    def block(self, c0: int, c1: int, dtype: torch.dtype) -> torch.Tensor:
+        """Output channels c0:c1 of every cell, (n, q*c_in'), cast a block at a time."""
+        return self.cells3[:, c0:c1].flatten(1).to(dtype)
+
+    def assemble(self, block: torch.Tensor) -> torch.Tensor:
+        """(R*g_o*B, n) @ (n, q*c_in') -> this block of every per-sample kernel, (R*g_o*B, q*c_in')."""
+        return self.a @ block
+
+    def add_grads(self, dk: torch.Tensor, block: torch.Tensor, da: torch.Tensor | None, dcells: torch.Tensor | None,
+                  c0: int, c1: int) -> None:
+        """The block's share of the gradients of a (da, added) and of the cells (dcells, written) from dk, the
+        kernels' gradient (R*g_o*B, q*c_in')."""
+        if da is not None:
+            da.addmm_(dk, block.t())
+        if dcells is not None:
+            _into(dcells.view(self.cells3.shape)[:, c0:c1].flatten(1), torch.mm, self.a.t(), dk)
+
+    def grad_alpha(self, da: torch.Tensor) -> torch.Tensor:
+        return _alpha_from_steps(da, self.geometry, self.batch)
+
+
+class _StepCells:
+    """Each step mixes cells of its own (ODConv's K kernels at one tap): alpha (B, R, n_r), cells (R, n_r, C_out x
+    c_in'), one output block (g_o = 1). Assembling costs n_r multiply-adds per weight, not R x n_r as the same
+    mixture written over all R x n_r cells with a block-diagonal alpha; one batched matmul over the steps."""
+
+    def __init__(self, alpha: torch.Tensor, cells: torch.Tensor, geometry: Geometry) -> None:
+        self.batch = alpha.shape[0]
+        self.a = alpha.transpose(0, 1)  # (R, B, n_r)
+        self.cells4 = cells.view(*cells.shape[:2], geometry.cell[0], geometry.columns)  # (R, n_r, c_out, c_in')
+
+    def block(self, c0: int, c1: int, dtype: torch.dtype) -> torch.Tensor:
+        """Output channels c0:c1 of every step's cells, (R, n_r, q*c_in')."""
+        return self.cells4[:, :, c0:c1].flatten(2).to(dtype)
+
+    def assemble(self, block: torch.Tensor) -> torch.Tensor:
+        """(R, B, n_r) @ (R, n_r, q*c_in') -> this block of every per-sample kernel, (R*B, q*c_in')."""
+        return torch.bmm(self.a, block).flatten(0, 1)
+
+    def add_grads(self, dk: torch.Tensor, block: torch.Tensor, da: torch.Tensor | None, dcells: torch.Tensor | None,
+                  c0: int, c1: int) -> None:
+        steps, cells = self.cells4.shape[:2]
+        dk = dk.view(steps, self.batch, -1)  # (R, B, q*c_in')
+        if da is not None:  # (R, B, n_r) += (R, B, q*c_in') @ (R, q*c_in', n_r)
+            da.baddbmm_(dk, block.transpose(1, 2))
+        if dcells is not None:  # (R, n_r, q*c_in') = (R, n_r, B) @ (R, B, q*c_in')
+            grad = torch.bmm(self.a.transpose(1, 2), dk)
+            dcells.view(self.cells4.shape)[:, :, c0:c1].copy_(grad.view(steps, cells, c1 - c0, -1))
+
+    def grad_alpha(self, da: torch.Tensor) -> torch.Tensor:
+        return da.transpose(0, 1)  # (R, B, n_r) -> (B, R, n_r)
+
+
+def _mixing(alpha: torch.Tensor, cells: torch.Tensor, geometry: Geometry) -> _SharedCells | _StepCells:
+    """The assembly for cells shared by every step, (n, cell_numel), or of each step's own, (R, n_r, cell_numel)."""
+    return _StepCells(alpha, cells, geometry) if cells.dim() == 3 else _SharedCells(alpha, cells, geometry)
+
+
 class _BatchedConv(torch.autograd.Function):
     """y_b = sum_r W_b,r X_b,r, W_r = alpha_r @ cells, assembled for a block of the cell's output channels at a time.
 
@@ -180,19 +248,18 @@ class _BatchedConv(torch.autograd.Function):
     def forward(ctx, x, alpha, cells, geometry: Geometry, keep: bool):  # noqa: D102
         batch, last = x.shape[0], channels_last(x)
         out_size = geometry.out_size(tuple(x.shape[2:]))
-        n, go, c_out = cells.shape[0], geometry.blocks_out, geometry.cell[0]
+        go, c_out = geometry.blocks_out, geometry.cell[0]
         columns, steps = geometry.columns, geometry.steps
-        a = _alpha_by_step(alpha, geometry)  # (R*g_o*B, n)
+        mixing = _mixing(alpha, cells, geometry)
         source = _steps(x, geometry, out_size, last)
         positions = source.positions
-        cells3 = cells.view(n, c_out, columns)
         # output (B, g_o, c_out, *L') | (B, *L', g_o, c_out)
         y = x.new_empty((batch, *out_size, go, c_out) if last else (batch, go, c_out, *out_size))
         kept = []
-        for c0, c1 in _spans(c_out, a.shape[0] * columns * x.element_size(), _chunk_bytes(x.device)):
-            # (R*g_o*B, n) @ (n, q*c_in') -> (R, g_o, B, q, c_in'): this block of every per-sample kernel
-            block = cells3[:, c0:c1].flatten(1).to(x.dtype)  # (n, q*c_in'), cast a block at a time
-            kernels = (a @ block).view(steps, go, batch, c1 - c0, columns)
+        rows = steps * go * batch
+        for c0, c1 in _spans(c_out, rows * columns * x.element_size(), _chunk_bytes(x.device)):
+            # -> (R, g_o, B, q, c_in'): this block of every per-sample kernel
+            kernels = mixing.assemble(mixing.block(c0, c1, x.dtype)).view(steps, go, batch, c1 - c0, columns)
             if keep:
                 kept.append(kernels)
             for g in range(go):
@@ -203,7 +270,7 @@ class _BatchedConv(torch.autograd.Function):
                     else:  # (B, q, P) += (B, q, c_in') @ (B, c_in', P)
                         _bmm_into(out, kernels[r, g], source.step(r), r > 0)
                 (y[..., g, c0:c1] if last else y[:, g, c0:c1]).copy_(source.output(out))
-        ctx.save_for_backward(x, a, cells, *kept)
+        ctx.save_for_backward(x, alpha, cells, *kept)
         ctx.geometry, ctx.last = geometry, last
         y = y.flatten(-2) if last else y.flatten(1, 2)
         return y.movedim(-1, 1) if last else y
@@ -212,23 +279,24 @@ class _BatchedConv(torch.autograd.Function):
     @once_differentiable  # the backward writes into buffers in place: no double backward
     def backward(ctx, dy):  # noqa: D102
         geometry, last = ctx.geometry, ctx.last
-        x, a, cells, *kept = ctx.saved_tensors
-        batch, n = x.shape[0], cells.shape[0]
+        x, alpha, cells, *kept = ctx.saved_tensors
+        batch = x.shape[0]
         out_size = geometry.out_size(tuple(x.shape[2:]))
         go, c_out, columns, steps = geometry.blocks_out, geometry.cell[0], geometry.columns, geometry.steps
         need_x, need_alpha, need_cells = ctx.needs_input_grad[:3]
         source = _steps(x, geometry, out_size, last)
         source.set_grad(dy, go)
-        cells3 = cells.view(n, c_out, columns)
-        da = torch.zeros_like(a) if need_alpha else None
-        dcells = torch.empty_like(cells, dtype=x.dtype) if need_cells else None  # autograd casts it back
-        spans = _spans(c_out, a.shape[0] * columns * x.element_size(), _chunk_bytes(x.device))
-        for index, (c0, c1) in enumerate(spans):
-            block = cells3[:, c0:c1].flatten(1).to(x.dtype)  # (n, q*c_in')
+        mixing = _mixing(alpha, cells, geometry)
+        da = mixing.a.new_zeros(mixing.a.shape) if need_alpha else None
+        # autograd casts it back
+        dcells = torch.empty(cells.shape, dtype=x.dtype, device=x.device) if need_cells else None
+        rows = steps * go * batch
+        for index, (c0, c1) in enumerate(_spans(c_out, rows * columns * x.element_size(), _chunk_bytes(x.device))):
+            block = mixing.block(c0, c1, x.dtype)
             if kept:
                 kernels = kept[index]
             else:  # lean: assemble again instead of keeping B kernels per layer
-                kernels = (a @ block).view(steps, go, batch, c1 - c0, columns)
+                kernels = mixing.assemble(block).view(steps, go, batch, c1 - c0, columns)
             dkernels = torch.empty_like(kernels) if (need_alpha or need_cells) else None
             for g in range(go):
                 grad = source.grad_rows(g, c0, c1)  # (B, q, P) | (B, P, q)
@@ -240,12 +308,8 @@ class _BatchedConv(torch.autograd.Function):
                             _into(dkernels[r, g], torch.bmm, grad.transpose(1, 2), source.step(r))
                         else:
                             _into(dkernels[r, g], torch.bmm, grad, source.step(r).transpose(1, 2))
-            if dkernels is not None:
-                dk = dkernels.view(a.shape[0], -1)  # (R*g_o*B, q*c_in')
-                if need_alpha:
-                    da.addmm_(dk, block.t())
-                if need_cells:
-                    _into(dcells.view(n, c_out, columns)[:, c0:c1].flatten(1), torch.mm, a.t(), dk)
+            if dkernels is not None:  # (R*g_o*B, q*c_in')
+                mixing.add_grads(dkernels.view(rows, -1), block, da, dcells, c0, c1)
         dx = source.grad_input() if need_x else None
-        dalpha = _alpha_from_steps(da, geometry, batch) if need_alpha else None
+        dalpha = mixing.grad_alpha(da) if need_alpha else None
         return dx, dalpha, dcells, None, None

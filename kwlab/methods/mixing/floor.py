@@ -5,9 +5,11 @@ Every per-sample path computes y_b = W_b * x_b exactly, by one of two orders of 
   kernel's weights; K_whole the mixed kernels: KernelWarehouse's n cells per weight, a dynamic convolution's K
   kernels), then convolve, P x K;
 - mixing then convolution (mixed): mix the input for every cell, n x R x P x g_o x c_in', then apply every cell to
-  its mixed input, n x P x C_out x c_in' (for KW: mixing the input instead of assembling the kernels).
-The floor is the cheaper of the two (grouped convolutions have only the first). A layer whose kernel is not per
-sample (`kernels` 0) costs its convolution alone.
+  its mixed input, n x P x C_out x c_in' (for KW: mixing the input instead of assembling the kernels);
+- convolution then combination (combined; only where the cells are whole kernels, m = 1): convolve with each of the
+  n kernels, n x P x K, then sum the n outputs weighted, n x P x C_out.
+The floor is the cheapest of them (grouped convolutions have no mixed order). A layer whose kernel is not per sample
+(`kernels` 0) costs its convolution alone.
 """
 
 from __future__ import annotations
@@ -27,13 +29,27 @@ def mixing_then_conv(geometry: Geometry, positions: int, cells: int) -> int:
     return per_cell_inputs * geometry.steps + cells * positions * geometry.out_channels * geometry.columns
 
 
+def convolution_then_combine(geometry: Geometry, positions: int, cells: int) -> int:
+    """Multiply-adds per sample of the combined path: n = `cells` whole-kernel convolutions, then their weighted sum."""
+    return cells * positions * (geometry.kernel_numel + geometry.out_channels)
+
+
+def exact_algorithms(geometry: Geometry, positions: int, cells: int, kernels: int | None = None) -> dict[str, int]:
+    """Multiply-adds per sample of each exact order of work the engine has for a layer with P = `positions` output
+    positions, n = `cells` cells and `kernels` kernels mixed per weight (default n; 0: not per sample), by name:
+    'assembly' (batched, grouped, reference), 'mixing' (mixed), 'combined', or 'static' alone."""
+    kernels = cells if kernels is None else kernels
+    if kernels == 0:
+        return {"static": positions * geometry.kernel_numel}
+    work = {"assembly": assembly_then_conv(geometry, positions, kernels)}
+    if geometry.groups == 1:
+        work["mixing"] = mixing_then_conv(geometry, positions, cells)
+    if geometry.mixtures == 1:
+        work["combined"] = convolution_then_combine(geometry, positions, cells)
+    return work
+
+
 def floor_macs(geometry: Geometry, positions: int, cells: int, kernels: int | None = None) -> int:
     """The fewest multiply-adds per sample of any exact algorithm here for a layer with P = `positions` output
     positions, n = `cells` cells and `kernels` kernels mixed per weight (default n; 0: not per sample)."""
-    kernels = cells if kernels is None else kernels
-    if kernels == 0:
-        return positions * geometry.kernel_numel
-    assembled = assembly_then_conv(geometry, positions, kernels)
-    if geometry.groups > 1:
-        return assembled
-    return min(assembled, mixing_then_conv(geometry, positions, cells))
+    return min(exact_algorithms(geometry, positions, cells, kernels).values())

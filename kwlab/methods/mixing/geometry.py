@@ -71,6 +71,11 @@ class Geometry:
         return tuple(k // c for k, c in zip(self.kernel, self.inner, strict=True))
 
     @property
+    def mixtures(self) -> int:
+        """m = g_o x g_i x outer taps: the cells one kernel is cut into (1 when the cell is the whole kernel)."""
+        return self.blocks_out * self.steps
+
+    @property
     def steps(self) -> int:
         """R = outer taps x g_i: the number of (C_out x c_in') matrices a kernel splits into."""
         return math.prod(self.outer) * self.blocks_in
