@@ -88,21 +88,6 @@ def no_spread(variant: np.ndarray | list[float], baseline: np.ndarray | list[flo
     return float(np.std(a - b, ddof=1)) <= ZERO_SPREAD * scale
 
 
-def paired_test(
-    variant: np.ndarray | list[float], baseline: np.ndarray | list[float], test: Literal["t", "wilcoxon"] = "t"
-) -> float:
-    """Two-sided p-value of a paired test on aligned samples; nan below two pairs or if the differences do not vary
-    (`no_spread`). The report itself uses `paired_difference`, which also asks for MIN_SEEDS pairs."""
-    a, b = np.asarray(variant, dtype=float), np.asarray(baseline, dtype=float)
-    if a.size < 2 or no_spread(a, b):  # identical differences: t is 0/0 or +-inf, no evidence either way from spread
-        return float("nan")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)
-        if test == "wilcoxon":
-            return float(scipy_stats.wilcoxon(a, b).pvalue)
-        return float(scipy_stats.ttest_rel(a, b).pvalue)
-
-
 @dataclass(frozen=True)
 class PairedDifference:
     """A variant's difference to the baseline over n paired seeds: mean, sd, t interval and paired t-test p.

@@ -76,6 +76,7 @@ from kwlab.storage import Storage
 # the results store
 SPEC, PLAN, MANIFEST, LOCK, TRIALS, TRIALS_TABLE, EPOCHS_TABLE = (
     "spec.yaml", "plan.json", "manifest.json", "runner.lock", "trials", "trials.parquet", "epochs.parquet")
+MEASURED_PATHS = "measured_paths.json"  # a sweep's measured path choices (runtime.paths: measured), replayed on a rerun
 # a trial directory
 CONFIG, METRICS, CHECKPOINT, BEST, ATTENTION, SUMMARY, SWEEP, LOG, ERROR, STOPPED = (
     "config.yaml", "metrics.jsonl", "checkpoint.pt", "best.pt", "attention.npz", "summary.json", "sweep.json",
@@ -615,6 +616,16 @@ class Store:
         kept one (or when it is unreadable)."""
         plan = _parse_json(self.storage.read_text(PLAN))
         return plan if plan is not None and isinstance(plan.get("trials"), list) else None
+
+    def write_measured_paths(self, choices: dict[str, str]) -> None:
+        """measured_paths.json: the path each measured layer shape takes in this store's trials (layer key -> path,
+        as kwlab.methods.mixing.export_measurements gives them)."""
+        self.storage.write_text(MEASURED_PATHS, json.dumps(dict(sorted(choices.items())), indent=1))
+
+    def measured_paths(self) -> dict[str, str]:
+        """measured_paths.json ({} when absent or unreadable: the layers then measure again)."""
+        choices = _parse_json(self.storage.read_text(MEASURED_PATHS))
+        return {str(k): str(v) for k, v in choices.items()} if isinstance(choices, dict) else {}
 
     def write_manifest(self, manifest: dict[str, Any]) -> None:
         """manifest.json."""

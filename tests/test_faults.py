@@ -119,6 +119,18 @@ def test_names_and_values_too_long_for_a_file_name(tmp_path: Path, capsys: pytes
     assert capsys.readouterr().err.strip().endswith("name: expected at most 100 characters, got 300")
 
 
+def test_trials_packed_past_the_cores_are_warned_before_launch(tmp_path: Path) -> None:
+    """Before: `resources.cpu: 0.001` packed 8 trials on 2 cores with no warning (and Ray's memory monitor then killed
+    some). Now the runner says before launch how many trials a node runs at once and why that competes."""
+    cores = os.cpu_count()
+    if cores is None or cores >= 3:
+        pytest.skip(f"the warning needs more trials than cores: this machine has {cores}")
+    spec = write_spec(tmp_path, "packed", cases=[STATIC], seeds=[0, 1, 2], resources={"cpu": 0.25})
+    result = kwlab_cli("sweep", str(spec), "--results", str(tmp_path))
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert f"resources.cpu = 0.25: a node of {cores} CPUs runs 3 trials at once" in " ".join(result.stdout.split())
+
+
 def test_endless_specs_are_refused_before_anything_is_built(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """Before: 2 variants x 10^6 seeds grew `validate` to 16 GB (10^5 seeds: a MemoryError traceback), and
     `epochs: 1000000000` was 'ok' and trained in silence. Now the trials are capped as the variants are, counted

@@ -294,6 +294,21 @@ def test_a_disk_that_fills_mid_sweep_stops_launching_and_the_rerun_finishes(smal
     assert {p: p.stat().st_mtime_ns for p in finished} == finished  # kept, not trained again
 
 
+@pytest.mark.slow
+def test_two_trials_failing_at_once_on_a_full_disk_are_one_line_each(small_disk: Path, tmp_path: Path) -> None:
+    """Before: kwlab's one-liners, then Ray's 50-line 'Unhandled error' dump of the second trial's exception. Two KW 2x
+    trials (1.6 MB of files each) start together on a 3 MB disk: what fails is said in kwlab's lines, Ray's dump goes
+    to the store's log, and the closing line counts every trial."""
+    spec = write_spec(tmp_path, "full", cases=[{"name": "kw2", "set": {"kw.budget": 2}}], seeds=[0, 1, 2],
+                      failure={"max_retries": 0}, max_concurrent_trials=2)
+    result = kwlab_cli("sweep", str(spec), "--results", str(small_disk))
+    printed = result.stdout + result.stderr
+    assert result.returncode == 1, printed
+    assert "Traceback" not in printed and "Unhandled error" not in printed and "(raylet)" not in printed
+    assert "No space left on device (the disk is full)" in printed
+    assert f"resume with: kwlab sweep {spec} --results {small_disk}" in printed
+
+
 # -- read-only and missing locations, hostile specs: refused before anything runs
 
 def test_a_results_location_that_cannot_be_written_is_one_line_before_launch(tmp_path: Path,

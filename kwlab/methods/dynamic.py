@@ -13,8 +13,8 @@ mixture over n = K cells whose cell is the whole kernel; the engine's paths appl
 - `mixed`: no per-sample kernel at all, y = sum_i W_i (alpha_i x): K dense products over the batch; the fastest on
   small feature maps, where assembling B kernels costs more than K products.
 
-The engine's `choose_path` picks one per layer and input shape with `DYNAMIC_PATH_COSTS`, fitted to measurements;
-`reference` is the plain computation the tests check every path against. ODConv expresses its per-tap spatial
+The engine's cost model (`path_costs`) picks one per layer and input shape with `DYNAMIC_PATH_COSTS`, fitted to
+measurements; `reference` is the plain computation the tests check every path against. ODConv expresses its per-tap spatial
 attention through the same paths (kwlab.methods.odconv). Layer selection: kwlab.methods.selection.
 """
 

@@ -20,7 +20,7 @@ shape a per-sample kernel. The spatial attention varies per kernel tap, so the k
 (K, k, k, C_out, C_in/g): at tap t a sample's kernel is a_s[b,t] sum_i a_w[b,i] W_i[t], a mixture of that tap's K
 one-by-one cells W_i[t], i.e. a KernelWarehouse layer with m = k x k mixtures (its taps) over n = K x k x k cells in
 which each step mixes its own K cells (the engine's per-step cells, alpha (B, k x k, K)). Its exact algorithms, by
-the engine's paths (`choose_path` picks per layer and input shape with `ODCONV_TAP_COSTS`):
+the engine's paths (the cost model picks per layer and input shape with `ODCONV_TAP_COSTS`):
 - `grouped`: every sample's kernel a_s (sum_i a_w,i W_i) assembled in conv layout (K + 1 multiply-adds per weight
   and one transposing copy), one convolution with groups = B (the official code's computation, without its
   (B, K, ...) intermediate); the fastest on large feature maps, and the only path for depthwise convs;

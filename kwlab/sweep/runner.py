@@ -43,6 +43,7 @@ from kwlab.files import DISK_FULL
 from kwlab.storage import Storage
 from kwlab.sweep.capacity import check_fits, packing_warnings
 from kwlab.sweep.connect import connect
+from kwlab.sweep.measuring import sweep_paths
 from kwlab.sweep.ray_output import ray_output_to
 from kwlab.sweep.watch import (HeadWatch, LostNodes, contain_trial_errors, overdue, stop_trial,
                                trial_error_cause)
@@ -102,6 +103,7 @@ class Job:
     gpu: float = 0.0
     train_storage: str = ""
     wandb: dict[str, Any] | None = None  # the spec's tracking.wandb, as plain values
+    paths: dict[str, str] = dataclasses.field(default_factory=dict)  # the sweep's measured path choices
     seeds: tuple[SeedRun, ...] = ()
     search: Search | None = None
 
@@ -189,9 +191,12 @@ def _train_seeds(seeds: list[SeedRun], job: Job, report: Any, dist: Any = None) 
     from kwlab.train import run
     from kwlab.train.distributed import SINGLE
 
+    from kwlab.methods.mixing import load_measurements
+
     dist = dist or SINGLE
     metric, goal = job.metric, job.goal
     torch.set_num_threads(job.threads)
+    load_measurements(job.paths)  # every trial of the sweep takes the paths measured for it (kwlab.sweep.measuring)
     best: dict[int, float] = {}
     runs: dict[int, Iterator[dict[str, Any]]] = {}
     for seed in seeds:
@@ -715,7 +720,8 @@ def run_trials(
                     resources = spec.resources
                     job = Job(tuple(imports), spec.metric.name, spec.metric.goal, max(1, int(resources.cpu)),
                               tuple(spec.keep), resources.workers, resources.cpu, resources.gpu,
-                              train_storage(results), wandb_settings(spec))
+                              train_storage(results), wandb_settings(spec),
+                              sweep_paths(results, pending, resources, printer.say))
                     watch = HeadWatch(head_lost)
                     watch.start()
                     if groups:

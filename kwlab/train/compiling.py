@@ -1,5 +1,6 @@
-"""torch.compile for a trial (`runtime.compile: true`) and `kwlab bench --compile`: one place for Inductor's options,
-and the on-disk cache that lets trials share compiled graphs.
+"""torch.compile for a trial (`runtime.compile: true`) and `kwlab bench --compile`: one place for Inductor's options.
+The trials of a machine share Inductor's on-disk cache (TORCHINDUCTOR_CACHE_DIR, by default in the temporary folder):
+a seed whose graphs another trial compiled loads them.
 
 Measured on the Fashion study's regime (ResNet-8 at half width, 14 px, batch 64, one thread, a 2-core Intel Xeon,
 2026-12-07; eager, default compile and the options here interleaved in one process): Inductor's layout optimisation,
@@ -9,9 +10,6 @@ two thirds of the time.
 """
 
 from __future__ import annotations
-
-import os
-from pathlib import Path
 
 import torch
 from torch import nn
@@ -34,17 +32,3 @@ def compile_model(model: nn.Module, mode: str | None = None) -> nn.Module:
     """
     return torch.compile(model, mode=mode, dynamic=False, options=compile_options(model))
 
-
-def use_compile_cache(folder: str | Path) -> Path:
-    """Make this process keep Inductor's compiled graphs and kernels in `folder` and look for them there first.
-
-    A sweep calls it in each trial with one folder on a path every worker reads: the seeds of a variant, and any
-    trials whose graphs match, then load what the first one compiled instead of compiling again. It sets
-    TORCHINDUCTOR_CACHE_DIR (read each time Inductor looks for its cache, so it may be called before the first
-    compile of a process) and keeps the FX graph cache on. Returns the folder, created if missing.
-    """
-    path = Path(folder).expanduser().resolve()
-    path.mkdir(parents=True, exist_ok=True)
-    os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(path)
-    torch._inductor.config.fx_graph_cache = True
-    return path

@@ -21,7 +21,6 @@ static model's forward+backward at the trial's batch size, measured after the tr
 from __future__ import annotations
 
 import contextlib
-import math
 import time
 from collections import defaultdict
 from collections.abc import Callable, Iterator
@@ -35,6 +34,7 @@ import torch
 from kwlab import data as kwdata
 from kwlab import store
 from kwlab.methods import METHODS
+from kwlab.methods.mixing.measured import timed
 from kwlab.train import checkpoint, recipe
 from kwlab.train.config import TrainConfig
 
@@ -184,15 +184,13 @@ class TrialProfile:
         model.to(device=runtime.device, memory_format=runtime.memory_format).train()
         shape = (cfg.batch_size, splits.in_chans, splits.image_size, splits.image_size)
         x = torch.randn(shape, device=runtime.device).to(memory_format=runtime.memory_format)
-        fastest = math.inf  # the fastest step: a machine shared with other jobs slows some steps
-        for step in range(steps + 1):
-            began = time.perf_counter()
+        def step() -> None:
             with runtime.autocast():
                 out = model(x)
             out.float().sum().backward()
-            if runtime.device.type == "cuda":
-                torch.cuda.synchronize(runtime.device)
-            fastest = min(fastest, time.perf_counter() - began) if step else fastest
+
+        step()  # untimed: first-call allocations
+        fastest = min(timed(runtime.device, step) for _ in range(steps))  # a shared machine slows some steps
         rate = 3 * price.macs_parts["conv"] * cfg.batch_size / fastest  # the static model's MACs
         evaluated = sum(count for category, count in self.images.items() if category != TRAINING)
         macs = float(price.floor_macs) * (3 * self.images.get(TRAINING, 0) + evaluated)

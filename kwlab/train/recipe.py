@@ -412,34 +412,67 @@ class Timing:
 def time_trial(cfg: TrainConfig, steps: int = 3) -> Timing:
     """Time `steps` training updates (after one untimed) and one evaluation batch (after one untimed) of `cfg` at its
     threads, as a sweep's trial would run them; nothing is written."""
-    started = time.perf_counter()
+    from kwlab.methods.mixing.measured import timed
+
+    runtime = Runtime.resolve(cfg.runtime)
+    if cfg.runtime.threads is not None:
+        torch.set_num_threads(cfg.runtime.threads)
+    built: list[tuple[kwdata.Splits, Training]] = []
+
+    def set_up() -> None:
+        split = kwdata.load(cfg.data, seed=cfg.seed)
+        built.append((split, build_training(cfg, split, runtime)))
+
+    setup = timed(runtime.device, set_up)
+    split, training = built[0]
+    train_set, val_set = on_device(split.train, runtime.device), on_device(split.val, runtime.device)
+    # the first step and evaluation are untimed warm-ups: first-call allocations, measured paths, compilation
+    warm_step = timed(runtime.device, lambda: training.train_epoch(train_set, 1, progress=False, max_steps=1))
+    step = timed(runtime.device, lambda: training.train_epoch(train_set, 1, progress=False, max_steps=steps))
+    step /= max(1, min(steps, training.steps_per_epoch))
+    sample = head(val_set, min(len(val_set), cfg.eval_batch_size))
+    warm_eval = timed(runtime.device, lambda: training.evaluate(sample, "val"))
+    eval_batch = timed(runtime.device, lambda: training.evaluate(sample, "val"))
+    eval_image = eval_batch / max(1, len(sample))
+    if cfg.runtime.compile:  # compiling the training and evaluation graphs is once per trial: part of its set-up
+        setup += max(0.0, warm_step - step) + max(0.0, warm_eval - eval_batch)
+    return Timing(setup, step, eval_image, training.steps_per_epoch, len(split.val),
+                  len(split.test) if split.test is not None else 0, cfg.epochs)
+
+
+def head(dataset: Dataset, size: int) -> Dataset:
+    """The first `size` samples of `dataset` (sliced tensors for an in-memory set)."""
+    if isinstance(dataset, TensorDataset):
+        return TensorDataset(*(t[:size] for t in dataset.tensors))
+    return Subset(dataset, range(size))
+
+
+def batch_sizes(samples: int, batch_size: int) -> list[int]:
+    """The batch sizes a pass over `samples` meets: a full batch and the last, partial one."""
+    sizes = [min(samples, batch_size)]
+    if samples > batch_size and samples % batch_size:
+        sizes.append(samples % batch_size)
+    return sizes
+
+
+def meet_shapes(cfg: TrainConfig) -> None:
+    """Run `cfg`'s model once on every batch shape its (one-worker) trial meets, at its threads: a training step on
+    a full and on the last, partial batch, and an evaluation of a full and a partial batch of each evaluated split.
+    With `runtime.paths: measured` each layer shape is timed here (kwlab.methods.mixing.export_measurements then
+    has them all); nothing is written."""
     runtime = Runtime.resolve(cfg.runtime)
     if cfg.runtime.threads is not None:
         torch.set_num_threads(cfg.runtime.threads)
     splits = kwdata.load(cfg.data, seed=cfg.seed)
-    train_set, val_set = on_device(splits.train, runtime.device), on_device(splits.val, runtime.device)
     training = build_training(cfg, splits, runtime)
-    setup = time.perf_counter() - started
-    began = time.perf_counter()
-    training.train_epoch(train_set, 1, progress=False, max_steps=1)  # warm-up: first-call allocations, paths, compile
-    warm_step = time.perf_counter() - began
-    began = time.perf_counter()
-    training.train_epoch(train_set, 1, progress=False, max_steps=steps)
-    step = (time.perf_counter() - began) / max(1, min(steps, training.steps_per_epoch))
-    size = min(len(val_set), cfg.eval_batch_size)
-    sample = (TensorDataset(*(t[:size] for t in val_set.tensors)) if isinstance(val_set, TensorDataset)
-              else Subset(val_set, range(size)))
-    began = time.perf_counter()
-    training.evaluate(sample, "val")  # warm-up, as for training (a measured path choice times its paths here)
-    warm_eval = time.perf_counter() - began
-    began = time.perf_counter()
-    training.evaluate(sample, "val")
-    eval_batch = time.perf_counter() - began
-    eval_image = eval_batch / max(1, len(sample))
-    if cfg.runtime.compile:  # compiling the training and evaluation graphs is once per trial: part of its set-up
-        setup += max(0.0, warm_step - step) + max(0.0, warm_eval - eval_batch)
-    return Timing(setup, step, eval_image, training.steps_per_epoch, len(splits.val),
-                  len(splits.test) if splits.test is not None else 0, cfg.epochs)
+    train_set = on_device(splits.train, runtime.device)
+    for size in batch_sizes(len(train_set), cfg.batch_size):
+        training.train_epoch(head(train_set, size), 1, progress=False, max_steps=1)
+    for split in (splits.val, splits.test):
+        if split is not None:
+            split = on_device(split, runtime.device)
+            for size in batch_sizes(len(split), cfg.eval_batch_size):
+                training.evaluate(head(split, size), "val")
 
 
 def finish(training: Training, trial: store.TrialDir, splits: kwdata.Splits, history: list[dict[str, Any]],

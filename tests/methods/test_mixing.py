@@ -215,22 +215,27 @@ def test_no_blend_never_shares() -> None:
     assert not layer.shares_alpha()
 
 
-def test_choose_path() -> None:
+def picked(geometry: mixing.Geometry, positions: int, cells: int, costs: mixing.PathCosts, **options: object) -> str:
+    """The path the cost model picks: the cheapest of `path_costs`."""
+    return mixing.cheapest(mixing.path_costs(geometry, positions, cells, costs, **options))
+
+
+def test_the_cheapest_path() -> None:
     """Grouped convolutions take `grouped`; tiny outputs `mixed`; 3x3 convolutions `grouped` while their B kernels
     fit the cache or their outputs are many, else `batched`; 1x1 never `grouped`; shared alpha `shared`."""
     layer = KWConv2d(64, 64, 3, 1, 1, warehouse=Warehouse(30, (64, 64, 1, 1)))
     geometry, n = layer.geometry, layer.attention.cells
-    assert mixing.choose_path(geometry, 1, n, KW_PATH_COSTS, batch=16) == "mixed"
-    assert mixing.choose_path(geometry, 256, 10 * n, KW_PATH_COSTS, batch=16) == "grouped"  # 16 kernels in 2.4 MB
-    assert mixing.choose_path(geometry, 256, n, KW_PATH_COSTS, batch=16) == "grouped"  # oneDNN
+    assert picked(geometry, 1, n, KW_PATH_COSTS, batch=16) == "mixed"
+    assert picked(geometry, 256, 10 * n, KW_PATH_COSTS, batch=16) == "grouped"  # 16 kernels in 2.4 MB
+    assert picked(geometry, 256, n, KW_PATH_COSTS, batch=16) == "grouped"  # oneDNN
     deep = KWConv2d(256, 256, 3, 1, 1, warehouse=Warehouse(30, (256, 256, 1, 1))).geometry
-    assert mixing.choose_path(deep, 196, 10 * n, KW_PATH_COSTS, batch=16) == "batched"  # 16 kernels in 38 MB
-    assert mixing.choose_path(deep, 3136, 10 * n, KW_PATH_COSTS, batch=16) == "grouped"
-    assert mixing.choose_path(geometry, 4096, n, KW_PATH_COSTS, batch=16, memory="lean", shared=True) == "shared"
+    assert picked(deep, 196, 10 * n, KW_PATH_COSTS, batch=16) == "batched"  # 16 kernels in 38 MB
+    assert picked(deep, 3136, 10 * n, KW_PATH_COSTS, batch=16) == "grouped"
+    assert picked(geometry, 4096, n, KW_PATH_COSTS, batch=16, memory="lean", shared=True) == "shared"
     pointwise = KWConv2d(64, 64, 1, warehouse=Warehouse(30, (64, 64, 1, 1))).geometry
-    assert mixing.choose_path(pointwise, 4096, n, KW_PATH_COSTS, batch=16) == "batched"
+    assert picked(pointwise, 4096, n, KW_PATH_COSTS, batch=16) == "batched"
     grouped, _ = CASES["conv2d-depthwise"].build()
-    assert mixing.choose_path(grouped.geometry, 4096, 8, KW_PATH_COSTS) == "grouped"
+    assert picked(grouped.geometry, 4096, 8, KW_PATH_COSTS) == "grouped"
 
 
 def test_unknown_path_is_an_error() -> None:

@@ -13,7 +13,7 @@ import torch
 from kwlab.methods.condconv import CondConv2d
 from kwlab.methods.dynamic import DYNAMIC_PATH_COSTS, DynamicConv
 from kwlab.methods.dyconv import DyConv2d
-from kwlab.methods.mixing import Geometry, choose_path
+from kwlab.methods.mixing import Geometry, cheapest, path_costs
 from kwlab.methods.odconv import ODConv2d
 
 
@@ -124,9 +124,9 @@ def test_auto_path_follows_the_shape() -> None:
     layer = DyConv2d(64, 64, 3, padding=1, kernels=4)
     assert layer.path_for(torch.zeros(16, 64, 32, 32, device="meta")) == "grouped"
     geometry = Geometry(512, 512, 1, (3, 3), (1, 1), (1, 1), ((1, 1), (1, 1)), (512, 512, 3, 3))
-    assert choose_path(geometry, 1, 4, DYNAMIC_PATH_COSTS, batch=16) == "mixed"
+    assert cheapest(path_costs(geometry, 1, 4, DYNAMIC_PATH_COSTS, batch=16)) == "mixed"
     depthwise = Geometry(64, 64, 64, (3, 3), (1, 1), (1, 1), ((1, 1), (1, 1)), (64, 1, 3, 3))
-    assert choose_path(depthwise, 1, 4, DYNAMIC_PATH_COSTS) == "grouped"
+    assert cheapest(path_costs(depthwise, 1, 4, DYNAMIC_PATH_COSTS)) == "grouped"
     pointwise = ODConv2d(8, 8, 1, kernels=1)
     assert pointwise.path_for(torch.zeros(2, 8, 4, 4)) == "shared"
 

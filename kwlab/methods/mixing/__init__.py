@@ -6,7 +6,7 @@ its cells (n, cell_numel): KernelWarehouse's warehouse; a dynamic convolution's 
 ODConv's K x k x k one-by-one tap cells (m = k x k mixtures, each tap mixing its own K cells: alpha (B, k x k, K),
 cells (k x k, K, cell_numel)). A kernel is regrouped by *steps*: step r = (outer tap, input block g_i) of its cell
 grid; within a step the (g_o, c_out) x (c_in, inner taps) weights form one (C_out, c_in') matrix per sample. Paths,
-picked per layer and input shape by `choose_path` from the method's own `PathCosts`:
+picked per layer and input shape as the cheapest of `path_costs` from the method's own `PathCosts`:
 
 - `batched` (batched.py): W_r = alpha_r @ cells a block of output channels at a time, then y += W_r X_r as batched
   matmuls; X_r is a shifted view of the padded input for stride-1 convolutions, else a slice of one unfolded copy.
@@ -38,11 +38,11 @@ from kwlab.methods.mixing.floor import floor_macs
 from kwlab.methods.mixing.geometry import CONV_BY_DIMS, Geometry, channels_last, compute_dtype, resolve_padding
 from kwlab.methods.mixing.measured import (engine_trial, export_measurements, forget_measurements,
                                            load_measurements, measured_choices)
-from kwlab.methods.mixing.paths import PATHS, RUNNABLE, PathCosts, choose_path, convolve, path_costs, resolve_path
+from kwlab.methods.mixing.paths import PATHS, RUNNABLE, PathCosts, cheapest, convolve, path_costs, resolve_path
 from kwlab.methods.mixing.reference import reference_conv
 
 __all__ = ["CONV_BY_DIMS", "PATHS", "RUNNABLE", "Geometry", "PathCosts", "assemble", "assembled_kernels",
-           "channels_last", "choose_path", "compute_dtype", "convolve", "engine_trial", "export_measurements",
+           "channels_last", "cheapest", "compute_dtype", "convolve", "engine_trial", "export_measurements",
            "floor_macs", "forget_measurements", "layer_cell_shape", "load_measurements", "measured_choices",
            "merge_kernel", "mixtures", "path_costs", "reference_conv", "resolve_padding", "resolve_path",
            "split_kernel"]

@@ -22,6 +22,7 @@ from collections.abc import Callable, Hashable, Mapping
 import torch
 
 from kwlab.methods.mixing.geometry import channels_last, compute_dtype
+from kwlab.methods.mixing.names import RUNNABLE
 
 # Paths modelled at most this many times the cheapest one are timed; the rest are taken to lose.
 WITHIN = 8.0
@@ -99,8 +100,6 @@ def load_measurements(choices: Mapping[str, str]) -> None:
     """Take the choices of `export_measurements` (from this or another process on the same kind of machine): a layer
     whose key is among them takes its path without timing, where the cost model keeps that path in the running;
     other layers measure as usual."""
-    from kwlab.methods.mixing.paths import RUNNABLE  # paths.py imports this module
-
     unknown = sorted({path for path in choices.values() if path not in RUNNABLE})
     if unknown:
         raise ValueError(f"load_measurements: {', '.join(unknown)} is not a path of the engine ({RUNNABLE})")

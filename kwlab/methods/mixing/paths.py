@@ -16,16 +16,15 @@ from kwlab.methods.mixing.geometry import Geometry, compute_dtype
 from kwlab.methods.mixing.grouped import _GroupedLean, _GroupedRebuilt, grouped_apply, grouped_conv
 from kwlab.methods.mixing.measured import cheapest, fastest_path, input_key, shape_key
 from kwlab.methods.mixing.mixed import _MixedConv
+from kwlab.methods.mixing.names import PATHS, RUNNABLE
 from kwlab.methods.mixing.assembly import assembled_kernels, step_cells_as_shared
 from kwlab.methods.mixing.reference import reference_conv, shared_conv
 
-PATHS = ("auto", "measured", "reference", "batched", "mixed", "grouped", "combined", "shared")
-RUNNABLE = PATHS[2:]  # what `convolve` takes; 'auto' and 'measured' choose one of them
 
 
 @dataclass(frozen=True)
 class PathCosts:
-    """A method's constants of `choose_path`'s cost model: the time of one unit of each path's work, in a unit of
+    """A method's constants of the cost model (`path_costs`): the time of one unit of each path's work, in a unit of
     the method's choosing (only their ratios matter), forward and backward.
 
     - `batched`: a multiply-add of the batched matmuls that apply the kernels (P x K per sample);
@@ -112,11 +111,6 @@ def path_costs(geometry: Geometry, positions: int, cells: int, costs: PathCosts,
         + costs.output_traffic * cells * positions * geometry.out_channels
     )
     return candidates
-
-
-def choose_path(geometry: Geometry, positions: int, cells: int, costs: PathCosts, **options) -> str:
-    """The path of least modelled cost (`path_costs`, same arguments)."""
-    return cheapest(path_costs(geometry, positions, cells, costs, **options))
 
 
 def resolve_path(path: str, modelled: Callable[[], dict[str, float]],
