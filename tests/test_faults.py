@@ -131,6 +131,31 @@ def test_trials_packed_past_the_cores_are_warned_before_launch(tmp_path: Path) -
     assert f"resources.cpu = 0.25: a node of {cores} CPUs runs 3 trials at once" in " ".join(result.stdout.split())
 
 
+def _sweep_under_address_limit(spec: Path, results: Path, limit: int) -> subprocess.CompletedProcess:
+    """`kwlab sweep` in a process whose address space is capped at `limit` bytes (`ulimit -v`)."""
+    import resource
+
+    return subprocess.run([sys.executable, "-m", "kwlab.cli", "sweep", str(spec), "--results", str(results)],
+                          capture_output=True, text=True, timeout=600,
+                          preexec_fn=lambda: resource.setrlimit(resource.RLIMIT_AS, (limit, limit)))
+
+
+def test_a_sweep_under_an_address_space_limit_runs_or_says_why(tmp_path: Path) -> None:
+    """Before: under `ulimit -v 8G` Ray's object store mapping failed and Ray aborted the runner from C++: a 40-line
+    stack, exit 1 without a word from kwlab, a stale lock. Now a local Ray's store fits what the limit leaves, and a
+    limit too small for it is one line, exit 2, the lock released."""
+    spec = write_spec(tmp_path, "limited", cases=[STATIC])
+    ran = _sweep_under_address_limit(spec, tmp_path / "results", 8 * 10**9)
+    assert ran.returncode == 0, ran.stdout + ran.stderr
+    assert "1 of 1 trials finished" in ran.stdout and "mmap failed" not in ran.stdout + ran.stderr
+    refused = _sweep_under_address_limit(spec, tmp_path / "small", 5 * 10**9)
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert refused.stderr.strip().splitlines()[-1].startswith(
+        "kwlab sweep: error: the address-space limit (ulimit -v) of 4.7 GiB leaves no room for Ray's object store")
+    assert "StackTrace" not in refused.stdout + refused.stderr
+    assert not (tmp_path / "small" / "limited" / store.LOCK).exists()
+
+
 def test_endless_specs_are_refused_before_anything_is_built(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """Before: 2 variants x 10^6 seeds grew `validate` to 16 GB (10^5 seeds: a MemoryError traceback), and
     `epochs: 1000000000` was 'ok' and trained in silence. Now the trials are capped as the variants are, counted

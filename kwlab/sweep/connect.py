@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import os
 import re
+import resource
 import socket
 import subprocess
 import sys
@@ -24,6 +25,9 @@ FAST = {"RAY_gcs_rpc_server_connect_timeout_s": "2", "RAY_py_gcs_connect_timeout
         "RAY_gcs_server_port_wait_time_s": "2"}
 ADDRESS = re.compile(r"^(?P<host>[A-Za-z0-9_.-]+|\[[0-9A-Fa-f:.]+\]):(?P<port>\d{1,5})$")
 PROBE_S = 3.0  # a TCP connection to the head's port that takes longer counts as unanswered
+# under an address-space limit (ulimit -v): a local Ray's object store takes at most this fraction of it, Ray maps
+# about this much besides it into a process (1.1 GB measured with Ray 2.60), and a store smaller than this is refused
+STORE_SHARE, RAY_MAPS, MIN_STORE = 4, 3 * 2**29, 100 * 2**20
 
 
 def token_source() -> str | None:
@@ -96,6 +100,37 @@ def probe(address: str) -> None:
                          f"`ray start --head --port {port}`, or leave --address out for a local instance") from None
 
 
+def limited_object_store() -> int | None:
+    """The object store (bytes) of a local Ray under this process's address-space limit (`ulimit -v`): what the
+    limit leaves beside this process's mappings and Ray's own, at most a STORE_SHARE-th of it; None without a limit
+    (Ray's default, 30% of the memory, then applies). A limit that leaves too little is a one-line KWLabError.
+
+    Ray maps its whole object store into every process it starts, the driver included; where the limit leaves less,
+    the mapping fails and Ray aborts the process from C++, with no Python error to catch and the runner's lock left
+    behind. A sweep's trials pass little through the store (their metrics; checkpoints go to storage).
+    """
+    limit, _ = resource.getrlimit(resource.RLIMIT_AS)
+    if limit == resource.RLIM_INFINITY:
+        return None
+    mapped = mapped_bytes()
+    room = limit - mapped - RAY_MAPS
+    if room < MIN_STORE:
+        raise KWLabError(f"the address-space limit (ulimit -v) of {limit / 2**30:.1f} GiB leaves no room for Ray's "
+                         f"object store: this process maps {mapped / 2**30:.1f} GiB and Ray about "
+                         f"{RAY_MAPS / 2**30:.1f} GiB more; raise the limit (ulimit -v unlimited)")
+    return min(room, limit // STORE_SHARE)
+
+
+def mapped_bytes() -> int:
+    """This process's virtual memory (VmSize in /proc/self/status; 0 where there is none)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as status:
+            line = next((line for line in status if line.startswith("VmSize:")), "VmSize: 0 kB")
+    except OSError:
+        return 0
+    return int(line.split()[1]) * 1024
+
+
 def connect(address: str | None) -> None:
     """ray.init for a sweep: a local instance, or the cluster at `address`; a cluster that does not answer, or
     that wants a token kwlab does not have (or rejects the one it has), is one line saying which."""
@@ -103,6 +138,8 @@ def connect(address: str | None) -> None:
 
     options = {"include_dashboard": False, "log_to_driver": False, "logging_level": "ERROR",
                "ignore_reinit_error": True}
+    if address is None and (store := limited_object_store()) is not None:
+        options["object_store_memory"] = store
     try:
         ray.init(address=address or "local", **options)
     except ray.exceptions.AuthenticationError:
