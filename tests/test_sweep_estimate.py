@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from kwlab.cli import main
-from kwlab.sweep.estimate import RAY_FIXED_S, makespan
+from kwlab.sweep.estimate import RAY_FIXED_S, duration, makespan
 from kwlab.train import TrainConfig, run
 from kwlab.train.recipe import time_trial
 
@@ -62,3 +62,28 @@ def test_dry_run_estimates_only_what_is_left_in_the_store(tmp_path: Path, capsys
     out = capsys.readouterr().out
     assert f"{total} to run" not in out and f"0 to run ({total} done earlier" in out and "nothing left to run" in out
     assert "estimated wall time" not in out
+
+
+def test_the_dry_run_counts_measuring_the_paths_once_per_variant(tmp_path: Path, capsys: pytest.CaptureFixture,
+                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    """With `runtime.paths: measured` the sweep times each variant's layers once, before its trials: the dry run's
+    total adds each variant's measuring time once (not per seed), and nothing for a compiled variant."""
+    import kwlab.train.recipe as recipe
+    from sweep_helpers import write_spec
+
+    timed = {True: [], False: []}
+
+    def fake(cfg: TrainConfig, steps: int = 3) -> recipe.Timing:
+        measured = cfg.runtime.paths == "measured" and not cfg.runtime.compile
+        timed[measured].append(cfg.seed)
+        return recipe.Timing(10.0, 0.0, 0.0, 1, 0, 0, cfg.epochs, 100.0 if measured else 0.0)
+
+    monkeypatch.setattr(recipe, "time_trial", fake)
+    cases = [{"name": "kw"}, {"name": "compiled", "set": {"runtime.compile": True}}]
+    spec = write_spec(tmp_path, "measured", cases=cases, seeds=[0, 1, 2], fixed={"runtime.paths": "measured"},
+                      max_concurrent_trials=1)
+    assert main(["sweep", str(spec), "--dry-run", "--results", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    total = out.split("estimated wall time on this machine:")[1].split(" at ")[0].strip()
+    assert len(timed[True]) == 1 and len(timed[False]) == 1  # one timing per variant
+    assert total == duration(RAY_FIXED_S + 100 + 6 * 10)  # one measuring, six trials of 10 s on one slot

@@ -20,6 +20,7 @@ from kwlab.sweep.spec import SweepSpec
 if TYPE_CHECKING:  # the trials and configs come from the caller: estimating needs no model code until it times
     from kwlab.sweep.expand import Trial
     from kwlab.train.config import TrainConfig
+    from kwlab.train.recipe import Timing
 
 # Starting the local Ray instance, Tune's set-up, the first workers' imports and the shutdown: 14 s measured on the
 # 2-core CPU here (smoke sweep, 2026-11-22 and again 2026-12-01).
@@ -59,18 +60,20 @@ def estimate(spec: SweepSpec, trials: list[Trial], max_concurrent: int | None,
     of trials not in `trials` (e.g. a bayes sweep's suggestions, priced by a probe)."""
     from kwlab.train.recipe import time_trial
 
-    cache: dict[str, float] = {}
+    cache: dict[str, Timing] = {}
 
-    def seconds(cfg: TrainConfig) -> float:
+    def timing(cfg: TrainConfig) -> Timing:
         key = json.dumps({k: v for k, v in cfg.to_dict().items() if k != "seed"}, sort_keys=True)
         if key not in cache:
-            cache[key] = time_trial(cfg).trial_s
+            cache[key] = time_trial(cfg)
         return cache[key]
 
-    per_variant = {t.variant_id: seconds(t.cfg) for t in trials}
-    durations = [per_variant[t.variant_id] for t in (trials if to_run is None else to_run)] + [seconds(c) for c in extra]
+    per_variant = {t.variant_id: timing(t.cfg).trial_s for t in trials}
+    durations = [per_variant[t.variant_id] for t in (trials if to_run is None else to_run)]
+    durations += [timing(c).trial_s for c in extra]
     slots = concurrency(spec, max_concurrent, len(durations))
-    return Estimate(per_variant, slots, RAY_FIXED_S + makespan(durations, slots) if durations else 0.0)
+    measuring = sum(t.measure_s for t in cache.values())  # the sweep times measured paths once, before its trials
+    return Estimate(per_variant, slots, RAY_FIXED_S + measuring + makespan(durations, slots) if durations else 0.0)
 
 
 # Rates no machine kwlab runs on reaches, in multiply-adds per second (forward): a bound that is never too long

@@ -21,10 +21,11 @@ if TYPE_CHECKING:
 
 
 def measured_configs(trials: list[Trial]) -> list[TrainConfig]:
-    """One config per variant among `trials` whose layers measure their paths (its first seed's)."""
+    """One config per variant among `trials` whose layers measure their paths (its first seed's); compiled ones take
+    the cost model's path (a traced graph keeps one path)."""
     chosen: dict[str, TrainConfig] = {}
     for trial in trials:
-        if trial.cfg.runtime.paths == "measured":
+        if trial.cfg.runtime.paths == "measured" and not trial.cfg.runtime.compile:
             chosen.setdefault(trial.variant_id, trial.cfg)
     return list(chosen.values())
 

@@ -401,6 +401,7 @@ class Timing:
     val_images: int
     test_images: int
     epochs: int
+    measure_s: float = 0.0  # timing the layers' paths (runtime.paths: measured): once per variant, before the sweep
 
     @property
     def trial_s(self) -> float:
@@ -434,10 +435,12 @@ def time_trial(cfg: TrainConfig, steps: int = 3) -> Timing:
     warm_eval = timed(runtime.device, lambda: training.evaluate(sample, "val"))
     eval_batch = timed(runtime.device, lambda: training.evaluate(sample, "val"))
     eval_image = eval_batch / max(1, len(sample))
+    first_calls = max(0.0, warm_step - step) + max(0.0, warm_eval - eval_batch)
     if cfg.runtime.compile:  # compiling the training and evaluation graphs is once per trial: part of its set-up
-        setup += max(0.0, warm_step - step) + max(0.0, warm_eval - eval_batch)
+        setup += first_calls
+    measured = cfg.runtime.paths == "measured" and not cfg.runtime.compile  # (compiled layers take the model's path)
     return Timing(setup, step, eval_image, training.steps_per_epoch, len(split.val),
-                  len(split.test) if split.test is not None else 0, cfg.epochs)
+                  len(split.test) if split.test is not None else 0, cfg.epochs, first_calls if measured else 0.0)
 
 
 def head(dataset: Dataset, size: int) -> Dataset:
