@@ -69,12 +69,34 @@ def no_local_store_files(folder: Path) -> list[str]:
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
 
 
-def pids_of(name: str, argument: str) -> list[int]:
-    """The processes whose command line runs `name` with `argument` (read from /proc: this test's own processes,
-    never all processes of a name)."""
-    found = []
+def descendants(root: int) -> set[int]:
+    """The processes under `root`: its children, theirs and so on (read from /proc)."""
+    children: dict[int, list[int]] = {}
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
+            continue
+        try:
+            parent = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(parent, []).append(int(proc.name))
+    found, todo = set(), [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def pids_of(name: str, argument: str, under: int | None = None) -> list[int]:
+    """The processes whose command line runs `name` with `argument` (read from /proc), and, given `under`, only
+    those under that process: this test's own processes, never all processes of a name (a user's sweep on this
+    machine runs trials of the same name)."""
+    found = []
+    mine = descendants(under) if under is not None else None
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or (mine is not None and int(proc.name) not in mine):
             continue
         try:
             argv = (proc / "cmdline").read_bytes().split(b"\0")

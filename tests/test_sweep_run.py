@@ -18,8 +18,9 @@ from kwlab.errors import KWLabError
 from sweep_helpers import FASHION_MISSING, ROOT, kwlab_cli, write_spec
 
 
-def test_smoke_sweep_runs_through_ray_and_resumes_as_a_no_op(tmp_path: Path) -> None:
-    first = kwlab_cli("sweep", "sweeps/smoke.yaml", "--results", str(tmp_path), "--max-concurrent", "1")
+@pytest.mark.usefixtures("shared_ray")
+def test_smoke_sweep_runs_through_ray_and_resumes_as_a_no_op(smoke_sweep: tuple) -> None:
+    tmp_path, first = smoke_sweep  # `kwlab sweep sweeps/smoke.yaml --max-concurrent 1`, once for the session
     assert first.returncode == 0, first.stderr
     events = [line.split()[1] for line in first.stdout.splitlines() if line.split()[1:2] in (["started"], ["finished"])]
     assert events == ["started", "finished", "started", "finished"]  # --max-concurrent 1: one trial at a time
@@ -70,6 +71,7 @@ def test_resume_after_the_runner_is_killed(tmp_path: Path) -> None:
     assert results.epochs.groupby("trial_id").size().eq(3).all()  # every epoch recorded exactly once
 
 
+@pytest.mark.usefixtures("shared_ray")
 def test_a_failing_trial_is_retried_recorded_and_the_sweep_goes_on(tmp_path: Path) -> None:
     spec = write_spec(tmp_path, "failing", cases=[{"name": "ok", "set": {"kw": None}},
                                                   {"name": "diverges", "set": {"optim.lr": 1.0e30}}],
