@@ -3,8 +3,13 @@ with Ray's own `ray.cluster_utils.Cluster` (every node a raylet and object store
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -114,3 +119,26 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def start_head(port: int, *options: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """`ray start --head --block --port PORT --num-cpus=2 [options]` as a user runs it, in the environment `env`
+    (default: this process's), in a process group of its own; stopped with `stop_head`, never with `ray stop` (which
+    stops every Ray on the machine: the session's head, a user's sweeps)."""
+    ray = shutil.which("ray", path=str(Path(sys.executable).parent))
+    head = subprocess.Popen([ray, "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
+                             *options, "--block"], env=dict(os.environ) if env is None else env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    wait_for(lambda: bool(pids_of("gcs_server", f"--gcs_server_port={port}")), 60, "the head's GCS")
+    time.sleep(2)
+    return head
+
+
+def stop_head(head: subprocess.Popen) -> None:
+    """Stop a head started by `start_head`: its process group, by id."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(head.pid, signal.SIGTERM)
+    try:
+        head.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(head.pid, signal.SIGKILL)

@@ -16,12 +16,14 @@ from pathlib import Path
 
 import optuna
 import pytest
+import yaml
 
 from kwlab import store
 from kwlab.cli import main
 from kwlab.tracking.optuna_store import storage_url
-from cluster_helpers import free_port, pids_of, wait_for
-from sweep_helpers import TINY, kwlab_cli, start_cli, write_spec
+import cluster_helpers
+from cluster_helpers import free_port, pids_of, stop_head, wait_for
+from sweep_helpers import ROOT, TINY, kwlab_cli, start_cli, write_spec
 
 STATIC = {"name": "static", "set": {"kw": None}}
 
@@ -66,16 +68,24 @@ def test_a_bayes_sweep_takes_its_suggestions_back_from_the_store(bayes_sweep: tu
 
 
 @pytest.mark.usefixtures("shared_ray")
-def test_a_new_value_of_a_swept_key_gets_a_study_that_holds_every_trial(tmp_path: Path) -> None:
+def test_a_new_value_of_a_swept_key_gets_a_study_that_holds_every_trial(smoke_sweep: tuple, copy_store,
+                                                                         tmp_path: Path) -> None:
     """Before: optuna.db never took the new value's trials ('CategoricalDistribution does not support dynamic value
     space') and every rerun repeated the error. Now the sweep is mirrored into a new study version."""
-    spec = write_spec(tmp_path, "grow", parameters={"kw.budget": {"values": [1, 2]}})
-    assert kwlab_cli("sweep", str(spec), "--results", str(tmp_path)).returncode == 0
-    write_spec(tmp_path, "grow", parameters={"kw.budget": {"values": [1, 2, 3]}})  # the user adds a value
-    grown = kwlab_cli("sweep", str(spec), "--results", str(tmp_path))
-    assert grown.returncode == 0, grown.stderr
-    assert "a new study 'grow.v2'" in grown.stdout and "dynamic value space" not in grown.stdout + grown.stderr
-    assert len(study(tmp_path / "grow", "grow.v2").trials) == 3 and len(study(tmp_path / "grow", "grow").trials) == 2
+    root, first = smoke_sweep  # sweeps/smoke.yaml, kw.budget: [1], through `kwlab sweep` (a copy of its store here)
+    assert first.returncode == 0, first.stderr
+    copy_store(root / "smoke")
+    grown = yaml.safe_load((ROOT / "sweeps" / "smoke.yaml").read_text())
+    grown["base"] = str(ROOT / "configs" / "default.yaml")  # the spec's own base, from where this copy is
+    grown["parameters"]["kw.budget"]["values"] = [1, 2]  # the user adds a value
+    spec = tmp_path / "smoke.yaml"
+    spec.write_text(yaml.safe_dump(grown, sort_keys=False))
+    grew = kwlab_cli("sweep", str(spec), "--results", str(tmp_path))
+    assert grew.returncode == 0, grew.stderr
+    assert "a new study 'smoke.v2'" in grew.stdout and "dynamic value space" not in grew.stdout + grew.stderr
+    assert "1 of 3 fixed trials to run" in grew.stdout  # the two trials of the first sweep are kept
+    assert len(study(tmp_path / "smoke", "smoke.v2").trials) == 3
+    assert len(study(tmp_path / "smoke", "smoke").trials) == 2
     again = kwlab_cli("sweep", str(spec), "--results", str(tmp_path))
     assert again.returncode == 0 and "new study" not in again.stdout  # the version that fits is found again
 
@@ -302,25 +312,9 @@ def test_addresses_that_are_malformed_or_unanswered_are_one_line(tmp_path: Path)
 def start_head(home: Path, port: int) -> subprocess.Popen:
     """`ray start --head --block` as a user runs it (HOME set apart, so its token is this test's), in its own
     process group; stopped with `stop_head`."""
-    ray = shutil.which("ray", path=str(Path(sys.executable).parent))
     env = {**os.environ, "HOME": str(home)}
     env.pop("RAY_AUTH_MODE", None)
-    head = subprocess.Popen([ray, "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
-                             "--block"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    wait_for(lambda: bool(pids_of("gcs_server", f"--gcs_server_port={port}")), 60, "the head's GCS")
-    time.sleep(2)
-    return head
-
-
-def stop_head(head: subprocess.Popen) -> None:
-    """Stop a head started by `start_head`: its process group, by id."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(head.pid, signal.SIGTERM)
-    try:
-        head.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(head.pid, signal.SIGKILL)
+    return cluster_helpers.start_head(port, env=env)
 
 
 @pytest.mark.slow  # a head of its own: about a minute

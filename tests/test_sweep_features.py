@@ -250,20 +250,14 @@ def test_a_gpu_trial_on_a_cluster_with_a_logical_gpu(tmp_path: Path) -> None:
     """A Ray head started with one (logical) GPU on this CPU machine places a GPU trial, which then fails with
     kwlab's one-line error, recorded in the store; a trial asking for two GPUs is refused up front; two trials of
     half a GPU each are both placed."""
-    import shutil
-    import sys
-
-    ray = shutil.which("ray", path=str(Path(sys.executable).parent))
-    import subprocess
+    from cluster_helpers import free_port, start_head, stop_head
 
     env = {"RAY_AUTH_MODE": "disabled"}  # a loopback-only test cluster needs no token
-    head = subprocess.run([ray, "start", "--head", "--port=6397", "--num-cpus=2", "--num-gpus=1",
-                           "--node-ip-address=127.0.0.1", "--include-dashboard=false"],
-                          capture_output=True, text=True, timeout=180, env={**os.environ, **env})
-    assert head.returncode == 0, head.stderr
+    port = free_port()
+    head = start_head(port, "--num-gpus=1", "--node-ip-address=127.0.0.1", env={**os.environ, **env})
     try:
         spec = write_spec(tmp_path, "gpu", cases=[{"name": "static", "set": {"kw": None}}])
-        address = ["--address", "127.0.0.1:6397"]
+        address = ["--address", f"127.0.0.1:{port}"]
         gpu = kwlab_cli("sweep", str(spec), "--results", str(tmp_path), *address, "--set", "resources.gpu=1",
                         "--set", "runtime.device=cuda", env=env)
         assert gpu.returncode == 1
@@ -281,7 +275,7 @@ def test_a_gpu_trial_on_a_cluster_with_a_logical_gpu(tmp_path: Path) -> None:
         assert shared["status"].tolist() == ["failed", "failed"]
         assert shared["error"].str.contains("torch sees no CUDA device").all()
     finally:
-        subprocess.run([ray, "stop", "--force"], capture_output=True, timeout=120, env={**os.environ, **env})
+        stop_head(head)
 
 
 PLUGIN = '''

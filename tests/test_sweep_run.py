@@ -15,6 +15,7 @@ import kwlab.results
 from kwlab import store
 from kwlab.cli import main
 from kwlab.errors import KWLabError
+from cluster_helpers import free_port, start_head, stop_head
 from sweep_helpers import FASHION_MISSING, ROOT, kwlab_cli, write_spec
 
 
@@ -135,20 +136,16 @@ def test_every_shipped_spec_runs_short_through_ray_and_reports(spec: str, tmp_pa
 @pytest.mark.slow
 def test_cluster_address_path(tmp_path: Path) -> None:
     """Start a local Ray head (`ray start --head`) and run the smoke sweep against it with --address."""
-    ray = Path(sys.executable).with_name("ray")
-    port = "6391"
+    port = free_port()
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}  # a loopback-only test cluster needs no token
-    started = subprocess.run([str(ray), "start", "--head", f"--port={port}", "--num-cpus=2",
-                              "--node-ip-address=127.0.0.1", "--include-dashboard=false"],
-                             capture_output=True, text=True, timeout=180, env=env)
-    assert started.returncode == 0, started.stderr
+    head = start_head(port, "--node-ip-address=127.0.0.1", env=env)
     try:
         result = kwlab_cli("sweep", "sweeps/smoke.yaml", "--results", str(tmp_path), "--address",
                            f"127.0.0.1:{port}", env=env)
         assert result.returncode == 0, result.stderr
         assert (kwlab.results.load(tmp_path / "smoke").trials["status"] == "finished").all()
     finally:
-        subprocess.run([str(ray), "stop", "--force"], capture_output=True, timeout=120, env=env)
+        stop_head(head)
 
 
 def test_results_load_refuses_a_folder_that_is_not_a_store(tmp_path: Path) -> None:
