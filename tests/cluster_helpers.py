@@ -3,8 +3,13 @@ with Ray's own `ray.cluster_utils.Cluster` (every node a raylet and object store
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
+import signal
+import subprocess
+import sys
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -69,12 +74,34 @@ def no_local_store_files(folder: Path) -> list[str]:
     return sorted(str(p.relative_to(folder)) for p in folder.rglob("*") if p.is_file())
 
 
-def pids_of(name: str, argument: str) -> list[int]:
-    """The processes whose command line runs `name` with `argument` (read from /proc: this test's own processes,
-    never all processes of a name)."""
-    found = []
+def descendants(root: int) -> set[int]:
+    """The processes under `root`: its children, theirs and so on (read from /proc)."""
+    children: dict[int, list[int]] = {}
     for proc in Path("/proc").iterdir():
         if not proc.name.isdigit():
+            continue
+        try:
+            parent = int((proc / "stat").read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(parent, []).append(int(proc.name))
+    found, todo = set(), [root]
+    while todo:
+        for child in children.get(todo.pop(), []):
+            if child not in found:
+                found.add(child)
+                todo.append(child)
+    return found
+
+
+def pids_of(name: str, argument: str, under: int | None = None) -> list[int]:
+    """The processes whose command line runs `name` with `argument` (read from /proc), and, given `under`, only
+    those under that process: this test's own processes, never all processes of a name (a user's sweep on this
+    machine runs trials of the same name)."""
+    found = []
+    mine = descendants(under) if under is not None else None
+    for proc in Path("/proc").iterdir():
+        if not proc.name.isdigit() or (mine is not None and int(proc.name) not in mine):
             continue
         try:
             argv = (proc / "cmdline").read_bytes().split(b"\0")
@@ -92,3 +119,26 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def start_head(port: int, *options: str, env: dict[str, str] | None = None) -> subprocess.Popen:
+    """`ray start --head --block --port PORT --num-cpus=2 [options]` as a user runs it, in the environment `env`
+    (default: this process's), in a process group of its own; stopped with `stop_head`, never with `ray stop` (which
+    stops every Ray on the machine: the session's head, a user's sweeps)."""
+    ray = shutil.which("ray", path=str(Path(sys.executable).parent))
+    head = subprocess.Popen([ray, "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
+                             *options, "--block"], env=dict(os.environ) if env is None else env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    wait_for(lambda: bool(pids_of("gcs_server", f"--gcs_server_port={port}")), 60, "the head's GCS")
+    time.sleep(2)
+    return head
+
+
+def stop_head(head: subprocess.Popen) -> None:
+    """Stop a head started by `start_head`: its process group, by id."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(head.pid, signal.SIGTERM)
+    try:
+        head.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        os.killpg(head.pid, signal.SIGKILL)

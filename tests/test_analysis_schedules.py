@@ -224,6 +224,7 @@ def test_power_covers_each_schedule_and_the_change(reported: tuple[Path, str],
     assert "budget=1: change 2→4 epochs, equal MACs" in capsys.readouterr().out
 
 
+@pytest.mark.usefixtures("shared_ray")
 def test_training_length_through_kwlab_sweep_and_report(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     """`epochs` swept at 1 and 2 for KW 1x, the static model at widths 0.5 and 1 at each length (cases), three seeds:
     18 trials of 200 digits images through Ray (`kwlab sweep` in its own process), then `kwlab report` (the CLI's

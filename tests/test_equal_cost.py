@@ -166,6 +166,7 @@ def test_power_covers_the_equal_cost_comparisons(tmp_path: Path, capsys: pytest.
     assert "kw_small @ equal params" in capsys.readouterr().out
 
 
+@pytest.mark.usefixtures("shared_ray")
 def test_a_static_family_through_kwlab_sweep_and_report(tmp_path: Path) -> None:
     """Static at widths 0.5 and 1 and KW 1x at width 0.5, three seeds, through Ray; the report prints and tables
     the equal-cost differences and draws the family."""

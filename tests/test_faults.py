@@ -16,12 +16,14 @@ from pathlib import Path
 
 import optuna
 import pytest
+import yaml
 
 from kwlab import store
 from kwlab.cli import main
 from kwlab.tracking.optuna_store import storage_url
-from cluster_helpers import free_port, pids_of, wait_for
-from sweep_helpers import TINY, kwlab_cli, start_cli, write_spec
+import cluster_helpers
+from cluster_helpers import free_port, pids_of, stop_head, wait_for
+from sweep_helpers import ROOT, TINY, kwlab_cli, start_cli, write_spec
 
 STATIC = {"name": "static", "set": {"kw": None}}
 
@@ -31,51 +33,64 @@ def study(folder: Path, name: str) -> optuna.Study:
     return optuna.load_study(study_name=name, storage=storage_url(folder / store.OPTUNA_DB))
 
 
-def test_a_damaged_optuna_db_is_set_aside_and_rebuilt_from_the_store(tmp_path: Path) -> None:
+@pytest.mark.usefixtures("shared_ray")
+def test_a_damaged_optuna_db_is_set_aside_and_rebuilt_from_the_store(smoke_sweep: tuple, copy_store) -> None:
     """Before: a truncated optuna.db stopped the next sweep before anything ran (sqlite3.DatabaseError, 22 lines,
     exit 1). Now it is set aside in one line and rebuilt from the store, with every trial."""
-    spec = write_spec(tmp_path, "damaged", cases=[STATIC], parameters={"kw.budget": {"values": [1]}})
-    assert kwlab_cli("sweep", str(spec), "--results", str(tmp_path)).returncode == 0
-    db = tmp_path / "damaged" / store.OPTUNA_DB
+    root, first = smoke_sweep  # static and KW 1x at seed 0, through `kwlab sweep` (a copy of its store here)
+    assert first.returncode == 0, first.stderr
+    tmp_path = copy_store(root / "smoke")
+    db = tmp_path / "smoke" / store.OPTUNA_DB
     db.write_bytes(db.read_bytes()[: db.stat().st_size // 3])  # a power cut mid-write
-    rerun = kwlab_cli("sweep", str(spec), "--results", str(tmp_path), "--set", "seeds=[0,1]")  # and a new seed
+    rerun = kwlab_cli("sweep", "sweeps/smoke.yaml", "--results", str(tmp_path), "--set", "seeds=[0,1]")  # a seed more
     assert rerun.returncode == 0, rerun.stderr
     said = [line for line in rerun.stdout.splitlines() if "optuna.db" in line and "damaged" in line]
     assert len(said) == 1 and "set aside as optuna.db.damaged-" in said[0]
     assert len(list(db.parent.glob(f"{store.OPTUNA_DB}.damaged-*"))) == 1 and "Traceback" not in rerun.stderr
-    trials = study(tmp_path / "damaged", "damaged").trials
+    trials = study(tmp_path / "smoke", "smoke").trials
     assert len(trials) == 4 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
 
 
-def test_a_bayes_sweep_takes_its_suggestions_back_from_the_store(tmp_path: Path) -> None:
+@pytest.mark.usefixtures("shared_ray")
+def test_a_bayes_sweep_takes_its_suggestions_back_from_the_store(bayes_sweep: tuple, copy_store) -> None:
     """optuna.db overwritten under a bayes sweep: the rebuilt study gets the store's suggestions back, so a rerun
     trains no new suggestion (the seeded search does not start over)."""
-    spec = write_spec(tmp_path, "search", method="bayes", num_samples=2, sampler_seed=1,
-                      parameters={"optim.lr": {"distribution": "log_uniform_values", "min": 0.01, "max": 0.2}})
-    assert kwlab_cli("sweep", str(spec), "--results", str(tmp_path)).returncode == 0
+    root, spec, first = bayes_sweep  # 2 suggestions x 2 seeds through `kwlab sweep` (a copy of its store here)
+    assert first.returncode == 0, first.stderr
+    tmp_path = copy_store(root / "search")
     (tmp_path / "search" / store.OPTUNA_DB).write_bytes(b"not a database at all" * 100)
     rerun = kwlab_cli("sweep", str(spec), "--results", str(tmp_path))
     assert rerun.returncode == 0, rerun.stderr
     assert "then 0 Optuna suggestions" in rerun.stdout and "damaged" in rerun.stdout
     suggestions = study(tmp_path / "search", "search").trials
     assert len(suggestions) == 2 and all(t.state == optuna.trial.TrialState.COMPLETE for t in suggestions)
-    assert len(store.Store(tmp_path / "search").records()) == 2
+    assert len(store.Store(tmp_path / "search").records()) == 4
 
 
-def test_a_new_value_of_a_swept_key_gets_a_study_that_holds_every_trial(tmp_path: Path) -> None:
+@pytest.mark.usefixtures("shared_ray")
+def test_a_new_value_of_a_swept_key_gets_a_study_that_holds_every_trial(smoke_sweep: tuple, copy_store,
+                                                                         tmp_path: Path) -> None:
     """Before: optuna.db never took the new value's trials ('CategoricalDistribution does not support dynamic value
     space') and every rerun repeated the error. Now the sweep is mirrored into a new study version."""
-    spec = write_spec(tmp_path, "grow", parameters={"kw.budget": {"values": [1, 2]}})
-    assert kwlab_cli("sweep", str(spec), "--results", str(tmp_path)).returncode == 0
-    write_spec(tmp_path, "grow", parameters={"kw.budget": {"values": [1, 2, 3]}})  # the user adds a value
-    grown = kwlab_cli("sweep", str(spec), "--results", str(tmp_path))
-    assert grown.returncode == 0, grown.stderr
-    assert "a new study 'grow.v2'" in grown.stdout and "dynamic value space" not in grown.stdout + grown.stderr
-    assert len(study(tmp_path / "grow", "grow.v2").trials) == 3 and len(study(tmp_path / "grow", "grow").trials) == 2
+    root, first = smoke_sweep  # sweeps/smoke.yaml, kw.budget: [1], through `kwlab sweep` (a copy of its store here)
+    assert first.returncode == 0, first.stderr
+    copy_store(root / "smoke")
+    grown = yaml.safe_load((ROOT / "sweeps" / "smoke.yaml").read_text())
+    grown["base"] = str(ROOT / "configs" / "default.yaml")  # the spec's own base, from where this copy is
+    grown["parameters"]["kw.budget"]["values"] = [1, 2]  # the user adds a value
+    spec = tmp_path / "smoke.yaml"
+    spec.write_text(yaml.safe_dump(grown, sort_keys=False))
+    grew = kwlab_cli("sweep", str(spec), "--results", str(tmp_path))
+    assert grew.returncode == 0, grew.stderr
+    assert "a new study 'smoke.v2'" in grew.stdout and "dynamic value space" not in grew.stdout + grew.stderr
+    assert "1 of 3 fixed trials to run" in grew.stdout  # the two trials of the first sweep are kept
+    assert len(study(tmp_path / "smoke", "smoke.v2").trials) == 3
+    assert len(study(tmp_path / "smoke", "smoke").trials) == 2
     again = kwlab_cli("sweep", str(spec), "--results", str(tmp_path))
     assert again.returncode == 0 and "new study" not in again.stdout  # the version that fits is found again
 
 
+@pytest.mark.usefixtures("shared_ray")
 def test_folders_removed_mid_sweep_are_missing_trials_not_success(tmp_path: Path) -> None:
     """Before: a finished trial's folder deleted mid-sweep ended '2 of 2 trials finished', exit 0, and a running trial
     whose folder vanished wrote on without sweep.json or config.yaml. Now the planned trials are counted: the removed
@@ -104,6 +119,7 @@ def test_folders_removed_mid_sweep_are_missing_trials_not_success(tmp_path: Path
     assert rerun.returncode == 0 and "1 of 3 fixed trials to run" in rerun.stdout, rerun.stdout + rerun.stderr
 
 
+@pytest.mark.usefixtures("shared_ray")
 def test_names_and_values_too_long_for_a_file_name(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """Before: a case name of 400 characters or a swept value of 3,000 failed every trial of its variant with 'File
     name too long' (its TensorBoard folder), and a 300-character sweep name passed `validate` and failed `sweep`."""
@@ -175,6 +191,7 @@ def test_endless_specs_are_refused_before_anything_is_built(tmp_path: Path, caps
     assert main(["validate", str(endless), "--max-hours", "1e9"]) == 0  # raised on purpose: it validates
 
 
+@pytest.mark.usefixtures("shared_ray")
 def test_status_calls_a_dead_runner_dead(tmp_path: Path) -> None:
     """Before: after the runner was killed, `kwlab status` presented the dead pid as the live runner ('1 running',
     'time left: about 3.6 min')."""
@@ -301,9 +318,10 @@ def test_a_killed_worker_names_its_cause(tmp_path: Path) -> None:
                       imports=["hang.py"], failure={"max_retries": 0}, cases=[{"name": "hangs"}])
     runner = start_cli("sweep", str(spec), "--results", str(tmp_path))
     try:
-        wait_for(lambda: bool(pids_of(TRIAL_WORKER, "")), 120, "the trial's worker")
+        # the worker of this sweep's own local Ray (under its runner), not a trial of another sweep on the machine
+        wait_for(lambda: bool(pids_of(TRIAL_WORKER, "", under=runner.pid)), 120, "the trial's worker")
         time.sleep(3)  # it hangs: killed mid-trial
-        for pid in pids_of(TRIAL_WORKER, ""):
+        for pid in pids_of(TRIAL_WORKER, "", under=runner.pid):
             os.kill(pid, signal.SIGKILL)  # the trial's worker, killed from outside (an OOM killer, an admin)
         out, err = runner.communicate(timeout=120)
     finally:
@@ -331,25 +349,9 @@ def test_addresses_that_are_malformed_or_unanswered_are_one_line(tmp_path: Path)
 def start_head(home: Path, port: int) -> subprocess.Popen:
     """`ray start --head --block` as a user runs it (HOME set apart, so its token is this test's), in its own
     process group; stopped with `stop_head`."""
-    ray = shutil.which("ray", path=str(Path(sys.executable).parent))
     env = {**os.environ, "HOME": str(home)}
     env.pop("RAY_AUTH_MODE", None)
-    head = subprocess.Popen([ray, "start", "--head", f"--port={port}", "--num-cpus=2", "--include-dashboard=false",
-                             "--block"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                            start_new_session=True)
-    wait_for(lambda: bool(pids_of("gcs_server", f"--gcs_server_port={port}")), 60, "the head's GCS")
-    time.sleep(2)
-    return head
-
-
-def stop_head(head: subprocess.Popen) -> None:
-    """Stop a head started by `start_head`: its process group, by id."""
-    with contextlib.suppress(ProcessLookupError):
-        os.killpg(head.pid, signal.SIGTERM)
-    try:
-        head.wait(timeout=30)
-    except subprocess.TimeoutExpired:
-        os.killpg(head.pid, signal.SIGKILL)
+    return cluster_helpers.start_head(port, env=env)
 
 
 @pytest.mark.slow  # a head of its own: about a minute

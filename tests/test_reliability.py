@@ -69,14 +69,15 @@ def read_only(folder: Path) -> Iterator[None]:
 # -- a power cut, a diverged trial, numbers in scientific notation, a read-only store: one sweep through Ray
 
 @pytest.fixture(scope="module")
-def swept(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path, subprocess.CompletedProcess]:
-    """A 2-epoch sweep: the static model, KW 1x, and the static model at lr 300 (its training loss stays finite,
-    its validation loss is NaN); `--set optim.lr=5e-2` in scientific notation."""
+def swept(tmp_path_factory: pytest.TempPathFactory, ray_head: str) -> tuple[Path, Path, subprocess.CompletedProcess]:
+    """A 2-epoch sweep on the session's Ray head: the static model, KW 1x, and the static model at lr 300 (its
+    training loss stays finite, its validation loss is NaN); `--set optim.lr=5e-2` in scientific notation."""
     root = tmp_path_factory.mktemp("reliability")
     spec = write_spec(root, "torn", base={**TINY, "epochs": 2}, baseline="static", failure={"max_retries": 0},
                       cases=[{"name": "static", "set": {"kw": None}}, {"name": "kw", "set": {}},
                              {"name": "diverges", "set": {"kw": None, "optim.lr": 300}}])
-    return root, spec, kwlab_cli("sweep", str(spec), "--results", str(root), "--set", "optim.lr=5e-2")
+    return root, spec, kwlab_cli("sweep", str(spec), "--results", str(root), "--set", "optim.lr=5e-2",
+                                 env={"RAY_ADDRESS": ray_head})
 
 
 def test_a_diverged_trial_fails_in_one_line_and_no_number_comes_from_nan(swept: tuple,
@@ -126,6 +127,7 @@ def test_a_store_written_before_divergence_was_failure_counts_no_nan(swept: tupl
     assert counted.loc["kw", "n_seeds"] == 0 and pd.isna(counted.loc["kw", "mean"])
 
 
+@pytest.mark.usefixtures("shared_ray")
 def test_torn_files_are_read_as_what_they_are_and_the_rerun_recovers(swept: tuple,
                                                                      capsys: pytest.CaptureFixture) -> None:
     """Before: a torn or zeroed last line of metrics.jsonl made `kwlab report` and the rerun exit 1 with a

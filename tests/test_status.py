@@ -1,5 +1,6 @@
 """`kwlab status RESULTS [--json]` as a user runs it from another terminal, on a store mid-sweep (written by hand;
-tests/test_tracking.py runs it during a real sweep), and the capacity refusal naming every short resource."""
+tests/test_tracking.py runs it during a real sweep, tests/test_faults.py after its runner was killed). The capacity
+refusal naming every short resource, tested here before, is in tests/test_sweep_capacity.py."""
 
 from __future__ import annotations
 
@@ -10,7 +11,6 @@ import pytest
 
 from kwlab import store
 from kwlab.cli import main
-from sweep_helpers import write_spec
 from test_tracking_units import make_trial, write_store_spec
 
 
@@ -60,17 +60,3 @@ def test_status_of_a_folder_that_is_not_a_store_is_one_line(tmp_path: Path, caps
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "not a kwlab results store" in err and str(tmp_path) in err
 
-
-def test_a_capacity_refusal_names_every_short_resource(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    """Before: the cifar100 profile on a CPU machine said only that the CPUs fall short, not the missing GPU."""
-    import os
-
-    spec = write_spec(tmp_path, "big", cases=[{"name": "static", "set": {"kw": None}}])
-    cpus = 4 * (os.cpu_count() or 1)
-    code = main(["sweep", str(spec), "--results", str(tmp_path), "--set", f"resources.cpu={cpus}",
-                 "--set", "resources.gpu=1"])
-    err = capsys.readouterr().err
-    assert code == 2 and err.count("\n") == 1
-    assert err.startswith(f"kwlab sweep: error: resources: each trial asks for {cpus} CPUs; the cluster has ")
-    assert err.rstrip().endswith("; it also asks for 1 GPU; the cluster has 0")
-    assert not list((tmp_path / "big").glob(f"{store.TRIALS}/*/{store.METRICS}"))

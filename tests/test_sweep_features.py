@@ -30,6 +30,7 @@ def statuses(folder: Path) -> dict[str, str]:
     return {f"{row.variant}/{row.seed}": row.status for row in trials.itertuples()}
 
 
+@pytest.mark.usefixtures("shared_ray")
 def test_asha_stops_whole_variants_on_any_metric_with_mixed_value_types(tmp_path: Path) -> None:
     """Before: ASHA-stopped trials were written as failures (exit 1) and retrained on a rerun; `val_loss` printed
     'n/a'; a grid over `kw.sharing: [none, 2]` crashed the results table with a pyarrow traceback."""
@@ -96,13 +97,11 @@ def test_a_variants_seeds_train_an_epoch_each_in_turn_and_tune_sees_their_mean(
     assert reports[-1].get("final") and reports[-1][SCORE] == reports[-2][SCORE]
 
 
-def test_bayes_suggests_variants_trained_at_every_seed(tmp_path: Path) -> None:
+@pytest.mark.usefixtures("shared_ray")
+def test_bayes_suggests_variants_trained_at_every_seed(bayes_sweep: tuple) -> None:
     """Before: `method: bayes` died on its first trial with `KeyError: 'trial'` in the event callback. OptunaSearch
     samples from the store's optuna.db, and a rerun asks for no suggestion it has made."""
-    spec = write_spec(tmp_path, "search", method="bayes", num_samples=2, sampler_seed=3, seeds=[0, 1],
-                      parameters={"optim.lr": {"distribution": "log_uniform_values", "min": 0.01, "max": 0.2},
-                                  "kw.budget": {"values": [1, 2]}})
-    result = kwlab_cli("sweep", str(spec), "--results", str(tmp_path))
+    tmp_path, spec, result = bayes_sweep  # conftest.BAYES through `kwlab sweep`, once for the session
     assert result.returncode == 0, result.stderr
     assert "Traceback" not in result.stdout + result.stderr
     trials = kwlab.results.load(tmp_path / "search").trials
@@ -128,6 +127,7 @@ def test_bayes_suggests_variants_trained_at_every_seed(tmp_path: Path) -> None:
     assert {p: p.stat().st_mtime_ns for p in mtimes} == mtimes
 
 
+@pytest.mark.usefixtures("shared_ray")
 def test_a_case_with_its_own_seeds_is_paired_on_the_seeds_both_sides_have(tmp_path: Path) -> None:
     """More seeds where a comparison needs them (`kwlab power`): a case lists its own seeds; the dry run shows them,
     the sweep trains them, a rerun trains nothing, and the report pairs each comparison on the common seeds."""
@@ -151,6 +151,7 @@ def test_a_case_with_its_own_seeds_is_paired_on_the_seeds_both_sides_have(tmp_pa
     assert "Missing" not in (folder / "report" / "report.md").read_text()
 
 
+@pytest.mark.usefixtures("shared_ray")
 def test_one_runner_per_store_and_ctrl_c_keeps_what_finished(tmp_path: Path) -> None:
     """Before: two runners on one store trained the same trials at once; Ctrl-C printed '6 trials finished' when 2
     had."""
@@ -188,6 +189,7 @@ def test_one_runner_per_store_and_ctrl_c_keeps_what_finished(tmp_path: Path) -> 
     assert store_after.epochs.groupby("trial_id")["epoch"].agg(list).map(lambda e: e == [1, 2]).all()  # no duplicate
 
 
+@pytest.mark.usefixtures("shared_ray")
 def test_a_trial_that_cannot_be_placed_is_refused_not_waited_for(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     """Before: on a cluster without the GPUs a spec asked for, Ray waited forever."""
     spec = write_spec(tmp_path, "gpu", cases=[{"name": "static", "set": {"kw": None}}])
@@ -248,20 +250,14 @@ def test_a_gpu_trial_on_a_cluster_with_a_logical_gpu(tmp_path: Path) -> None:
     """A Ray head started with one (logical) GPU on this CPU machine places a GPU trial, which then fails with
     kwlab's one-line error, recorded in the store; a trial asking for two GPUs is refused up front; two trials of
     half a GPU each are both placed."""
-    import shutil
-    import sys
-
-    ray = shutil.which("ray", path=str(Path(sys.executable).parent))
-    import subprocess
+    from cluster_helpers import free_port, start_head, stop_head
 
     env = {"RAY_AUTH_MODE": "disabled"}  # a loopback-only test cluster needs no token
-    head = subprocess.run([ray, "start", "--head", "--port=6397", "--num-cpus=2", "--num-gpus=1",
-                           "--node-ip-address=127.0.0.1", "--include-dashboard=false"],
-                          capture_output=True, text=True, timeout=180, env={**os.environ, **env})
-    assert head.returncode == 0, head.stderr
+    port = free_port()
+    head = start_head(port, "--num-gpus=1", "--node-ip-address=127.0.0.1", env={**os.environ, **env})
     try:
         spec = write_spec(tmp_path, "gpu", cases=[{"name": "static", "set": {"kw": None}}])
-        address = ["--address", "127.0.0.1:6397"]
+        address = ["--address", f"127.0.0.1:{port}"]
         gpu = kwlab_cli("sweep", str(spec), "--results", str(tmp_path), *address, "--set", "resources.gpu=1",
                         "--set", "runtime.device=cuda", env=env)
         assert gpu.returncode == 1
@@ -279,7 +275,7 @@ def test_a_gpu_trial_on_a_cluster_with_a_logical_gpu(tmp_path: Path) -> None:
         assert shared["status"].tolist() == ["failed", "failed"]
         assert shared["error"].str.contains("torch sees no CUDA device").all()
     finally:
-        subprocess.run([ray, "stop", "--force"], capture_output=True, timeout=120, env={**os.environ, **env})
+        stop_head(head)
 
 
 PLUGIN = '''

@@ -15,11 +15,13 @@ import kwlab.results
 from kwlab import store
 from kwlab.cli import main
 from kwlab.errors import KWLabError
+from cluster_helpers import free_port, start_head, stop_head
 from sweep_helpers import FASHION_MISSING, ROOT, kwlab_cli, write_spec
 
 
-def test_smoke_sweep_runs_through_ray_and_resumes_as_a_no_op(tmp_path: Path) -> None:
-    first = kwlab_cli("sweep", "sweeps/smoke.yaml", "--results", str(tmp_path), "--max-concurrent", "1")
+@pytest.mark.usefixtures("shared_ray")
+def test_smoke_sweep_runs_through_ray_and_resumes_as_a_no_op(smoke_sweep: tuple) -> None:
+    tmp_path, first = smoke_sweep  # `kwlab sweep sweeps/smoke.yaml --max-concurrent 1`, once for the session
     assert first.returncode == 0, first.stderr
     events = [line.split()[1] for line in first.stdout.splitlines() if line.split()[1:2] in (["started"], ["finished"])]
     assert events == ["started", "finished", "started", "finished"]  # --max-concurrent 1: one trial at a time
@@ -70,6 +72,7 @@ def test_resume_after_the_runner_is_killed(tmp_path: Path) -> None:
     assert results.epochs.groupby("trial_id").size().eq(3).all()  # every epoch recorded exactly once
 
 
+@pytest.mark.usefixtures("shared_ray")
 def test_a_failing_trial_is_retried_recorded_and_the_sweep_goes_on(tmp_path: Path) -> None:
     spec = write_spec(tmp_path, "failing", cases=[{"name": "ok", "set": {"kw": None}},
                                                   {"name": "diverges", "set": {"optim.lr": 1.0e30}}],
@@ -133,20 +136,16 @@ def test_every_shipped_spec_runs_short_through_ray_and_reports(spec: str, tmp_pa
 @pytest.mark.slow
 def test_cluster_address_path(tmp_path: Path) -> None:
     """Start a local Ray head (`ray start --head`) and run the smoke sweep against it with --address."""
-    ray = Path(sys.executable).with_name("ray")
-    port = "6391"
+    port = free_port()
     env = {**os.environ, "RAY_AUTH_MODE": "disabled"}  # a loopback-only test cluster needs no token
-    started = subprocess.run([str(ray), "start", "--head", f"--port={port}", "--num-cpus=2",
-                              "--node-ip-address=127.0.0.1", "--include-dashboard=false"],
-                             capture_output=True, text=True, timeout=180, env=env)
-    assert started.returncode == 0, started.stderr
+    head = start_head(port, "--node-ip-address=127.0.0.1", env=env)
     try:
         result = kwlab_cli("sweep", "sweeps/smoke.yaml", "--results", str(tmp_path), "--address",
                            f"127.0.0.1:{port}", env=env)
         assert result.returncode == 0, result.stderr
         assert (kwlab.results.load(tmp_path / "smoke").trials["status"] == "finished").all()
     finally:
-        subprocess.run([str(ray), "stop", "--force"], capture_output=True, timeout=120, env=env)
+        stop_head(head)
 
 
 def test_results_load_refuses_a_folder_that_is_not_a_store(tmp_path: Path) -> None:

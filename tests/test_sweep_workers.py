@@ -20,6 +20,7 @@ from sweep_helpers import ROOT, TINY, kwlab_cli, write_spec
 TWO_WORKERS = {"workers": 2, "cpu": 1}  # a 2-core machine holds one such trial
 
 
+@pytest.mark.usefixtures("shared_ray")
 def test_a_two_worker_trial_runs_through_ray_train(tmp_path: Path) -> None:
     spec = write_spec(tmp_path, "ddp", base={**TINY, "epochs": 2, "batch_size": 32},
                       cases=[{"name": "kw", "set": {}}], resources=TWO_WORKERS)
@@ -37,6 +38,7 @@ def test_a_two_worker_trial_runs_through_ray_train(tmp_path: Path) -> None:
     assert not trial.file(store.CHECKPOINT).exists()  # a finished trial keeps best.pt, not its resume state
 
 
+@pytest.mark.usefixtures("shared_ray")
 def test_workers_are_counted_in_the_capacity_check(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     spec = write_spec(tmp_path, "wide", cases=[{"name": "static", "set": {"kw": None}}],
                       resources={"workers": 64, "cpu": 1}, base={**TINY, "batch_size": 64})

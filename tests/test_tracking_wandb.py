@@ -24,6 +24,7 @@ def inspect(run: Path, *options: str) -> str:
                           timeout=60).stdout
 
 
+@pytest.mark.usefixtures("shared_ray")
 def test_each_trial_writes_one_offline_run_wandb_can_read(tmp_path: Path) -> None:
     spec = write_spec(tmp_path, "logged", base={**TINY, "epochs": 2}, seeds=[0, 1],
                       parameters={"kw.budget": {"values": [1]}}, cases=[{"name": "static", "set": {"kw": None}}],
