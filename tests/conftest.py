@@ -109,6 +109,14 @@ def _one_thread() -> Iterator[None]:
 
 
 @pytest.fixture(autouse=True)
+def _keep_threads() -> Iterator[None]:
+    """A trial sets the process's torch thread count (runtime.threads): every test gives the next one its own back."""
+    threads = torch.get_num_threads()
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(autouse=True)
 def _seed() -> None:
     """Every test starts from the same global RNG state (model construction draws from it)."""
     torch.manual_seed(0)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -41,13 +40,6 @@ def tiny(**changes: object) -> TrainConfig:
     tree.update(changes)
     return TrainConfig.from_dict(tree)
 
-
-@pytest.fixture(autouse=True)
-def _keep_threads() -> Iterator[None]:
-    """run() sets the process's torch thread count (runtime.threads): give other tests theirs back."""
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
 
 
 def exact(history: list[dict]) -> list[dict]:

@@ -3,7 +3,6 @@ cache (kwlab.train.compiling)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,12 +28,6 @@ def tiny(compile: bool) -> TrainConfig:
         "epochs": 2, "batch_size": 32, "eval_batch_size": 16,
     })
 
-
-@pytest.fixture(autouse=True)
-def _keep_threads() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
 
 
 def test_compile_options_keep_channels_first_where_the_engine_runs() -> None:

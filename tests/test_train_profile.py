@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-import torch
 import yaml
 
 from kwlab import cli, store
@@ -22,12 +20,6 @@ TRIAL = {
     "epochs": 2, "batch_size": 32, "eval_batch_size": 16,
 }
 
-
-@pytest.fixture(autouse=True)
-def _keep_threads() -> Iterator[None]:
-    threads = torch.get_num_threads()
-    yield
-    torch.set_num_threads(threads)
 
 
 @pytest.mark.parametrize("method", ["kw", "odconv"])

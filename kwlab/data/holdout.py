@@ -7,7 +7,6 @@ train, select and test on the same images.
 from __future__ import annotations
 
 import numpy as np
-from sklearn.model_selection import train_test_split
 
 from kwlab.data.registry import DataSpec
 from kwlab.errors import KWLabError
@@ -22,6 +21,8 @@ def holdout(
     labels: np.ndarray, size: float | int, seed: int, key: str, name: str
 ) -> tuple[np.ndarray, np.ndarray]:
     """Seeded stratified (rest, held out) index split of `size` (a fraction or a count); both sorted."""
+    from sklearn.model_selection import train_test_split  # imported when a split is drawn, not with kwlab.data
+
     try:
         rest, held = train_test_split(
             np.arange(len(labels)), test_size=size, stratify=labels, random_state=random_state(seed)
@@ -38,6 +39,8 @@ def stratified_subset(labels: np.ndarray, size: int, seed: int, name: str) -> np
         raise KWLabError(f"data.train_size: {size} exceeds the {len(labels)} training images of {name}")
     if size == len(labels):
         return np.arange(len(labels))
+    from sklearn.model_selection import train_test_split
+
     try:
         keep, _ = train_test_split(
             np.arange(len(labels)), train_size=size, stratify=labels, random_state=random_state(seed)

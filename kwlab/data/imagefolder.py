@@ -12,17 +12,19 @@ import math
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image
 from torch.utils.data import Dataset
-from torchvision.datasets import ImageFolder
 
 from kwlab.data.holdout import holdout, refuse_test_size, stratified_subset
 from kwlab.data.registry import DataSpec, Splits, register
 from kwlab.data.roots import DEFAULT_BASE, missing_error, resolve_root
 from kwlab.data.transforms import Transform, eval_transform, train_transform
+
+if TYPE_CHECKING:  # torchvision is imported when a folder is read, not when kwlab.data is
+    from torchvision.datasets import ImageFolder
 from kwlab.errors import KWLabError
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
@@ -60,6 +62,8 @@ def _rgb_loader(path: str) -> Image.Image:
 
 
 def _folder(path: Path, classes: list[str] | None = None) -> ImageFolder:
+    from torchvision.datasets import ImageFolder
+
     try:
         folder = ImageFolder(str(path), loader=_rgb_loader)
     except (FileNotFoundError, OSError) as err:  # no class folders / no images in a class

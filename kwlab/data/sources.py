@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import torch
-from sklearn.datasets import load_digits
 
 from kwlab.data.augment import TensorDefaults
 from kwlab.data.holdout import holdout, random_state, refuse_test_size, size_or_default
@@ -23,6 +22,8 @@ SYNTHETIC_AUGMENT = TensorDefaults(crop_padding=0, flip=False)  # class prototyp
 @register("digits")
 def load_digits_splits(spec: DataSpec, seed: int) -> Splits:
     """sklearn's 1797 8x8 digits (0..16, 1 channel, 10 classes) in a fixed three-way split: 1149 / 288 / 360."""
+    from sklearn.datasets import load_digits  # sklearn is imported when digits are read
+
     bunch = load_digits()
     images, labels = bunch.images.reshape(-1, 1, 8, 8), bunch.target
     test_size = size_or_default(spec.test_size, DIGITS_TEST_SIZE)
