@@ -6,9 +6,11 @@ import json
 from pathlib import Path
 
 import pandas as pd
+import pytest
 from sweep_helpers import kwlab_cli
 
 from kwlab import store
+from kwlab.cli import main
 
 
 def test_bench_store_writes_times_and_keeps_its_store(tmp_path: Path) -> None:
@@ -29,10 +31,10 @@ def test_bench_store_writes_times_and_keeps_its_store(tmp_path: Path) -> None:
     assert (tmp_path / "report_10" / "report.md").is_file()
 
 
-def test_bench_store_refuses_bad_sizes() -> None:
+def test_bench_store_refuses_bad_sizes(capsys: pytest.CaptureFixture[str]) -> None:
     """A size that is not a number, or below one variant's seeds, is one line naming --trials, before any store is
-    written."""
+    written (the CLI's entry point in this process)."""
     for bad, expected in (("ten", "expected a comma list of integers"), ("3", "expected sizes of at least 5 trials")):
-        done = kwlab_cli("bench-store", "--trials", bad)
-        assert done.returncode == 2 and f"--trials: {expected}" in done.stderr, done.stderr
-        assert len(done.stderr.strip().splitlines()) == 1 and "Traceback" not in done.stderr
+        assert main(["bench-store", "--trials", bad]) == 2
+        err = capsys.readouterr().err
+        assert f"--trials: {expected}" in err and len(err.strip().splitlines()) == 1, err

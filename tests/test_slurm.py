@@ -285,7 +285,7 @@ def test_a_sweep_runs_as_a_slurm_job(slurm: LocalSlurm, tmp_path: Path) -> None:
     status = kwlab_cli("status", str(folder), "--json")
     assert status.returncode == 0, status.stderr
     assert json.loads(status.stdout)["counts"] == {"finished": 4, "stopped": 0, "failed": 0, "running": 0,
-                                                   "pending": 0}
+                                                   "pending": 0, "missing": 0}
 
 
 def _mid_sweep(slurm: LocalSlurm, job_id: str, trials: Path) -> dict[str, int]:
