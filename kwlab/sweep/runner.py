@@ -753,7 +753,8 @@ def run_trials(
                 with contextlib.suppress(KeyboardInterrupt):
                     if watch is not None:
                         watch.close()
-                    if printer is not None and printer.lost is not None:
+                    # not after a signal: a preempted job's head may be going too, and asking it would block
+                    if printer is not None and printer.lost is not None and not interrupted:
                         printer.lost.check(force=True)
                     ray.shutdown()
     finally:
