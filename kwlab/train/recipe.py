@@ -410,21 +410,23 @@ class Timing:
         return self.setup_s + self.epochs * per_epoch + 2 * self.test_images * self.eval_image_s
 
 
+def untracked_training(cfg: TrainConfig, runtime: Runtime) -> tuple[kwdata.Splits, Training]:
+    """`cfg`'s data splits and training, built as its trial builds them at its threads, with no trial folder (what
+    `time_trial` and `meet_shapes` run)."""
+    if cfg.runtime.threads is not None:
+        torch.set_num_threads(cfg.runtime.threads)
+    splits = kwdata.load(cfg.data, seed=cfg.seed)
+    return splits, build_training(cfg, splits, runtime)
+
+
 def time_trial(cfg: TrainConfig, steps: int = 3) -> Timing:
     """Time `steps` training updates (after one untimed) and one evaluation batch (after one untimed) of `cfg` at its
     threads, as a sweep's trial would run them; nothing is written."""
     from kwlab.methods.mixing.measured import timed
 
     runtime = Runtime.resolve(cfg.runtime)
-    if cfg.runtime.threads is not None:
-        torch.set_num_threads(cfg.runtime.threads)
     built: list[tuple[kwdata.Splits, Training]] = []
-
-    def set_up() -> None:
-        split = kwdata.load(cfg.data, seed=cfg.seed)
-        built.append((split, build_training(cfg, split, runtime)))
-
-    setup = timed(runtime.device, set_up)
+    setup = timed(runtime.device, lambda: built.append(untracked_training(cfg, runtime)))
     split, training = built[0]
     train_set, val_set = on_device(split.train, runtime.device), on_device(split.val, runtime.device)
     # the first step and evaluation are untimed warm-ups: first-call allocations, measured paths, compilation
@@ -464,10 +466,7 @@ def meet_shapes(cfg: TrainConfig) -> None:
     With `runtime.paths: measured` each layer shape is timed here (kwlab.methods.mixing.export_measurements then
     has them all); nothing is written."""
     runtime = Runtime.resolve(cfg.runtime)
-    if cfg.runtime.threads is not None:
-        torch.set_num_threads(cfg.runtime.threads)
-    splits = kwdata.load(cfg.data, seed=cfg.seed)
-    training = build_training(cfg, splits, runtime)
+    splits, training = untracked_training(cfg, runtime)
     train_set = on_device(splits.train, runtime.device)
     for size in batch_sizes(len(train_set), cfg.batch_size):
         training.train_epoch(head(train_set, size), 1, progress=False, max_steps=1)
