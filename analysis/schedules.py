@@ -15,6 +15,7 @@ when the interval excludes 0), with Holm's correction across the variants of eac
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -72,11 +73,21 @@ def matched(variants: pd.DataFrame, factors: list[str]) -> pd.Series:
                      index=variants["variant_id"])
 
 
-def group_name(names: list[str]) -> str:
-    """The name of variants matched across schedules: their names without the 'epochs=N' a grid point's name holds
-    (kwlab.sweep.expand.label), joined by ' / ' where they still differ."""
+def group_name(names: list[str], epochs: list[int]) -> str:
+    """The name of variants matched across schedules (each name trained for its `epochs`): their names without the
+    'epochs=N' a grid point's name holds (kwlab.sweep.expand.label), or, where cases still differ, without the last
+    mention of their own length ('budget=1@10' and 'budget=1@40' are 'budget=1'); else joined by ' / '."""
     stripped = [",".join(p for p in n.split(",") if not p.startswith(f"{SCHEDULE}=")) or "base" for n in names]
+    bare = {_without_length(name, length) for name, length in zip(stripped, epochs, strict=True)}
+    if len(set(stripped)) > 1 and len(bare) == 1 and "" not in bare:
+        return bare.pop()
     return " / ".join(dict.fromkeys(stripped))
+
+
+def _without_length(name: str, length: int) -> str:
+    """`name` without its last standalone mention of `length` and the separator before it."""
+    found = list(re.finditer(rf"[@_:/ -]*(?<![\d.]){length}(?![\d.])", name))
+    return name if not found else name[:found[-1].start()] + name[found[-1].end():]
 
 
 def baselines(variants: pd.DataFrame, trials: pd.DataFrame, factors: list[str], baseline: str | None) -> dict[str, str]:
@@ -131,7 +142,9 @@ def compare(trials: pd.DataFrame, variants: pd.DataFrame, metric: str, baseline:
     key = matched(table, factors)
     if schedule.groupby(key).nunique().max() < 2:  # no variant trained at two lengths: no axis to compare along
         return None
-    names = {k: group_name(list(table.loc[(key == k).to_numpy(), "variant"])) for k in dict.fromkeys(key)}
+    names = {k: group_name(list(table.loc[(key == k).to_numpy(), "variant"]),
+                           [int(schedule[i]) for i in table.loc[(key == k).to_numpy(), "variant_id"]])
+             for k in dict.fromkeys(key)}
     group = key.map(names)
     base = baselines(table, trials, factors, baseline)
     names_of = dict(zip(table["variant_id"], table["variant"], strict=True))

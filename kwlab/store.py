@@ -76,6 +76,7 @@ from kwlab.storage import Storage
 # the results store
 SPEC, PLAN, MANIFEST, LOCK, TRIALS, TRIALS_TABLE, EPOCHS_TABLE = (
     "spec.yaml", "plan.json", "manifest.json", "runner.lock", "trials", "trials.parquet", "epochs.parquet")
+STUDY_FILES = (SPEC, PLAN, MANIFEST, TRIALS_TABLE, EPOCHS_TABLE)  # a store without its trial folders (`tables_only`)
 MEASURED_PATHS = "measured_paths.json"  # a sweep's measured path choices (runtime.paths: measured), replayed on a rerun
 # a trial directory
 CONFIG, METRICS, CHECKPOINT, BEST, ATTENTION, SUMMARY, SWEEP, LOG, ERROR, STOPPED = (
@@ -589,8 +590,17 @@ class Store:
         return self.path / name
 
     def exists(self) -> bool:
-        """Whether the location is a results store (has a trials/ folder, or trial files under it)."""
-        return self.storage.is_dir(TRIALS)
+        """Whether the location is a results store: a trials/ folder (or trial files under it), or the tables alone
+        (`tables_only`)."""
+        return self.storage.is_dir(TRIALS) or self.tables_only()
+
+    def tables_only(self) -> bool:
+        """Whether this is a store's tables without its trial folders: spec.yaml, trials.parquet and epochs.parquet
+        (with plan.json and manifest.json where copied), as a study commits them so that its report regenerates
+        without a rerun. Its rows are taken as they are; what only a trial folder holds (attention statistics, a
+        trial's config) is absent."""
+        return (not self.storage.is_dir(TRIALS)
+                and all(self.storage.exists(name) for name in (SPEC, TRIALS_TABLE, EPOCHS_TABLE)))
 
     def lock(self, command: str = "") -> Lock:
         """The runner lock (a context manager)."""
@@ -669,6 +679,8 @@ class Store:
         """The tables as they stand now: read from their files, with the rows of every trial whose folder changed
         after its row was taken (or that has no row) read again; built from every trial folder when a file is
         missing or unreadable (with a warning for the latter)."""
+        if self.tables_only():
+            return Tables.from_frames(*self.read_tables())
         found = self.trial_ids()
         try:
             tables = Tables.from_frames(*self.read_tables())

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import math
+import shutil
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -27,7 +28,7 @@ from analysis.schedules import COMPARISONS, group_name
 from analysis.stats import holm
 from analysis.sweep import load_sweep
 from kwlab.cli import main as kwlab_main
-from kwlab.store import Store, summarize_epochs
+from kwlab.store import STUDY_FILES, Store, summarize_epochs
 from sweep_helpers import TINY, kwlab_cli, write_spec
 
 
@@ -141,8 +142,11 @@ def test_variants_are_matched_across_schedules_by_their_config_without_epochs(tm
     assert found is not None and found.lengths == (2, 4)
     groups = found.group.to_dict()
     assert groups["epochs_2,budget_1"] == groups["epochs_4,budget_1"] == "budget=1"  # the grid's epochs=N dropped
-    assert groups["static_w2_2"] == groups["static_w2_4"] == "static_w2@2 / static_w2@4"  # cases keep their names
-    assert group_name(["epochs=3"]) == "base"
+    assert groups["static_w2_2"] == groups["static_w2_4"] == "static_w2"  # the cases' own '@N' dropped
+    assert group_name(["epochs=3"], [3]) == "base"
+    assert group_name(["budget=1@1", "budget=1@10"], [1, 10]) == "budget=1"  # the last mention of the length
+    assert group_name(["long kw", "short kw"], [40, 10]) == "long kw / short kw"  # nothing to drop: both names
+    assert group_name(["kw_10", "kw_4"], [10, 40]) == "kw_10 / kw_4"  # a number that is not its length stays
 
 
 def test_gap_per_schedule_and_its_change_by_hand(tmp_path: Path) -> None:
@@ -168,7 +172,7 @@ def test_gap_per_schedule_and_its_change_by_hand(tmp_path: Path) -> None:
     # Holm across the two variants compared at the same width: budget=1 and the width-2 static
     p = [paired(GAPS[("width", 4)] - GAPS[("width", 2)])["p"],
          paired((values("static_w2@4") - values("static@4")) - (values("static_w2@2") - values("static@2")))["p"]]
-    assert changes.loc[[("budget=1", "width"), ("static_w2@2 / static_w2@4", "width")], "p_holm"].tolist() == \
+    assert changes.loc[[("budget=1", "width"), ("static_w2", "width")], "p_holm"].tolist() == \
         pytest.approx(holm(p).tolist())
     # the static family is interpolated within each schedule: the main table's equal-cost column too
     equal = result.equal_cost["params"].set_index("variant")
@@ -207,6 +211,11 @@ def test_the_figure_draws_a_panel_per_comparison_on_a_log_axis(tmp_path: Path) -
     assert all(ax.get_xscale() == "log" for ax in axes)
     assert [t.get_text() for t in axes[0].get_xticklabels()] == ["2", "4"]
     assert len(fig.legends[0].get_texts()) == 2  # budget=1 and the width-2 static, one line each
+    unpaired = found.rows.assign(diff=np.nan, diff_low=np.nan, diff_high=np.nan)  # a store with no pair yet
+    fig = gap_by_schedule(unpaired, titles=COMPARISONS)
+    fig.savefig(tmp_path / "unpaired.png")
+    assert all(any(t.get_text() == "no paired seeds yet" for t in ax.texts) for ax in fig.axes
+               if ax.get_title(loc="left"))
 
 
 def test_power_covers_each_schedule_and_the_change(reported: tuple[Path, str],
@@ -260,3 +269,21 @@ def test_training_length_through_kwlab_sweep_and_report(tmp_path: Path, capsys: 
     assert (width["diff_low"], width["diff_high"]) == pytest.approx((low, high), abs=1e-4, nan_ok=True)
     assert "| budget=1 | same width |" in (out / "schedules.md").read_text()
     assert (out / "schedules.png").stat().st_size > 1000 and (out / "schedules.pdf").is_file()
+    # a study commits its tables, not its trial folders: the report regenerates from them alone (README, "A study's
+    # tables")
+    tables = tmp_path / "committed"
+    tables.mkdir()
+    for name in STUDY_FILES:
+        shutil.copy(store / name, tables / name)
+    assert kwlab_main(["report", str(tables)]) == 0
+    assert capsys.readouterr().out.replace(str(tables), str(store)) == printed
+    for name in ("schedules.csv", "summary.csv", "equal_cost.csv"):
+        assert (tables / "report" / name).read_text() == (out / name).read_text(), name
+    assert "## Attention heatmaps: " in (out / "report.md").read_text()  # the store itself has them
+    assert "there are no heatmaps" in (tables / "report" / "report.md").read_text()
+    assert kwlab_main(["power", str(store), "--json"]) == 0
+    power = json.loads(capsys.readouterr().out)
+    assert kwlab_main(["power", str(tables), "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {**power, "store": str(tables)}
+    assert kwlab_main(["status", str(tables)]) == 0
+    assert "18 trials: 18 finished, 0 stopped, 0 failed" in capsys.readouterr().out

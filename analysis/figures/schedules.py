@@ -56,7 +56,11 @@ def gap_by_schedule(
             ax.xaxis.set_minor_formatter(NullFormatter())
             ax.set_xlabel("training length (epochs)")
             ax.set_title((titles or {}).get(comparison, comparison), loc="left")
-            ax.margins(x=0.1)
+            pad = 10 ** (0.1 * span)  # set, not from the data: a panel with no difference yet has none
+            ax.set_xlim(lengths.min() / pad, lengths.max() * pad)
+            if not np.isfinite(panel["diff"].to_numpy(dtype=float)).any():
+                ax.text(0.5, 0.5, "no paired seeds yet", transform=ax.transAxes, ha="center", va="center",
+                        color="0.4")
         axes[0, 0].set_ylabel(y_label)
         handles: dict[str, Artist] = {}  # a variant compared at equal cost only (a static width) is in a later panel
         for ax in axes[0]:

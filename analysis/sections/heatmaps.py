@@ -17,6 +17,9 @@ from kwlab import store
 def write(result: Analysis, out: Path) -> list[Section]:
     """A figure per variant with attention, then per trial of `result.heatmap_trials`."""
     sweep = result.sweep
+    if sweep.store is not None and sweep.store.tables_only():
+        return [Section("Attention heatmaps", "This store is a study's tables without its trial folders; the attention "
+                                              "statistics are kept in the trial folders, so there are no heatmaps.")]
     finished = sweep.finished
     sections, used = [], set()
     for row in result.variants.to_dict("records"):
