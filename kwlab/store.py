@@ -355,8 +355,9 @@ class TrialRecord:
         ids = {k: self.meta.get(k) for k in IDENTITY} | {"trial_id": self.trial_id}
         best = self.best
         name, goal = self.metric
+        # the method also before a summary names it: a pending variant is matched with its finished ones by it
         row = {**ids, "status": self.status, "error": self.error, **self.meta.get("parameters", {}),
-               **self.meta.get("price", {}), "epochs_done": len(self.epochs),
+               **self.meta.get("price", {}), "method": self.method, "epochs_done": len(self.epochs),
                "stopped_epoch": self.stopped.get("epoch") if self.stopped else None,
                "best_epoch": best["epoch"] if best else None, "best_metric": name, "best_goal": goal}
         row.update(summarize_epochs(self.epochs))

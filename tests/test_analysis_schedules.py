@@ -24,9 +24,9 @@ from scipy import stats as scipy_stats
 import kwlab.results
 from analysis.analyse import analyse
 from analysis.figures.schedules import gap_by_schedule
-from analysis.schedules import COMPARISONS, group_name
+from analysis.schedules import COMPARISONS, group_name, matched
 from analysis.stats import holm
-from analysis.sweep import load_sweep
+from analysis.sweep import load_sweep, variants
 from kwlab.cli import main as kwlab_main
 from kwlab.store import STUDY_FILES, Store, summarize_epochs
 from sweep_helpers import TINY, kwlab_cli, write_spec
@@ -45,6 +45,7 @@ class Variant:
     config: dict[str, Any] = field(default_factory=dict)  # config.yaml
     variant_id: str = ""  # default: the name, file-name safe
     running: tuple[int, ...] = ()  # seeds whose trial is still running (no summary.json)
+    pending: tuple[int, ...] = ()  # seeds whose trial has not started (sweep.json only)
     is_baseline: bool = False
 
     def __post_init__(self) -> None:
@@ -65,7 +66,10 @@ def write_store(root: Path, name: str, variants: list[Variant], *, spec: dict[st
             trial = results.trial(f"{v.variant_id}-{seed}")
             trial.path.mkdir()
             trial.write_sweep_meta({"trial_id": trial.path.name, "variant_id": v.variant_id, "variant": v.name,
-                                    "is_baseline": v.is_baseline, "seed": seed, "parameters": v.parameters})
+                                    "is_baseline": v.is_baseline, "seed": seed, "parameters": v.parameters,
+                                    "method": v.method})
+            if seed in v.pending:
+                continue
             trial.write_config({"method": v.method, "epochs": len(curve), **v.config})
             history = [{"epoch": e, "val_top1": value, "val_loss": 1.0} for e, value in enumerate(curve, start=1)]
             trial.write_metrics(history)
@@ -98,10 +102,12 @@ SPEC = {"name": "schedules", "parameters": {"epochs": {"values": [2, 4]}, "kw.bu
         "baseline": "static@2", "seeds": list(SEEDS)}
 
 
-def schedule_store(root: Path) -> Path:
-    """The store of ACCURACY: two static widths and KW 1x, each at 2 and at 4 epochs, four seeds."""
+def schedule_store(root: Path, pending: tuple[str, ...] = ()) -> Path:
+    """The store of ACCURACY: two static widths and KW 1x, each at 2 and at 4 epochs, four seeds (not started on any
+    seed for the variants named in `pending`)."""
     variants = [Variant(name, method, swept, params, {s: [50.0] * swept["epochs"] for s in SEEDS},
-                        dict(zip(SEEDS, accuracy, strict=True)), is_baseline=name == "static@2")
+                        dict(zip(SEEDS, accuracy, strict=True)), is_baseline=name == "static@2",
+                        pending=SEEDS if name in pending else ())
                 for name, (method, swept, params, accuracy) in ACCURACY.items()]
     return write_store(root, "schedules", variants, spec=SPEC)
 
@@ -147,6 +153,20 @@ def test_variants_are_matched_across_schedules_by_their_config_without_epochs(tm
     assert group_name(["budget=1@1", "budget=1@10"], [1, 10]) == "budget=1"  # the last mention of the length
     assert group_name(["long kw", "short kw"], [40, 10]) == "long kw / short kw"  # nothing to drop: both names
     assert group_name(["kw_10", "kw_4"], [10, 40]) == "kw_10 / kw_4"  # a number that is not its length stays
+
+
+def test_a_variant_not_started_at_one_length_is_matched_with_its_others(tmp_path: Path) -> None:
+    """Before: a trial not started yet had no method in the table, so a sweep that had not reached KW at 4 epochs
+    reported 'budget=1' at 2 epochs and, apart, an unmatched variant at 4."""
+    sweep = load_sweep(schedule_store(tmp_path, pending=("epochs=4,budget=1",)))
+    assert (sweep.trials.query("status == 'pending'")["method"] == "kw").all()  # from sweep.json
+    key = matched(variants(sweep), sweep.factors)
+    assert key["epochs_2,budget_1"] == key["epochs_4,budget_1"]
+    found = analyse(sweep).schedules
+    assert found is not None
+    assert found.group["epochs_2,budget_1"] == found.group["epochs_4,budget_1"] == "budget=1"
+    at_4 = found.rows.query("group == 'budget=1' and comparison == 'width' and epochs == 4")
+    assert len(at_4) == 1 and at_4["diff"].isna().all()  # matched, with no difference yet
 
 
 def test_gap_per_schedule_and_its_change_by_hand(tmp_path: Path) -> None:
