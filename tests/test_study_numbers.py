@@ -1,5 +1,6 @@
-"""The README and the study's README quote the committed Fashion-MNIST study: every difference they quote is the
-one in the committed summary or equal-cost table (`kwlab report` output) it says it comes from."""
+"""The README and the studies' READMEs quote the committed Fashion-MNIST study and the schedule study's pilot: every
+difference they quote is the one in the committed summary, equal-cost or per-length table (`kwlab report` output)
+it says it comes from."""
 
 from __future__ import annotations
 
@@ -40,3 +41,26 @@ def test_quoted_differences_are_the_committed_ones(readme: Path) -> None:
     for cost, variants in QUOTED_AT_EQUAL_COST.items():
         for variant in variants:
             assert quoted(equal_cost.loc[(cost, variant)]) in text, f"{readme.name}: equal {cost}/{variant}"
+
+
+SCHEDULE = ROOT / "analysis" / "studies" / "fashion-schedule"
+KW_AND_BASELINES = ["budget=1/4", "budget=1", "budget=4", "dyconv_4", "odconv_1x"]
+# readme -> (group, comparison, epochs or "change") of every per-length difference it quotes (the pilot's
+# schedules.csv, written by `kwlab report analysis/studies/fashion-schedule/pilot`)
+QUOTED_PER_LENGTH = {
+    SCHEDULE / "README.md": [(g, c, e) for g in KW_AND_BASELINES for c in ("params", "macs") for e in (10, 40, "change")],
+    ROOT / "README.md": [("budget=1", c, e) for c in ("params", "macs") for e in (10, 40, "change")]
+    + [("budget=1/4", "macs", 40), ("budget=4", "macs", 40)],
+    STUDY / "README.md": [("budget=1", c, 40) for c in ("params", "macs")],
+}
+
+
+@pytest.mark.parametrize("readme", list(QUOTED_PER_LENGTH), ids=["schedule study README", "README", "study README"])
+def test_quoted_per_length_differences_are_the_pilots(readme: Path) -> None:
+    text = " ".join(readme.read_text().split())
+    table = pd.read_csv(SCHEDULE / "pilot" / "report" / "schedules.csv")
+    at = table[table["kind"] == "at"].set_index(["group", "comparison", "epochs"])
+    change = table[table["kind"] == "change"].set_index(["group", "comparison"])
+    for group, comparison, epochs in QUOTED_PER_LENGTH[readme]:
+        row = change.loc[(group, comparison)] if epochs == "change" else at.loc[(group, comparison, epochs)]
+        assert quoted(row) in text, f"{readme.name}: {group} at {comparison}, {epochs}"
