@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -28,9 +29,12 @@ def kwlab_cli(*args: str, cwd: Path = ROOT, env: dict[str, str] | None = None,
 
 
 def start_cli(*args: str, cwd: Path = ROOT) -> subprocess.Popen:
-    """Start the CLI in the background in its own process group (so a test can Ctrl-C it like a terminal)."""
+    """Start the CLI in the background in its own process group (so a test can Ctrl-C it like a terminal), with
+    SIGINT at its default: a suite started in the background (`pytest &`, nohup) ignores SIGINT, and a child would
+    inherit that and never see the test's Ctrl-C."""
     return subprocess.Popen([sys.executable, "-m", "kwlab.cli", *args], cwd=cwd, stdout=subprocess.PIPE,
-                            stderr=subprocess.PIPE, text=True, start_new_session=True)
+                            stderr=subprocess.PIPE, text=True, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
 
 
 def write_spec(folder: Path, name: str, **spec: Any) -> Path:
