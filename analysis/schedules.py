@@ -142,9 +142,8 @@ def compare(trials: pd.DataFrame, variants: pd.DataFrame, metric: str, baseline:
     key = matched(table, factors)
     if schedule.groupby(key).nunique().max() < 2:  # no variant trained at two lengths: no axis to compare along
         return None
-    names = {k: group_name(list(table.loc[(key == k).to_numpy(), "variant"]),
-                           [int(schedule[i]) for i in table.loc[(key == k).to_numpy(), "variant_id"]])
-             for k in dict.fromkeys(key)}
+    names = {k: group_name(list(rows["variant"]), [int(schedule[i]) for i in rows["variant_id"]])
+             for k, rows in table.groupby(key.to_numpy(), sort=False)}
     group = key.map(names)
     base = baselines(table, trials, factors, baseline)
     names_of = dict(zip(table["variant_id"], table["variant"], strict=True))
